@@ -1,0 +1,1 @@
+"""The hardware-neutral core: op interfaces, registry, selection, platform base class, settings."""

@@ -1,0 +1,59 @@
+"""Data passed between the engine and attention implementations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """What an attention implementation is built for; shared by every layer of a model."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scale: float
+    block_size: int
+    dtype: torch.dtype
+    device: torch.device
+    max_num_seqs: int  # sizes of fixed metadata buffers (CUDA graphs replay them)
+    max_model_len: int
+
+
+@dataclass
+class AttentionBatch:
+    """One engine step, described per sequence. Sequences with query_len 1 (decodes)
+    come first, then the others (prefills, possibly over a cached prefix).
+
+    query_lens[i]    new tokens of sequence i in this step
+    context_lens[i]  tokens of sequence i once this step's tokens are in the cache
+    block_tables[i]  cache block ids of sequence i, in order
+    slot_mapping[t]  block_id * block_size + offset for every new token t, in step order
+    """
+
+    query_lens: list[int]
+    context_lens: list[int]
+    block_tables: list[list[int]]
+    slot_mapping: list[int]
+
+    @property
+    def num_decodes(self) -> int:
+        return next((i for i, n in enumerate(self.query_lens) if n != 1), len(self.query_lens))
+
+
+@dataclass
+class SamplingTensors:
+    """Per-row sampling parameters for the ``sample`` op.
+
+    temperature [B] float32 (0 means greedy), top_k [B] int64 (0 means off),
+    top_p [B] float32 (1 means off), noise [B, V] float32 Exp(1) draws or None when
+    every row is greedy.
+    """
+
+    temperature: torch.Tensor
+    top_k: torch.Tensor
+    top_p: torch.Tensor
+    noise: torch.Tensor | None
+    all_greedy: bool

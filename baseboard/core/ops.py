@@ -1,0 +1,123 @@
+"""The op interfaces of contract 1.
+
+Each op has a name, a kind and a plain-torch reference implementation (``torch``)
+that is always available. Implementations are checked against the reference's
+signature when they are loaded, so a wrong plugin fails at plan resolution, not
+mid-generation.
+
+Kinds:
+
+``function``
+    The implementation is a callable with the reference's parameters.
+``weight``
+    The implementation owns a weight layout: an object with ``prepare(...)``
+    (once, at load: repack, prepack; returns an opaque state) and
+    ``apply(state, x)`` (per call).
+``attention``
+    The implementation is a class built from an ``AttentionSpec``. It owns its
+    KV-cache layout (``kv_cache_shape``), builds per-step metadata once per step
+    (``build_metadata``) and runs per layer (``forward``). See
+    ``baseboard.core.attention``.
+
+Shapes use T = tokens in the step, B = sequences, H = heads, D = head dim,
+K = input features, N = output features, G = quantization group size.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+from .errors import RegistrationError
+
+CONTRACT_VERSION = 1
+SUPPORTED_CONTRACTS = (1,)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    kind: str  # "function" | "weight" | "attention"
+    reference: str  # "module:attribute" of the torch reference implementation
+    doc: str
+
+
+def _ref(module: str, attr: str) -> str:
+    return f"baseboard.kernels.torch.{module}:{attr}"
+
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
+    OpSpec("rms_norm", "function", _ref("norm", "rms_norm"),
+           "rms_norm(x [T, K], weight [K], eps: float) -> [T, K], same dtype as x; "
+           "computed in float32: x * rsqrt(mean(x^2) + eps) * weight."),
+    OpSpec("fused_add_rms_norm", "function", _ref("norm", "fused_add_rms_norm"),
+           "fused_add_rms_norm(x [T, K], residual [T, K], weight [K], eps: float) -> "
+           "(rms_norm(x + residual), x + residual). May reuse the storage of x and residual."),
+    OpSpec("rotary_embedding", "function", _ref("rotary", "rotary_embedding"),
+           "rotary_embedding(positions [T] int64, q [T, Hq, D], k [T, Hk, D], "
+           "cos_sin_cache [max_position, D] float32 (cos in the first D/2 columns, sin in the "
+           "last D/2)) -> (q, k) rotated in the rotate-half (GPT-NeoX / Hugging Face Llama) "
+           "style. May rotate q and k in place."),
+    OpSpec("silu_and_mul", "function", _ref("activation", "silu_and_mul"),
+           "silu_and_mul(x [T, 2I]) -> [T, I] = silu(x[:, :I]) * x[:, I:]."),
+    OpSpec("gemm", "weight", _ref("gemm", "Gemm"),
+           "prepare(weight [N, K], bias [N] | None) -> state; apply(state, x [T, K]) -> [T, N] "
+           "= x @ weight.T + bias, in x's dtype."),
+    OpSpec("gemm_w4a16", "weight", _ref("quant_gemm", "GemmW4A16"),
+           "prepare(qweight [N, K] uint8 holding 0..15, scales [N, K/G], offsets [N, K/G], "
+           "group_size: int, bias [N] | None) -> state; apply(state, x [T, K]) -> [T, N]. "
+           "The weight is w[n, k] = qweight[n, k] * scales[n, k/G] + offsets[n, k/G] "
+           "(GPTQ/AWQ: offset = -zero * scale; GGUF Q4_0: -8 * d; Q4_1: m)."),
+    OpSpec("gemm_w8a16", "weight", _ref("quant_gemm", "GemmW8A16"),
+           "prepare(qweight [N, K] int8, scales [N, K/G], group_size: int, bias [N] | None) -> "
+           "state; apply(state, x [T, K]) -> [T, N] with w[n, k] = qweight[n, k] * scales[n, k/G]. "
+           "G = K is per-channel."),
+    OpSpec("gemm_w8a8_int8", "weight", _ref("quant_gemm", "GemmW8A8Int8"),
+           "prepare(qweight [N, K] int8, scales [N] float32, bias [N] | None) -> state; "
+           "apply(state, x [T, K]) -> [T, N]: x is quantized per token to int8 "
+           "(scale = amax/127), multiplied in integers and rescaled."),
+    OpSpec("gemm_w8a8_fp8", "weight", _ref("quant_gemm", "GemmW8A8Fp8"),
+           "prepare(qweight [N, K] float8_e4m3fn, scales [N] float32, bias [N] | None) -> state; "
+           "apply(state, x [T, K]) -> [T, N]: x is quantized per token to float8_e4m3fn "
+           "(scale = amax/448) and multiplied with float32 accumulation."),
+    OpSpec("attention", "attention", _ref("attention", "TorchAttention"),
+           "A class: __init__(spec: AttentionSpec); kv_cache_shape(num_blocks) -> shape of one "
+           "layer's cache; build_metadata(batch: AttentionBatch) -> metadata (once per step); "
+           "forward(q [T, Hq, D], k [T, Hk, D], v [T, Hk, D], kv_cache, metadata) -> [T, Hq, D]: "
+           "writes k and v to the cache at batch.slot_mapping, then each new token attends "
+           "causally to its sequence's whole context (cached prefix included)."),
+    OpSpec("sample", "function", _ref("sampling", "sample"),
+           "sample(logits [B, V] float32, params: SamplingTensors) -> [B] int64. Rows with "
+           "temperature 0 take the argmax; the others keep the top-k tokens (ties kept), then "
+           "the smallest top-p nucleus of the tempered softmax, and take argmax(probs / noise) "
+           "where noise ~ Exp(1) is given, so every implementation draws the same token."),
+)}
+
+WEIGHT_OP_METHODS = ("prepare", "apply")
+ATTENTION_METHODS = ("kv_cache_shape", "build_metadata", "forward")
+
+
+def _parameters(fn) -> list[str]:
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+
+
+def check_signature(spec: OpSpec, impl: object, reference: object, where: str) -> None:
+    """Raise RegistrationError when ``impl`` does not have the shape of ``reference``.
+
+    ``where`` names the implementation in the message (op, name and plugin).
+    """
+    if spec.kind == "function":
+        pairs = [("", impl, reference)]
+    elif spec.kind == "weight":
+        pairs = [(m, getattr(impl, m, None), getattr(reference, m)) for m in WEIGHT_OP_METHODS]
+    else:
+        pairs = [(m, getattr(impl, m, None), getattr(reference, m)) for m in ATTENTION_METHODS]
+    for method, got, want in pairs:
+        label = f"{where}{'.' + method if method else ''}"
+        if not callable(got):
+            raise RegistrationError(f"{label} is missing or not callable; op {spec.name!r} "
+                                    f"needs: {spec.doc}")
+        if _parameters(got) != _parameters(want):
+            raise RegistrationError(
+                f"{label} has parameters {_parameters(got)}, but op {spec.name!r} takes "
+                f"{_parameters(want)}. Fix the implementation's signature to match: {spec.doc}")

@@ -1,0 +1,90 @@
+"""Implementation records and the registry that holds them."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .errors import RegistrationError, did_you_mean
+from .ops import OPS
+
+ANY_PLATFORM = "*"
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of one op.
+
+    op          an op name of ``baseboard.core.ops.OPS``
+    name        open string chosen by the plugin ("triton", "aiter", "mykernels"...)
+    loader      "package.module:attribute", imported only when this impl is chosen
+    platforms   platform names it runs on, or ("*",) for every platform
+    priority    breaks ties between acceptable candidates (higher wins)
+    requires    distributions that must be installed (checked without importing)
+    supports    ``supports(ctx) -> None | reason``: None when it can run in ``ctx``
+    cuda_graph_safe, compile_safe   mode flags checked by selection
+    plugin      filled in by the registry: the plugin that registered it
+    """
+
+    op: str
+    name: str
+    loader: str
+    platforms: tuple[str, ...] = (ANY_PLATFORM,)
+    priority: int = 0
+    requires: tuple[str, ...] = ()
+    supports: Optional[Callable[[Any], Optional[str]]] = None
+    cuda_graph_safe: bool = True
+    compile_safe: bool = True
+    doc: str = ""
+    plugin: str = field(default="", compare=False)
+
+    def runs_on(self, platform: str) -> bool:
+        return ANY_PLATFORM in self.platforms or platform in self.platforms
+
+    def missing_distributions(self) -> list[str]:
+        return [d for d in self.requires if not distribution_installed(d)]
+
+    def load(self) -> Any:
+        module_name, _, attr = self.loader.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+def distribution_installed(name: str) -> bool:
+    """Whether the distribution is installed, without importing it."""
+    try:
+        importlib.metadata.distribution(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+class Registry:
+    """All implementations, keyed by (op, name)."""
+
+    def __init__(self) -> None:
+        self.impls: dict[tuple[str, str], Impl] = {}
+
+    def add(self, impl: Impl, plugin: str) -> None:
+        if impl.op not in OPS:
+            raise RegistrationError(
+                f"plugin {plugin!r} registers {impl.name!r} for unknown op {impl.op!r}."
+                f"{did_you_mean(impl.op, OPS)} Known ops: {', '.join(OPS)}.")
+        if ":" not in impl.loader:
+            raise RegistrationError(
+                f"plugin {plugin!r}: loader {impl.loader!r} of {impl.op}={impl.name} must be "
+                f"'package.module:attribute'.")
+        key = (impl.op, impl.name)
+        if key in self.impls:
+            raise RegistrationError(
+                f"implementation {impl.op}={impl.name} is registered by both plugin "
+                f"{self.impls[key].plugin!r} and plugin {plugin!r}; names must be unique per op. "
+                f"Rename one of them or disable one plugin with BASEBOARD_DISABLE_PLUGINS.")
+        self.impls[key] = Impl(**{**impl.__dict__, "plugin": plugin})
+
+    def for_op(self, op: str) -> list[Impl]:
+        return [impl for (o, _), impl in self.impls.items() if o == op]
+
+    def names(self, op: str) -> list[str]:
+        return sorted(impl.name for impl in self.for_op(op))

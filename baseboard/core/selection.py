@@ -1,0 +1,189 @@
+"""Selection: a pure function of (registry, platform, context, explicit choices) that
+returns a plan (op -> bound implementation) and the trace of every candidate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from .errors import ConfigError, RegistrationError, SelectionError, did_you_mean
+from .ops import OPS, check_signature
+from .platform import Platform
+from .registry import Impl, Registry
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    """What implementations are chosen for. ``supports(ctx)`` reads these fields."""
+
+    platform: Platform
+    dtype: torch.dtype = torch.float32
+    head_dim: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = None
+    block_size: Optional[int] = None
+    cuda_graphs: bool = False
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    source: str  # "argument", "--backend", "BASEBOARD_BACKEND", "plan file ...", ...
+
+
+@dataclass
+class Candidate:
+    name: str
+    plugin: str
+    priority: int
+    accepted: bool
+    reason: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class OpDecision:
+    op: str
+    selected: str
+    plugin: str
+    why: str
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"selected": self.selected, "plugin": self.plugin, "why": self.why,
+                "candidates": [c.as_dict() for c in self.candidates]}
+
+
+class Plan:
+    """op -> bound implementation. ``plan.rms_norm`` is the selected function itself
+    (an instance attribute, so calling through the plan costs one dict lookup)."""
+
+    def __init__(self, platform: str, decisions: dict[str, OpDecision], bound: dict[str, Any]):
+        self.platform = platform
+        self.decisions = decisions
+        self.__dict__.update(bound)
+
+    def impl(self, op: str) -> Any:
+        return self.__dict__[op]
+
+    def selected(self) -> dict[str, str]:
+        return {op: d.selected for op, d in self.decisions.items()}
+
+    def to_json(self) -> dict:
+        """The plan as data; `BASEBOARD_PLAN` / `--plan` replay its ``selected`` names."""
+        return {"platform": self.platform, "selected": self.selected(),
+                "ops": {op: d.as_dict() for op, d in self.decisions.items()}}
+
+
+def parse_backend_spec(text: str, source: str) -> dict[str, str]:
+    """Parse 'op=name,op=name'. Malformed text or an unknown op name is a ConfigError."""
+    choices: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        op, sep, name = (s.strip() for s in part.partition("="))
+        if not sep or not op or not name:
+            raise ConfigError(f"{source}: {part!r} in {text!r} is not of the form op=name "
+                              f"(for example 'gemm=torch,attention=triton').")
+        if op not in OPS:
+            raise ConfigError(f"{source}: unknown op {op!r}.{did_you_mean(op, OPS)} "
+                              f"Known ops: {', '.join(OPS)}.")
+        if op in choices and choices[op] != name:
+            raise ConfigError(f"{source}: op {op!r} is given twice ({choices[op]!r} and {name!r}).")
+        choices[op] = name
+    return choices
+
+
+def _reject_reason(impl: Impl, ctx: SelectionContext) -> str | None:
+    if not impl.runs_on(ctx.platform.name):
+        return f"runs on {', '.join(impl.platforms)}, not on {ctx.platform.name}"
+    missing = impl.missing_distributions()
+    if missing:
+        return f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})"
+    if ctx.cuda_graphs and not impl.cuda_graph_safe:
+        return "not cuda_graph_safe, and CUDA graphs are on (BASEBOARD_CUDA_GRAPHS=0 allows it)"
+    if ctx.compile and not impl.compile_safe:
+        return "not compile_safe, and torch.compile is on"
+    if impl.supports is not None:
+        try:
+            return impl.supports(ctx)
+        except Exception as exc:  # a broken supports() must not hide the other candidates
+            return f"supports() raised {exc!r}"
+    return None
+
+
+def _order(impls: list[Impl], preferences: tuple[str, ...]) -> list[Impl]:
+    rank = {name: i for i, name in enumerate(preferences)}
+    return sorted(impls, key=lambda i: (rank.get(i.name, len(rank)), -i.priority, i.name))
+
+
+def _candidates_text(candidates: list[Candidate]) -> str:
+    return "; ".join(f"{c.name} ({c.plugin}): {'ok' if c.accepted else c.reason}"
+                     for c in candidates)
+
+
+def decide(registry: Registry, ctx: SelectionContext, op: str,
+           choice: Choice | None) -> tuple[Impl, OpDecision]:
+    """Choose one implementation of ``op``; raise SelectionError if none is acceptable."""
+    impls = registry.for_op(op)
+    preferences = ctx.platform.preferences.get(op, ())
+    ordered = _order(impls, preferences)
+    candidates = []
+    for impl in ordered:
+        reason = _reject_reason(impl, ctx)
+        candidates.append(Candidate(impl.name, impl.plugin, impl.priority, reason is None,
+                                    reason or ""))
+    by_name = {impl.name: impl for impl in ordered}
+    accepted = [c for c in candidates if c.accepted]
+    if choice is not None:
+        if choice.name not in by_name:
+            raise SelectionError(
+                f"{choice.source} asks for {op}={choice.name!r}, which no loaded plugin "
+                f"registers.{did_you_mean(choice.name, by_name)} Known {op} implementations: "
+                f"{', '.join(sorted(by_name))}. A plugin that failed to load or is disabled "
+                f"registers nothing (see `baseboard info`).")
+        chosen = next(c for c in candidates if c.name == choice.name)
+        if not chosen.accepted:
+            raise SelectionError(
+                f"{choice.source} asks for {op}={choice.name!r}, which cannot run here: "
+                f"{chosen.reason}. Candidates: {_candidates_text(candidates)}.")
+        why = f"explicit choice ({choice.source})"
+    elif not accepted:
+        raise SelectionError(f"no implementation of {op!r} can run on platform "
+                             f"{ctx.platform.name!r}: {_candidates_text(candidates)}.")
+    else:
+        chosen = accepted[0]
+        why = (f"preferred by platform {ctx.platform.name}" if chosen.name in preferences
+               else f"highest priority ({chosen.priority}) among accepted candidates")
+    impl = by_name[chosen.name]
+    return impl, OpDecision(op, impl.name, impl.plugin, why, candidates)
+
+
+def bind(impl: Impl) -> Any:
+    """Import an implementation and check it against its op's reference."""
+    spec = OPS[impl.op]
+    where = f"{impl.op}={impl.name} (plugin {impl.plugin!r}, {impl.loader})"
+    try:
+        loaded = impl.load()
+    except Exception as exc:
+        raise RegistrationError(f"{where} could not be imported: {exc!r}") from exc
+    if impl.name != "torch":
+        reference = Impl(op=impl.op, name="torch", loader=spec.reference).load()
+        check_signature(spec, loaded, reference, where)
+    return loaded
+
+
+def select_plan(registry: Registry, ctx: SelectionContext,
+                choices: dict[str, Choice]) -> Plan:
+    """Resolve every op of the contract into a plan."""
+    decisions, bound = {}, {}
+    for op in OPS:
+        impl, decision = decide(registry, ctx, op, choices.get(op))
+        decisions[op] = decision
+        bound[op] = bind(impl)
+    return Plan(ctx.platform.name, decisions, bound)

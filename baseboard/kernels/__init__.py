@@ -1,0 +1,1 @@
+"""Kernel code shared by several platforms: torch/ (references), triton/ (CUDA, ROCm, XPU)."""

@@ -1,0 +1,114 @@
+"""Quantized GEMM references: dequantize, then multiply. Correct, not fast; each faster
+implementation is tested against these."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+class GroupQuantWeights(NamedTuple):
+    qweight: torch.Tensor  # [N, K] integer codes
+    scales: torch.Tensor  # [N, K/G]
+    offsets: Optional[torch.Tensor]  # [N, K/G] or None (symmetric)
+    group_size: int
+    bias: Optional[torch.Tensor]
+
+
+class ChannelQuantWeights(NamedTuple):
+    qweight: torch.Tensor  # [N, K] int8 or float8_e4m3fn
+    scales: torch.Tensor  # [N] float32
+    bias: Optional[torch.Tensor]
+
+
+def dequantize_groups(w: GroupQuantWeights, dtype: torch.dtype) -> torch.Tensor:
+    """[N, K] weight in ``dtype`` from group-quantized codes (computed in float32)."""
+    scales = w.scales.float().repeat_interleave(w.group_size, dim=1)
+    dense = w.qweight.float() * scales
+    if w.offsets is not None:
+        dense = dense + w.offsets.float().repeat_interleave(w.group_size, dim=1)
+    return dense.to(dtype)
+
+
+def _check_groups(qweight: torch.Tensor, scales: torch.Tensor, group_size: int) -> None:
+    n, k = qweight.shape
+    if k % group_size or scales.shape != (n, k // group_size):
+        raise ValueError(f"scales of shape {tuple(scales.shape)} do not match qweight "
+                         f"{tuple(qweight.shape)} with group_size {group_size}")
+
+
+class GemmW4A16:
+    """4-bit weights (one code 0..15 per uint8), 16-bit activations."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+                group_size: int, bias: Optional[torch.Tensor]) -> GroupQuantWeights:
+        _check_groups(qweight, scales, group_size)
+        return GroupQuantWeights(qweight, scales, offsets, group_size, bias)
+
+    @staticmethod
+    def apply(state: GroupQuantWeights, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, dequantize_groups(state, x.dtype), state.bias)
+
+
+class GemmW8A16:
+    """int8 weights with per-group (or per-channel, G = K) scales, 16-bit activations."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
+                bias: Optional[torch.Tensor]) -> GroupQuantWeights:
+        _check_groups(qweight, scales, group_size)
+        return GroupQuantWeights(qweight, scales, None, group_size, bias)
+
+    @staticmethod
+    def apply(state: GroupQuantWeights, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, dequantize_groups(state, x.dtype), state.bias)
+
+
+def quantize_per_token(x: torch.Tensor, qmax: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row quantization: (x / scale, scale [T, 1]) with scale = amax / qmax."""
+    scale = x.float().abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / qmax
+    return x.float() / scale, scale
+
+
+class GemmW8A8Int8:
+    """int8 weights (per-channel scales), activations quantized per token to int8."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor,
+                bias: Optional[torch.Tensor]) -> ChannelQuantWeights:
+        return ChannelQuantWeights(qweight, scales, bias)
+
+    @staticmethod
+    def apply(state: ChannelQuantWeights, x: torch.Tensor) -> torch.Tensor:
+        xq, x_scale = quantize_per_token(x, 127.0)
+        xq = xq.round().clamp(-128, 127)
+        # float64 holds every int8 x int8 dot product of realistic K exactly
+        acc = xq.double() @ state.qweight.double().T
+        y = acc.float() * x_scale * state.scales.float()
+        if state.bias is not None:
+            y = y + state.bias.float()
+        return y.to(x.dtype)
+
+
+class GemmW8A8Fp8:
+    """float8_e4m3fn weights (per-channel scales), activations quantized per token to fp8."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor,
+                bias: Optional[torch.Tensor]) -> ChannelQuantWeights:
+        return ChannelQuantWeights(qweight, scales, bias)
+
+    @staticmethod
+    def apply(state: ChannelQuantWeights, x: torch.Tensor) -> torch.Tensor:
+        xq, x_scale = quantize_per_token(x, FP8_MAX)
+        xq = xq.clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        acc = xq.float() @ state.qweight.float().T
+        y = acc * x_scale * state.scales.float()
+        if state.bias is not None:
+            y = y + state.bias.float()
+        return y.to(x.dtype)

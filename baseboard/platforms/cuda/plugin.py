@@ -1,0 +1,19 @@
+"""The cuda platform plugin: the platform and the implementations it registers."""
+
+from __future__ import annotations
+
+from ...core.registry import Impl
+from ...plugins import hookimpl
+from .platform import CudaPlatform
+
+BASEBOARD_CONTRACT = 1
+
+
+@hookimpl
+def baseboard_platforms():
+    return [CudaPlatform()]
+
+
+@hookimpl
+def baseboard_ops() -> list[Impl]:
+    return []
