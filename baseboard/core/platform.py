@@ -52,10 +52,11 @@ class Platform:
     def default_dtype(self) -> torch.dtype:
         return torch.bfloat16 if torch.bfloat16 in self.supported_dtypes else torch.float32
 
-    def describe(self) -> dict:
+    def describe(self, present: bool) -> dict:
+        """Properties for `baseboard info`; device queries only when the platform is present."""
         return {
             "name": self.name, "device_type": self.device_type, "priority": self.priority,
-            "capability": self.capability(), "dist_backend": self.dist_backend,
+            "capability": self.capability() if present else "", "dist_backend": self.dist_backend,
             "supports_cuda_graphs": self.supports_cuda_graphs,
             "supported_dtypes": [str(d).replace("torch.", "") for d in self.supported_dtypes],
             "plugin": self.plugin,

@@ -12,9 +12,9 @@ from ...core.platform import Detection, Platform
 def gpu_detection(want_hip: bool) -> Detection:
     """Shared by cuda and rocm: torch's CUDA API serves both; torch.version.hip tells them apart."""
     vendor = "ROCm" if want_hip else "CUDA"
-    if bool(torch.version.hip) != want_hip:
-        other = "ROCm" if torch.version.hip else ("CUDA" if torch.version.cuda else "CPU-only")
-        return Detection(False, f"this torch is a {other} build, not a {vendor} build")
+    build = "ROCm" if torch.version.hip else ("CUDA" if torch.version.cuda else "CPU-only")
+    if build != vendor:
+        return Detection(False, f"this torch is a {build} build, not a {vendor} build")
     if not torch.cuda.is_available():
         return Detection(False, f"torch is a {vendor} build but sees no device")
     return Detection(True, f"{torch.cuda.device_count()} {vendor} device(s) visible")
