@@ -43,6 +43,9 @@ class Impl:
     def runs_on(self, platform: str) -> bool:
         return ANY_PLATFORM in self.platforms or platform in self.platforms
 
+    def shares_platform(self, other: "Impl") -> bool:
+        return any(self.runs_on(p) for p in other.platforms) or other.runs_on(ANY_PLATFORM)
+
     def missing_distributions(self) -> list[str]:
         return [d for d in self.requires if not distribution_installed(d)]
 
@@ -61,10 +64,11 @@ def distribution_installed(name: str) -> bool:
 
 
 class Registry:
-    """All implementations, keyed by (op, name)."""
+    """All implementations, keyed by (op, name, platforms). One name may be registered by
+    several plugins for disjoint platforms (the shared Triton kernels: once per GPU vendor)."""
 
     def __init__(self) -> None:
-        self.impls: dict[tuple[str, str], Impl] = {}
+        self.impls: dict[tuple[str, str, tuple[str, ...]], Impl] = {}
 
     def add(self, impl: Impl, plugin: str) -> None:
         if impl.op not in OPS:
@@ -75,16 +79,19 @@ class Registry:
             raise RegistrationError(
                 f"plugin {plugin!r}: loader {impl.loader!r} of {impl.op}={impl.name} must be "
                 f"'package.module:attribute'.")
-        key = (impl.op, impl.name)
-        if key in self.impls:
+        clash = next((other for other in self.for_op(impl.op)
+                      if other.name == impl.name and other.shares_platform(impl)), None)
+        if clash is not None:
             raise RegistrationError(
                 f"implementation {impl.op}={impl.name} is registered by both plugin "
-                f"{self.impls[key].plugin!r} and plugin {plugin!r}; names must be unique per op. "
+                f"{clash.plugin!r} and plugin {plugin!r} for platform(s) "
+                f"{', '.join(impl.platforms)}; names must be unique per op and platform. "
                 f"Rename one of them or disable one plugin with BASEBOARD_DISABLE_PLUGINS.")
-        self.impls[key] = Impl(**{**impl.__dict__, "plugin": plugin})
+        self.impls[(impl.op, impl.name, impl.platforms)] = Impl(**{**impl.__dict__,
+                                                                    "plugin": plugin})
 
     def for_op(self, op: str) -> list[Impl]:
-        return [impl for (o, _), impl in self.impls.items() if o == op]
+        return [impl for (o, _, _), impl in self.impls.items() if o == op]
 
     def names(self, op: str) -> list[str]:
         return sorted(impl.name for impl in self.for_op(op))

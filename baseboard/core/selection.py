@@ -117,6 +117,16 @@ def _reject_reason(impl: Impl, ctx: SelectionContext) -> str | None:
     return None
 
 
+def _one_per_name(impls: list[Impl], platform: str) -> list[Impl]:
+    """Where several plugins register one name, the record for this platform (else the first)."""
+    chosen: dict[str, Impl] = {}
+    for impl in impls:
+        if impl.name not in chosen or (impl.runs_on(platform)
+                                       and not chosen[impl.name].runs_on(platform)):
+            chosen[impl.name] = impl
+    return list(chosen.values())
+
+
 def _order(impls: list[Impl], preferences: tuple[str, ...]) -> list[Impl]:
     rank = {name: i for i, name in enumerate(preferences)}
     return sorted(impls, key=lambda i: (rank.get(i.name, len(rank)), -i.priority, i.name))
@@ -130,7 +140,7 @@ def _candidates_text(candidates: list[Candidate]) -> str:
 def decide(registry: Registry, ctx: SelectionContext, op: str,
            choice: Choice | None) -> tuple[Impl, OpDecision]:
     """Choose one implementation of ``op``; raise SelectionError if none is acceptable."""
-    impls = registry.for_op(op)
+    impls = _one_per_name(registry.for_op(op), ctx.platform.name)
     preferences = ctx.platform.preferences.get(op, ())
     ordered = _order(impls, preferences)
     candidates = []
