@@ -1,6 +1,16 @@
-"""The cpu platform plugin: the platform and its CPU-specific implementations."""
+"""The cpu platform plugin: the platform and its CPU-specific implementations.
+
+Every implementation here runs native kernels (``native.py``, built on first use);
+each is rejected with the reason where they cannot run (no AVX512-BF16, no C
+compiler), and selection then falls back to the torch references. The GEMMs are
+bf16 kernels and are selected only for bf16 models; the others take bf16, fp16 and fp32.
+"""
 
 from __future__ import annotations
+
+from typing import Optional
+
+import torch
 
 from ...core.registry import Impl
 from ...plugins import hookimpl
@@ -8,12 +18,48 @@ from .platform import CpuPlatform
 
 BASEBOARD_CONTRACT = 1
 
+_CPU = ("cpu",)
+_HERE = "baseboard.platforms.cpu"
+
 
 @hookimpl
 def baseboard_platforms():
     return [CpuPlatform()]
 
 
+def native_supported(ctx) -> Optional[str]:
+    from .native import unavailable_reason  # imported here: plugin discovery stays cheap
+    return unavailable_reason()
+
+
+def bf16_native_supported(ctx) -> Optional[str]:
+    if ctx.dtype != torch.bfloat16:
+        return (f"bf16 kernel, and the model runs in {str(ctx.dtype).replace('torch.', '')} "
+                f"(the reference's oneDNN/MKL path serves that dtype)")
+    return native_supported(ctx)
+
+
 @hookimpl
 def baseboard_ops() -> list[Impl]:
-    return []
+    def impl(op: str, name: str, loader: str, supports, doc: str) -> Impl:
+        return Impl(op=op, name=name, loader=f"{_HERE}.{loader}", platforms=_CPU, priority=10,
+                    supports=supports, cuda_graph_safe=False, compile_safe=False, doc=doc)
+
+    return [
+        impl("gemm", "avx512_bf16", "gemm:Avx512Bf16Gemm", bf16_native_supported,
+             "bf16 weights packed in VNNI panels, vdpbf16ps; near memory bandwidth at M<=8"),
+        impl("gemm_w4a16", "avx512_bf16", "quant_gemm:DequantW4A16", bf16_native_supported,
+             "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
+        impl("gemm_w8a16", "avx512_bf16", "quant_gemm:DequantW8A16", bf16_native_supported,
+             "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
+        impl("attention", "cpu_paged", "attention:CpuPagedAttention", native_supported,
+             "online-softmax kernel over the paged cache; SDPA for fresh prefills"),
+        impl("rms_norm", "avx512", "rowwise:rms_norm", native_supported,
+             "one native pass per row"),
+        impl("fused_add_rms_norm", "avx512", "rowwise:fused_add_rms_norm", native_supported,
+             "one native pass per row, in place"),
+        impl("silu_and_mul", "avx512", "rowwise:silu_and_mul", native_supported,
+             "one native pass per row"),
+        impl("rotary_embedding", "avx512", "rowwise:rotary_embedding", native_supported,
+             "one native pass per token, in place"),
+    ]
