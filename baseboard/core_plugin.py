@@ -6,6 +6,7 @@ from __future__ import annotations
 from .core.ops import OPS
 from .core.registry import Impl
 from .plugins import hookimpl
+from .quantization.builtin import baseboard_quantization_methods  # noqa: F401 (hook)
 
 BASEBOARD_CONTRACT = 1
 

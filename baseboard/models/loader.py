@@ -1,0 +1,61 @@
+"""Open a checkpoint: a Hugging Face directory (safetensors) or a single quantized file
+(GGUF), read by the quantization method that claims it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..core.errors import ModelError
+from .checkpoint import Checkpoint
+from .safetensors_loader import load_hf_directory
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not readable JSON ({exc}).") from None
+
+
+def _methods(catalog) -> list:
+    return [method for method, _ in catalog.quant_methods.values()]
+
+
+def _load_file(path: Path, catalog) -> Checkpoint:
+    for method in _methods(catalog):
+        if method.suffixes and path.name.endswith(method.suffixes):
+            return method.load()(path, catalog)
+    known = ", ".join(f"{m.name} ({' '.join(m.suffixes)})" for m in _methods(catalog)
+                      if m.suffixes) or "none"
+    raise ModelError(f"{path} is a file that no quantization method reads (single-file "
+                     f"formats: {known}). Give a .gguf file or a Hugging Face directory with "
+                     f"config.json and model.safetensors.")
+
+
+def load_checkpoint(path: str | Path, catalog) -> Checkpoint:
+    """Open ``path``: a directory with config.json and model.safetensors (or a sharded
+    model.safetensors.index.json), or a file of a registered quantization method (.gguf).
+    Raises ModelError naming the problem."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"model path {str(path)!r} does not exist. Give a directory with "
+                         f"config.json and model.safetensors, or a .gguf file.")
+    if path.is_file():
+        return _load_file(path, catalog)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelError(f"directory {str(path)!r} has no config.json; a Hugging Face model "
+                         f"directory holds config.json and model.safetensors.")
+    config = read_json(config_path)
+    quantization = (config.get("quantization_config") or {}).get("quant_method")
+    if quantization:
+        methods = {m.name: m for m in _methods(catalog)}
+        if quantization not in methods:
+            raise ModelError(f"{config_path} names quantization method {quantization!r}, which "
+                             f"no loaded plugin provides. Registered methods: "
+                             f"{', '.join(sorted(methods)) or 'none'}.")
+        return methods[quantization].load()(path, catalog)
+    generation = path / "generation_config.json"
+    return load_hf_directory(path, config, read_json(generation) if generation.is_file() else None,
+                             catalog)

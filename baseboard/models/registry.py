@@ -1,0 +1,26 @@
+"""Architecture name -> model class, through the models the plugins registered."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..core.errors import ModelError, did_you_mean
+
+
+def model_class(architecture: str, catalog) -> type:
+    """The class registered (hook ``baseboard_models``) for ``architecture``; a ModelError
+    naming the supported architectures if none is."""
+    entry = catalog.models.get(architecture)
+    if entry is None:
+        supported = ", ".join(sorted(catalog.models)) or "none (no plugin registers models)"
+        raise ModelError(
+            f"architecture {architecture!r} is not supported.{did_you_mean(architecture, catalog.models)}"
+            f" Supported architectures: {supported}. A plugin adds one through the "
+            f"baseboard_models hook.")
+    loader, plugin = entry
+    module_name, _, attr = loader.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"the model class {loader!r} that plugin {plugin!r} registers for "
+                         f"{architecture!r} cannot be imported: {exc!r}") from exc

@@ -1,0 +1,88 @@
+"""Hugging Face directories: config.json and model.safetensors, single or sharded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+from safetensors import SafetensorError, safe_open
+from tqdm import tqdm
+
+from ..core.errors import ModelError
+from .checkpoint import Checkpoint
+from .config import ModelConfig
+from .registry import model_class
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The weight files of a directory: the shards its index names, or model.safetensors."""
+    if (path / INDEX).is_file():
+        try:
+            weight_map = json.loads((path / INDEX).read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path / INDEX} is not a safetensors index with a 'weight_map' "
+                             f"({exc!r}).") from None
+        files = [path / name for name in dict.fromkeys(weight_map.values())]
+        for file in files:
+            if not file.is_file():
+                raise ModelError(f"{path / INDEX} names shard {file.name!r}, which is missing "
+                                 f"from {str(path)!r}.")
+        return files
+    if (path / SINGLE).is_file():
+        return [path / SINGLE]
+    raise ModelError(f"directory {str(path)!r} has neither {SINGLE} nor {INDEX}. baseboard "
+                     f"reads safetensors weights only (convert .bin files with "
+                     f"save_pretrained(safe_serialization=True)).")
+
+
+def _headers(files: list[Path]) -> tuple[int, Optional[torch.dtype]]:
+    """(number of tensors, dtype of the first float tensor); reads only the headers, so a
+    truncated or corrupt file fails here, before loading starts."""
+    count, dtype = 0, None
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as f:
+                names = list(f.keys())
+                count += len(names)
+                for name in names:
+                    if dtype is None:
+                        dtype = DTYPES.get(f.get_slice(name).get_dtype())
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{file} is not a readable safetensors file ({exc}); it may be "
+                             f"truncated or corrupt. Download or save it again.") from None
+    return count, dtype
+
+
+def load_hf_directory(path: Path, config: dict, generation_config: Optional[dict],
+                      catalog) -> Checkpoint:
+    """A Checkpoint over the safetensors weights of a Hugging Face directory."""
+    files = safetensors_files(path)
+    count, dtype = _headers(files)
+    model_config = ModelConfig.from_hf(config, generation_config)
+    cls = model_class(model_config.architecture, catalog)
+
+    def weights() -> Iterator[tuple[str, Any]]:
+        with tqdm(total=count, desc=f"loading {path.name}", unit="tensor", delay=1) as bar:
+            for file in files:
+                with safe_open(file, framework="pt") as f:
+                    for name in f.keys():
+                        yield name, f.get_tensor(name)
+                        bar.update()
+
+    def tokenizer() -> Any:
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"no tokenizer could be loaded from {str(path)!r} ({exc}). The "
+                             f"directory needs the tokenizer files (tokenizer.json, "
+                             f"tokenizer_config.json).") from None
+
+    return Checkpoint(path, model_config, dtype or torch.float32, cls, weights, tokenizer)

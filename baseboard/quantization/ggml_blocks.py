@@ -1,0 +1,66 @@
+"""Decoding of llama.cpp's (GGML) tensor types into torch tensors and quantized records.
+
+A quantized GGML row of K values is K/32 blocks; each block stores float16 scale(s) then
+32 codes. Element j of a Q4 block is the low nibble of byte j for j < 16 and the high
+nibble of byte j - 16 otherwise:
+
+    Q4_0  d, 16 bytes of 4-bit codes q      w = d * q - 8 * d   -> gemm_w4a16
+    Q4_1  d, m, 16 bytes of 4-bit codes q   w = d * q + m       -> gemm_w4a16
+    Q8_0  d, 32 int8 codes q                w = d * q           -> gemm_w8a16
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from .records import GroupQuantized
+
+BLOCK = 32
+DENSE_TYPES = ("F32", "F16", "BF16")
+QUANTIZED_TYPES = {"Q4_0": 2 + BLOCK // 2, "Q4_1": 4 + BLOCK // 2, "Q8_0": 2 + BLOCK}  # bytes/block
+SUPPORTED_TYPES = DENSE_TYPES + tuple(QUANTIZED_TYPES)
+
+
+def _as_torch(array: np.ndarray) -> torch.Tensor:
+    # The arrays of a GGUFReader view a read-only memory map; torch warns about that on
+    # every tensor, and the weights are never written.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _float16(blocks: np.ndarray, start: int) -> torch.Tensor:
+    """The float16 stored at byte ``start`` of every block: [N, K/32, B] -> [N, K/32]."""
+    return torch.from_numpy(np.ascontiguousarray(blocks[..., start:start + 2]).view(np.float16)[..., 0])
+
+
+def _nibbles(packed: np.ndarray, n: int, k: int) -> torch.Tensor:
+    """[N, K/32, 16] bytes -> [N, K] uint8 codes 0..15 in GGML's element order."""
+    return torch.from_numpy(np.concatenate([packed & 0x0F, packed >> 4], axis=-1).reshape(n, k))
+
+
+def decode_dense(data: np.ndarray, type_name: str) -> torch.Tensor:
+    """An F32, F16 or BF16 tensor as stored by GGUFReader -> a torch tensor of that dtype,
+    sharing the file's memory. BF16 arrives as bytes [..., 2 * K]."""
+    if type_name == "BF16":
+        return _as_torch(data.view(np.int16)).view(torch.bfloat16)
+    return _as_torch(data)
+
+
+def decode_quantized(data: np.ndarray, type_name: str) -> GroupQuantized:
+    """A Q4_0, Q4_1 or Q8_0 matrix as stored by GGUFReader (bytes [N, K/32 * bytes per
+    block]) -> a GroupQuantized record with [N, K] codes and [N, K/32] float16 scales."""
+    n = data.shape[0]
+    blocks = data.reshape(n, -1, QUANTIZED_TYPES[type_name])
+    k = blocks.shape[1] * BLOCK
+    d = _float16(blocks, 0)
+    if type_name == "Q8_0":
+        codes = torch.from_numpy(np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(n, k))
+        return GroupQuantized("gemm_w8a16", codes, d, None, BLOCK)
+    if type_name == "Q4_0":
+        return GroupQuantized("gemm_w4a16", _nibbles(blocks[..., 2:], n, k), d, d * -8, BLOCK)
+    return GroupQuantized("gemm_w4a16", _nibbles(blocks[..., 4:], n, k), d, _float16(blocks, 2),
+                          BLOCK)

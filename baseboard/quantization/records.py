@@ -1,0 +1,78 @@
+"""Quantized weights as plain records, the form a checkpoint loader hands to a model.
+
+A record names the GEMM op that multiplies by it and holds its codes in the layout that
+op's ``prepare`` takes (see ``baseboard.core.ops``), so a model prepares any of them with
+``record.prepare(plan.impl(record.op), bias)`` and never looks inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Optional, Sequence
+
+import torch
+
+GROUP_OPS = ("gemm_w4a16", "gemm_w8a16")
+
+
+@dataclass(frozen=True)
+class GroupQuantized:
+    """A [N, K] weight quantized in groups of ``group_size`` consecutive inputs.
+
+    op          "gemm_w4a16": qweight [N, K] uint8 holding 0..15, offsets [N, K/G]
+                "gemm_w8a16": qweight [N, K] int8, offsets None
+    scales      [N, K/G]; w[n, k] = qweight[n, k] * scales[n, k/G] (+ offsets[n, k/G])
+    Scales and offsets keep the dtype they were stored in (float16 for GGUF), which is
+    exact; an op's ``prepare`` converts them to what its kernel wants.
+    """
+
+    op: str
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    offsets: Optional[torch.Tensor]
+    group_size: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.qweight.shape)
+
+    def prepare(self, impl: Any, bias: Optional[torch.Tensor]) -> Any:
+        """Call ``impl.prepare`` (an implementation of ``self.op``) with this record's tensors."""
+        if self.op == "gemm_w4a16":
+            return impl.prepare(self.qweight, self.scales, self.offsets, self.group_size, bias)
+        return impl.prepare(self.qweight, self.scales, self.group_size, bias)
+
+    def dequantize(self) -> torch.Tensor:
+        """The dense [N, K] float32 weight."""
+        scales = self.scales.float().repeat_interleave(self.group_size, dim=1)
+        dense = self.qweight.float() * scales
+        if self.offsets is not None:
+            dense += self.offsets.float().repeat_interleave(self.group_size, dim=1)
+        return dense
+
+    def to(self, device: torch.device) -> GroupQuantized:
+        offsets = None if self.offsets is None else self.offsets.to(device)
+        return replace(self, qweight=self.qweight.to(device), scales=self.scales.to(device),
+                       offsets=offsets)
+
+    def take_rows(self, index: torch.Tensor) -> GroupQuantized:
+        """The record of weight[index] (output rows reordered)."""
+        offsets = None if self.offsets is None else self.offsets[index]
+        return replace(self, qweight=self.qweight[index], scales=self.scales[index],
+                       offsets=offsets)
+
+
+def can_concat(records: Sequence[object]) -> bool:
+    """Whether ``concat_rows`` can join these weights into one record."""
+    first = records[0]
+    return all(isinstance(r, GroupQuantized) and r.op == first.op
+               and r.group_size == first.group_size and r.scales.dtype == first.scales.dtype
+               and r.shape[1] == first.shape[1] for r in records)
+
+
+def concat_rows(records: Sequence[GroupQuantized]) -> GroupQuantized:
+    """Stack records along N (fusing q/k/v or gate/up); see ``can_concat``."""
+    first = records[0]
+    offsets = None if first.offsets is None else torch.cat([r.offsets for r in records])
+    return replace(first, qweight=torch.cat([r.qweight for r in records]),
+                   scales=torch.cat([r.scales for r in records]), offsets=offsets)
