@@ -1,0 +1,84 @@
+"""The attention check: three engine steps over a paged KV cache.
+
+Each implementation owns its cache layout, so the cache is never filled by hand:
+both sides start from an empty cache of their own ``kv_cache_shape`` and run the
+same steps, and every step's output is compared. The cached prefixes of step 2
+were written by step 1, so a wrong cache write shows up as a wrong attention output.
+Block ids are shuffled, so a sequence's blocks are neither contiguous nor in order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..core.attention import AttentionBatch, AttentionSpec
+from .cases import Case, randn
+from .compare import compare
+
+# Per step: (sequence, tokens already in the cache, new tokens). Decodes come first.
+STEPS = (
+    ("step 1: prefills of 16, 32 and 20 tokens",
+     ((0, 0, 16), (1, 0, 32), (2, 0, 20))),
+    ("step 2: 2 decodes, 13 tokens after a cached 20-token prefix, a fresh 7-token prefill",
+     ((0, 16, 1), (1, 32, 1), (2, 20, 13), (3, 0, 7))),
+    ("step 3: 4 decodes",
+     ((0, 17, 1), (1, 33, 1), (2, 33, 1), (3, 7, 1))),
+)
+SPARE_BLOCKS = 3
+
+
+def _final_lengths() -> dict[int, int]:
+    lengths: dict[int, int] = {}
+    for _, rows in STEPS:
+        for seq, cached, new in rows:
+            lengths[seq] = cached + new
+    return lengths
+
+
+def _block_tables(block_size: int, gen: torch.Generator) -> tuple[dict[int, list[int]], int]:
+    """Shuffled block ids per sequence, and the number of blocks in the cache."""
+    needed = {seq: math.ceil(n / block_size) for seq, n in _final_lengths().items()}
+    num_blocks = sum(needed.values()) + SPARE_BLOCKS
+    free = torch.randperm(num_blocks, generator=gen).tolist()
+    tables = {}
+    for seq, count in needed.items():
+        tables[seq], free = free[:count], free[count:]
+    return tables, num_blocks
+
+
+def _batch(rows: tuple, tables: dict[int, list[int]], block_size: int) -> AttentionBatch:
+    slots = [tables[seq][pos // block_size] * block_size + pos % block_size
+             for seq, cached, new in rows for pos in range(cached, cached + new)]
+    return AttentionBatch(query_lens=[new for _, _, new in rows],
+                          context_lens=[cached + new for _, cached, new in rows],
+                          block_tables=[tables[seq] for seq, _, _ in rows],
+                          slot_mapping=slots)
+
+
+def check_attention(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
+    """Build both implementations from one AttentionSpec and run every step on both."""
+    p, gen = case.params, case.generator()
+    hq, hk, d, block_size = p["num_heads"], p["num_kv_heads"], p["head_dim"], p["block_size"]
+    spec = AttentionSpec(num_heads=hq, num_kv_heads=hk, head_dim=d, scale=d ** -0.5,
+                         block_size=block_size, dtype=case.dtype, device=device,
+                         max_num_seqs=8, max_model_len=128)
+    tables, num_blocks = _block_tables(block_size, gen)
+    sides = []
+    for cls in (impl, reference):
+        attention = cls(spec)
+        cache = torch.zeros(tuple(attention.kv_cache_shape(num_blocks)), dtype=case.dtype,
+                            device=device)
+        sides.append((attention, cache))
+    for label, rows in STEPS:
+        batch = _batch(rows, tables, block_size)
+        tokens = len(batch.slot_mapping)
+        q = randn(gen, (tokens, hq, d), case.dtype, device)
+        k = randn(gen, (tokens, hk, d), case.dtype, device)
+        v = randn(gen, (tokens, hk, d), case.dtype, device)
+        got, expected = [attention.forward(q.clone(), k.clone(), v.clone(), cache,
+                                           attention.build_metadata(batch))
+                         for attention, cache in sides]
+        compare(f"attention {label}", got, expected, case)

@@ -1,0 +1,181 @@
+"""Run one case: build its inputs, call the implementation and the reference, compare.
+
+Both sides get their own copies of every input, because the contract lets some ops
+work in place. Inputs are drawn from a generator seeded by the case id, so a
+failure reproduces exactly. Values are scaled so outputs are of order 1, which lets
+one absolute-and-relative tolerance per dtype serve every op.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..core.attention import SamplingTensors
+from . import quantize
+from .attention_check import check_attention
+from .cases import TOKENS, Case, dtype_name, randn
+from .compare import Mismatch, compare, describe
+
+EPS = 1e-6
+
+
+def _copies(args: tuple) -> tuple:
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _call_both(what: str, case: Case, impl: Callable, reference: Callable, *args: Any) -> None:
+    compare(what, impl(*_copies(args)), reference(*_copies(args)), case)
+
+
+def _check_rms_norm(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
+    gen, t, k = case.generator(), case.params["tokens"], case.params["hidden"]
+    x = randn(gen, (t, k), case.dtype, device)
+    weight = (1 + randn(gen, (k,), torch.float32, device, 0.1)).to(case.dtype)
+    _call_both(f"rms_norm(x [{t}, {k}], weight, eps)", case, impl, reference, x, weight, EPS)
+
+
+def _check_fused_add_rms_norm(case: Case, impl: Any, reference: Any,
+                              device: torch.device) -> None:
+    gen, t, k = case.generator(), case.params["tokens"], case.params["hidden"]
+    x = randn(gen, (t, k), case.dtype, device)
+    residual = randn(gen, (t, k), case.dtype, device)
+    weight = (1 + randn(gen, (k,), torch.float32, device, 0.1)).to(case.dtype)
+    _call_both(f"fused_add_rms_norm(x [{t}, {k}], residual, weight, eps)", case, impl,
+               reference, x, residual, weight, EPS)
+
+
+def rotary_cache(max_position: int, head_dim: int, device: torch.device,
+                 base: float = 10000.0) -> torch.Tensor:
+    """[max_position, D] float32: cos in the first D/2 columns, sin in the last D/2."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.arange(max_position, dtype=torch.float32).unsqueeze(1) * inv_freq
+    return torch.cat((angles.cos(), angles.sin()), dim=-1).to(device)
+
+
+def _check_rotary(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
+    gen, p = case.generator(), case.params
+    t, d, hq, hk = p["tokens"], p["head_dim"], p["num_heads"], p["num_kv_heads"]
+    cache = rotary_cache(4096, d, device)
+    positions = torch.randint(0, 4096, (t,), generator=gen).to(device)
+    q = randn(gen, (t, hq, d), case.dtype, device)
+    k = randn(gen, (t, hk, d), case.dtype, device)
+    _call_both(f"rotary_embedding(positions [{t}], q [{t}, {hq}, {d}], k [{t}, {hk}, {d}], "
+               f"cos_sin_cache)", case, impl, reference, positions, q, k, cache)
+
+
+def _check_silu_and_mul(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
+    gen, t, i = case.generator(), case.params["tokens"], case.params["hidden"]
+    x = randn(gen, (t, 2 * i), case.dtype, device)
+    _call_both(f"silu_and_mul(x [{t}, {2 * i}])", case, impl, reference, x)
+
+
+def _dense_weight(gen: torch.Generator, case: Case) -> torch.Tensor:
+    """[N, K] float32 on the CPU, scaled so x @ w.T is of order 1 for x ~ N(0, 1)."""
+    k, n = case.params["hidden"], case.params["out"]
+    return torch.randn((n, k), generator=gen) / k ** 0.5
+
+
+def _bias(gen: torch.Generator, case: Case, device: torch.device) -> torch.Tensor | None:
+    return randn(gen, (case.params["out"],), case.dtype, device, 0.1) \
+        if case.params["bias"] else None
+
+
+def _weight_inputs(case: Case, gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The keyword arguments of ``prepare`` for the case's op."""
+    dense, bias = _dense_weight(gen, case), _bias(gen, case, device)
+    if case.op == "gemm":
+        return {"weight": dense.to(device, case.dtype), "bias": bias}
+    if case.op == "gemm_w4a16":
+        g = case.params["group_size"]
+        qweight, scales, offsets = quantize.quantize_4bit_groups(dense, g)
+        return {"qweight": qweight.to(device), "scales": scales.to(device, case.dtype),
+                "offsets": offsets.to(device, case.dtype), "group_size": g, "bias": bias}
+    if case.op == "gemm_w8a16":
+        g = case.params["group_size"]
+        qweight, scales = quantize.quantize_int8_groups(dense, g)
+        return {"qweight": qweight.to(device), "scales": scales.to(device, case.dtype),
+                "group_size": g, "bias": bias}
+    if case.op == "gemm_w8a8_int8":
+        qweight, scales = quantize.quantize_int8_per_channel(dense)
+    else:
+        qweight, scales = quantize.quantize_fp8_per_channel(dense)
+    return {"qweight": qweight.to(device), "scales": scales.to(device), "bias": bias}
+
+
+def _check_weight_op(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
+    gen = case.generator()
+    inputs = _weight_inputs(case, gen, device)
+    state = impl.prepare(**{name: _copies((v,))[0] for name, v in inputs.items()})
+    ref_state = reference.prepare(**{name: _copies((v,))[0] for name, v in inputs.items()})
+    k = case.params["hidden"]
+    for t in TOKENS:  # one prepared weight serves every step, as in the engine
+        x = randn(gen, (t, k), case.dtype, device)
+        compare(f"{case.op}.apply(prepare(...), x [{t}, {k}])",
+                impl.apply(state, x.clone()), reference.apply(ref_state, x.clone()), case)
+
+
+# (temperature, top_k, top_p) per row: greedy, plain, top-k, top-p, both, k past the
+# vocabulary, a greedy row whose top-k must be ignored, a tiny nucleus
+SAMPLING_ROWS = ((0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (0.9, 20, 0.9),
+                 (1.0, 100000, 1.0), (0.0, 3, 0.5), (2.0, 0, 0.1))
+SAMPLING_DRAWS = 3
+
+
+def sampling_rows(mode: str) -> list[tuple[float, int, float]]:
+    """(temperature, top_k, top_p) per row for a case's sampling mode."""
+    if mode == "greedy":
+        return [(0.0, k, p) for _, k, p in SAMPLING_ROWS]
+    if mode == "plain":
+        return [(t, 0, 1.0) for t, _, _ in SAMPLING_ROWS]
+    return list(SAMPLING_ROWS)
+
+
+def _sampling_params(mode: str, noise: torch.Tensor | None,
+                     device: torch.device) -> SamplingTensors:
+    temperature, top_k, top_p = zip(*sampling_rows(mode))
+    return SamplingTensors(
+        temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
+        top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
+        top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
+        noise=noise, all_greedy=mode == "greedy",
+        no_top_k=mode == "plain", no_top_p=mode == "plain")
+
+
+def _check_sample(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
+    gen, vocab, mode = case.generator(), case.params["vocab"], case.params["mode"]
+    rows = sampling_rows(mode)
+    for draw in range(SAMPLING_DRAWS):
+        logits = randn(gen, (len(rows), vocab), torch.float32, device, 3.0)
+        noise = None if mode == "greedy" else \
+            torch.empty((len(rows), vocab)).exponential_(generator=gen).to(device)
+        # each side gets its own parameters: an implementation may work on them in place
+        got = impl(logits.clone(), _sampling_params(mode, noise, device))
+        expected = reference(logits.clone(), _sampling_params(mode, noise, device))
+        what = f"sample(logits [{len(rows)}, {vocab}], params), {mode} rows, draw {draw}"
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape \
+                or got.dtype != expected.dtype:
+            raise Mismatch(f"{what} returned {describe(got)}; expected "
+                           f"{describe(expected)}")
+        differ = (got.cpu() != expected.cpu()).nonzero().flatten().tolist()
+        if differ:
+            detail = "; ".join(f"row {r} (temperature, top_k, top_p = {rows[r]}): "
+                               f"token {int(got[r])}, reference {int(expected[r])}"
+                               for r in differ)
+            raise Mismatch(f"{what} [{dtype_name(case.dtype)}]: tokens differ from the "
+                           f"reference with the same noise: {detail}")
+
+
+CHECKS: dict[str, Callable[[Case, Any, Any, torch.device], None]] = {
+    "rms_norm": _check_rms_norm, "fused_add_rms_norm": _check_fused_add_rms_norm,
+    "rotary_embedding": _check_rotary, "silu_and_mul": _check_silu_and_mul,
+    "gemm": _check_weight_op, "gemm_w4a16": _check_weight_op, "gemm_w8a16": _check_weight_op,
+    "gemm_w8a8_int8": _check_weight_op, "gemm_w8a8_fp8": _check_weight_op,
+    "attention": check_attention, "sample": _check_sample,
+}
+
+
+def run_case(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
+    """Raise Mismatch when ``impl`` disagrees with ``reference`` on ``case``."""
+    CHECKS[case.op](case, impl, reference, device)

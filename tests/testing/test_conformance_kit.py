@@ -1,0 +1,93 @@
+"""The kit fails wrong implementations, skips rejected cases and stays out of normal runs."""
+
+import pytest
+
+from baseboard.core.ops import OPS
+from baseboard.testing.cases import cases_for
+from baseboard.testing.checks import CHECKS
+from baseboard.testing.sandbox import run_pytest
+
+WRONG_PLUGIN = """
+    import torch
+
+    from baseboard.core.registry import Impl
+    from baseboard.plugins import hookimpl
+
+    BASEBOARD_CONTRACT = 1
+
+
+    def rms_norm(x, weight, eps):
+        x32 = x.float()  # forgets to multiply by weight
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+    def silu_and_mul(x):
+        gate, up = x.chunk(2, dim=-1)
+        return torch.nn.functional.silu(gate) * up
+
+
+    def sample(logits, params, generator):
+        return logits.argmax(dim=-1)
+
+
+    def no_half(ctx):
+        return "float16 is not implemented" if ctx.dtype == torch.float16 else None
+
+
+    @hookimpl
+    def baseboard_ops():
+        return [Impl("rms_norm", "noweight", "wrong_plugin:rms_norm"),
+                Impl("silu_and_mul", "nohalf", "wrong_plugin:silu_and_mul", supports=no_half),
+                Impl("sample", "extraarg", "wrong_plugin:sample")]
+"""
+
+
+@pytest.fixture
+def wrong(site):
+    site.install("wrong-dist", {"wrong": "wrong_plugin"}, {"wrong_plugin": WRONG_PLUGIN})
+    return site
+
+
+def test_a_wrong_implementation_fails_the_kit(wrong, tmp_path):
+    run = run_pytest("--baseboard-plugin", "wrong", cwd=tmp_path, path=wrong.root)
+    out = run.stdout
+    assert run.returncode == 1, out + run.stderr
+    assert "FAILED baseboard-plugin[wrong]::rms_norm=noweight::float32-T7-K257" in out
+    assert "differ from the reference by more than" in out
+    assert "sample=extraarg (plugin 'wrong', wrong_plugin:sample) has parameters " \
+           "['logits', 'params', 'generator'], but op 'sample' takes ['logits', 'params']" in out
+    # the correct one passes where it runs and is skipped, with its reason, where it does not
+    assert "silu_and_mul=nohalf::float32" not in out
+    assert "silu_and_mul=nohalf: rejects this case: float16 is not implemented" in out
+    assert "does not load; its 'signature' test says why" in out
+    assert run.count("skipped") == 9
+    assert run.count("passed") == 1 + 2 + 18  # load, two good signatures, nohalf's cases
+    assert run.count("failed") == 27 + 1 + 18  # noweight's cases, extraarg's signature and cases
+
+
+def test_without_the_option_the_kit_stays_out_of_the_way(wrong, tmp_path):
+    (tmp_path / "test_plain.py").write_text("def test_plain():\n    assert True\n")
+    run = run_pytest(cwd=tmp_path, path=wrong.root)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.count("passed") == 1
+    assert "conformance kit" not in run.stdout
+    # paths given with the option run as well as the kit
+    run = run_pytest("test_plain.py", "--baseboard-plugin", "wrong", "-k", "test_plain or nohalf",
+                     cwd=tmp_path, path=wrong.root)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.count("passed") == 1 + 1 + 18
+
+
+def test_an_unknown_plugin_is_a_usage_error(tmp_path):
+    run = run_pytest("--baseboard-plugin", "exampel", cwd=tmp_path)
+    assert run.returncode == 4
+    assert "--baseboard-plugin 'exampel': no installed plugin has this name. " \
+           "Did you mean 'example'?" in run.stderr
+
+
+def test_every_op_of_the_contract_has_cases_and_a_check():
+    for op in OPS:
+        assert cases_for(op), op
+        assert op in CHECKS, op
+        ids = [case.id for case in cases_for(op)]
+        assert len(ids) == len(set(ids)), op
