@@ -1,0 +1,69 @@
+"""Our GGML block decoding against gguf.quants.dequantize, bit for bit."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from baseboard.quantization.ggml_blocks import decode_dense, decode_quantized
+
+BYTES_PER_BLOCK = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+
+
+def random_blocks(type_name: str, rows: int, blocks: int, rng) -> np.ndarray:
+    """Raw blocks with random codes and random finite float16 scales: [rows, blocks * bytes]."""
+    raw = rng.integers(0, 256, size=(rows, blocks, BYTES_PER_BLOCK[type_name]), dtype=np.uint8)
+    num_scales = 2 if type_name == "Q4_1" else 1
+    scales = rng.normal(0, 0.05, size=(rows, blocks, num_scales)).astype(np.float16)
+    raw[..., :2 * num_scales] = scales.view(np.uint8).reshape(rows, blocks, 2 * num_scales)
+    return raw.reshape(rows, -1)
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q8_0"])
+def test_random_blocks_decode_exactly_as_gguf_dequantizes(type_name):
+    rng = np.random.default_rng(0)
+    data = random_blocks(type_name, rows=24, blocks=5, rng=rng)
+    record = decode_quantized(data, type_name)
+    want = gguf.quants.dequantize(data, gguf.GGMLQuantizationType[type_name])
+    assert record.shape == (24, 5 * 32)
+    assert record.group_size == 32 and record.scales.shape == (24, 5)
+    assert record.op == ("gemm_w8a16" if type_name == "Q8_0" else "gemm_w4a16")
+    if record.op == "gemm_w4a16":
+        assert record.qweight.dtype == torch.uint8 and int(record.qweight.max()) <= 15
+    else:
+        assert record.qweight.dtype == torch.int8 and record.offsets is None
+    torch.testing.assert_close(record.dequantize(), torch.from_numpy(want), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q8_0"])
+def test_quantized_weights_round_trip_through_gguf_quantize(type_name):
+    weights = np.random.default_rng(1).normal(size=(8, 96)).astype(np.float32)
+    qtype = gguf.GGMLQuantizationType[type_name]
+    data = gguf.quants.quantize(weights, qtype)
+    record = decode_quantized(data, type_name)
+    torch.testing.assert_close(record.dequantize(),
+                               torch.from_numpy(gguf.quants.dequantize(data, qtype)), atol=0, rtol=0)
+    # and the codes are a close approximation of the original weights
+    assert (record.dequantize() - torch.from_numpy(weights)).abs().max() < 0.4
+
+
+def test_records_run_through_the_reference_gemm_ops(resolution):
+    rng = np.random.default_rng(2)
+    x = torch.randn(3, 64)
+    for type_name in ["Q4_0", "Q4_1", "Q8_0"]:
+        record = decode_quantized(random_blocks(type_name, rows=16, blocks=2, rng=rng), type_name)
+        impl = resolution.plan.impl(record.op)
+        y = impl.apply(record.prepare(impl, None), x)
+        torch.testing.assert_close(y, x @ record.dequantize().T)
+
+
+def test_bf16_and_f16_decode_to_their_dtypes():
+    values = torch.randn(4, 8)
+    as_bf16_bytes = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
+    bf16 = decode_dense(as_bf16_bytes, "BF16")
+    assert bf16.dtype == torch.bfloat16 and bf16.shape == (4, 8)
+    torch.testing.assert_close(bf16, values.to(torch.bfloat16), atol=0, rtol=0)
+    f16 = decode_dense(values.half().numpy(), "F16")
+    assert f16.dtype == torch.float16
