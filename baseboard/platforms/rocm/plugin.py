@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core.registry import Impl
+from ...kernels.triton.records import triton_impls
 from ...plugins import hookimpl
 from .platform import RocmPlatform
 
@@ -16,4 +17,4 @@ def baseboard_platforms():
 
 @hookimpl
 def baseboard_ops() -> list[Impl]:
-    return []
+    return triton_impls(("rocm",), priority=50)

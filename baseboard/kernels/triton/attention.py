@@ -1,0 +1,159 @@
+"""Paged attention in Triton: the ``attention`` op's implementation.
+
+Same cache layout as the reference, [2, num_blocks, block_size, Hk, D]: each token's head
+is D contiguous values, which the kernels read as whole rows. A step runs up to four
+kernels: the KV write, split decode and its merge (the decodes come first in the batch),
+and prefill (the rest, over cached prefixes too).
+
+Per-step metadata lives in persistent device buffers sized by ``max_num_seqs`` and
+``max_model_len``; ``build_metadata`` fills them with one host-to-device copy of int32
+values plus one of the slot mapping, so a captured CUDA graph can replay over them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import accumulate, chain
+
+import torch
+import triton
+
+from ...core.attention import AttentionBatch, AttentionSpec
+from ...core.errors import ConfigError
+from .common import last_dim_contiguous, upcast_dots
+from .decode import decode_attention, decode_config, decode_partitions, decode_workspace_rows
+from .kv_cache import write_kv
+from .prefill import prefill_attention, prefill_config
+from .records import BLOCK_SIZES, HEAD_SIZES, INTERPRETER_HEAD_SIZES, interpreting
+
+PROGRAMS_PER_MULTIPROCESSOR = 4  # decode splits until about this many programs per SM run
+
+
+@dataclass
+class TritonAttentionMetadata:
+    num_tokens: int
+    num_decodes: int  # the first num_decodes sequences, one token each
+    decode_splits: int  # context partitions per decode sequence
+    decode_partition: int  # keys per partition
+    slot_mapping: torch.Tensor  # [T] int64
+    seq_lens: torch.Tensor  # [B] int32 context lengths
+    prefill_query_start: torch.Tensor  # [B - num_decodes + 1] int32, from the first prefill
+    block_tables: torch.Tensor  # [B, max_blocks] int32
+
+
+def _multiprocessors(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # the interpreter: any count exercises the same code
+
+
+class TritonAttention:
+    """Paged attention with Triton kernels (see the module doc)."""
+
+    def __init__(self, spec: AttentionSpec):
+        sizes = HEAD_SIZES + (INTERPRETER_HEAD_SIZES if interpreting() else ())
+        if spec.head_dim not in sizes or spec.block_size not in BLOCK_SIZES \
+                or spec.num_heads % spec.num_kv_heads:
+            raise ConfigError(
+                f"Triton attention supports head sizes {sizes} and block sizes {BLOCK_SIZES} "
+                f"with query heads a multiple of KV heads; got head_dim={spec.head_dim}, "
+                f"block_size={spec.block_size}, {spec.num_heads} query / {spec.num_kv_heads} KV "
+                f"heads. Choose another attention backend (--backend attention=torch).")
+        self.spec = spec
+        d_pad = triton.next_power_of_2(spec.head_dim)
+        group_pad = triton.next_power_of_2(spec.num_heads // spec.num_kv_heads)
+        self.prefill_config = prefill_config(d_pad, group_pad)
+        self.decode_config = decode_config(d_pad)
+        self.decode_programs = PROGRAMS_PER_MULTIPROCESSOR * _multiprocessors(spec.device)
+        self.qk_scale = spec.scale * math.log2(math.e)
+        self.upcast = upcast_dots(spec.dtype)
+        self.max_blocks = triton.cdiv(spec.max_model_len, spec.block_size)
+        seqs = spec.max_num_seqs
+        # int32 buffer: seq_lens [S] | prefill query starts [S + 1] | block tables [S, W]
+        self._header = 2 * seqs + 1
+        self._ints = torch.zeros(self._header + seqs * self.max_blocks, dtype=torch.int32,
+                                 device=spec.device)
+        self._slots = torch.zeros(seqs, dtype=torch.int64, device=spec.device)
+        self._workspace: tuple[torch.Tensor, ...] = ()
+        self._reserve_workspace(decode_workspace_rows(
+            seqs, spec.num_kv_heads, spec.max_model_len, self.decode_config,
+            self.decode_programs))
+
+    def _reserve_workspace(self, seq_partitions: int) -> None:
+        """Room for the decode partials of ``seq_partitions`` (sequence, partition) pairs;
+        sized at construction for any batch, so it grows only if the tuning is changed."""
+        rows = seq_partitions * self.spec.num_heads
+        if self._workspace and self._workspace[1].numel() >= rows:
+            return
+        d_pad, device = triton.next_power_of_2(self.spec.head_dim), self.spec.device
+        self._workspace = (torch.empty(rows * d_pad, dtype=torch.float32, device=device),
+                           torch.empty(rows, dtype=torch.float32, device=device),
+                           torch.empty(rows, dtype=torch.float32, device=device))
+
+    def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
+        s = self.spec
+        return (2, num_blocks, s.block_size, s.num_kv_heads, s.head_dim)
+
+    def build_metadata(self, batch: AttentionBatch) -> TritonAttentionMetadata:
+        """Host work is O(sequences + blocks) in torch CPU ops, then two copies."""
+        s = self.spec
+        num_seqs, num_tokens = len(batch.query_lens), len(batch.slot_mapping)
+        counts = [len(table) for table in batch.block_tables]
+        if num_seqs > s.max_num_seqs or max(counts, default=0) > self.max_blocks:
+            raise ConfigError(
+                f"a step of {num_seqs} sequences with up to {max(counts, default=0)} blocks "
+                f"exceeds the attention buffers (max_num_seqs={s.max_num_seqs}, "
+                f"{self.max_blocks} blocks = max_model_len {s.max_model_len}). Raise "
+                f"max_num_seqs / max_model_len or schedule smaller steps.")
+        num_decodes = batch.num_decodes
+        header, width = self._header, self.max_blocks
+        ints = torch.zeros(header + num_seqs * width, dtype=torch.int32)
+        ints[:num_seqs] = torch.tensor(batch.context_lens, dtype=torch.int32)
+        starts = [0, *accumulate(batch.query_lens[num_decodes:])]
+        ints[s.max_num_seqs:s.max_num_seqs + len(starts)] = torch.tensor(starts, dtype=torch.int32)
+        if counts:
+            count = torch.tensor(counts)
+            first = torch.cumsum(count, 0) - count
+            where = torch.arange(int(count.sum())) + torch.repeat_interleave(
+                torch.arange(num_seqs) * width - first + header, count)
+            ints[where] = torch.tensor(list(chain.from_iterable(batch.block_tables)),
+                                       dtype=torch.int32)
+        if num_tokens > self._slots.numel():  # prefill steps only; decode steps always fit
+            self._slots = torch.zeros(triton.next_power_of_2(num_tokens), dtype=torch.int64,
+                                      device=s.device)
+        slots = torch.tensor(batch.slot_mapping, dtype=torch.int64)
+        if s.device.type == "cuda":
+            ints, slots = ints.pin_memory(), slots.pin_memory()
+        self._ints[:ints.numel()].copy_(ints, non_blocking=True)
+        self._slots[:num_tokens].copy_(slots, non_blocking=True)
+        splits, partition = decode_partitions(
+            num_decodes, s.num_kv_heads, max(batch.context_lens[:num_decodes], default=1),
+            self.decode_config, self.decode_programs)
+        self._reserve_workspace(num_decodes * splits)
+        buf = self._ints
+        return TritonAttentionMetadata(
+            num_tokens=num_tokens, num_decodes=num_decodes, decode_splits=splits,
+            decode_partition=partition, slot_mapping=self._slots[:num_tokens],
+            seq_lens=buf[:num_seqs],
+            prefill_query_start=buf[s.max_num_seqs:s.max_num_seqs + len(starts)],
+            block_tables=buf[header:header + s.max_num_seqs * width].view(-1, width)[:num_seqs])
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                kv_cache: torch.Tensor, metadata: TritonAttentionMetadata) -> torch.Tensor:
+        """q [T, Hq, D], k, v [T, Hk, D] (strided views are fine) -> [T, Hq, D]."""
+        q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
+        write_kv(k, v, kv_cache, metadata.slot_mapping)
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        num_decodes = metadata.num_decodes
+        if num_decodes:
+            decode_attention(q, out, kv_cache, metadata.block_tables[:num_decodes],
+                             metadata.seq_lens[:num_decodes], metadata.decode_splits,
+                             metadata.decode_partition, self._workspace, self.qk_scale,
+                             self.decode_config, self.upcast)
+        if metadata.num_tokens > num_decodes:
+            prefill_attention(q, out, kv_cache, metadata.block_tables[num_decodes:],
+                              metadata.prefill_query_start, metadata.seq_lens[num_decodes:],
+                              metadata.num_tokens - num_decodes, num_decodes, self.qk_scale,
+                              self.prefill_config, self.upcast)
+        return out

@@ -1,0 +1,264 @@
+"""Every Triton kernel against the torch reference, on the CPU in Triton's interpreter.
+
+TRITON_INTERPRET must be set before triton is imported (triton.language's own helpers are
+decorated then) and before each kernel module is: this module sets it while it is collected,
+and unsets it again once its tests are done. Shapes are small and odd.
+"""
+
+from __future__ import annotations
+
+import os
+
+_BEFORE = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from baseboard import core_plugin  # noqa: E402
+from baseboard.core.attention import AttentionBatch, AttentionSpec, SamplingTensors  # noqa: E402
+from baseboard.core.errors import SelectionError  # noqa: E402
+from baseboard.core.registry import Registry  # noqa: E402
+from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
+from baseboard.kernels.torch import activation, norm, rotary, sampling  # noqa: E402
+from baseboard.kernels.torch.attention import TorchAttention  # noqa: E402
+from baseboard.kernels.torch.attention import write_kv as reference_write_kv  # noqa: E402
+from baseboard.kernels.triton import activation as triton_activation  # noqa: E402
+from baseboard.kernels.triton import attention as triton_attention  # noqa: E402
+from baseboard.kernels.triton import kv_cache as triton_kv_cache  # noqa: E402
+from baseboard.kernels.triton import norm as triton_norm  # noqa: E402
+from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
+from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
+from baseboard.kernels.triton.records import triton_impls  # noqa: E402
+from baseboard.platforms.cpu import plugin as cpu_plugin  # noqa: E402
+from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
+from baseboard.resolve import resolve  # noqa: E402
+
+if type(tl.sum).__name__ != "InterpretedFunction":
+    pytest.fail("triton was imported (by a module collected earlier) before this module set "
+                "TRITON_INTERPRET=1, so its kernels cannot run in the interpreter. Set "
+                "TRITON_INTERPRET=1 in the environment, or before that import.", pytrace=False)
+
+pytestmark = pytest.mark.interpreter
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# the interpreter rounds float32 -> bfloat16 by truncation (the GPU rounds to nearest)
+RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """The rest of the session sees TRITON_INTERPRET as it was before this module."""
+    yield
+    if _BEFORE is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _BEFORE
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert torch.isfinite(got.float()).all(), "unwritten or NaN elements"
+    error = ((got.float() - want.float()).norm() / want.float().norm()).item()
+    assert error < RTOL[dtype], f"relative error {error:.2e} over {RTOL[dtype]:.0e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rms_norm_matches_reference_on_strided_rows(dtype):
+    wide = torch.randn(7, 130, dtype=dtype)
+    x, weight = wide[:, :96], torch.randn(96, dtype=dtype)  # rows 130 apart, K = 96
+    assert_close(triton_norm.rms_norm(x, weight, 1e-6), norm.rms_norm(x, weight, 1e-6),
+                 dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_add_rms_norm_writes_sum_and_norm_in_place(dtype):
+    x, residual = torch.randn(7, 96, dtype=dtype), torch.randn(7, 96, dtype=dtype)
+    weight = torch.randn(96, dtype=dtype)
+    want_normed, want_sum = norm.fused_add_rms_norm(x, residual, weight, 1e-5)
+    normed, summed = triton_norm.fused_add_rms_norm(x, residual, weight, 1e-5)
+    assert normed.data_ptr() == x.data_ptr() and summed.data_ptr() == residual.data_ptr()
+    assert_close(summed, want_sum, dtype)
+    assert_close(normed, want_normed, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 80])
+def test_rotary_rotates_strided_q_and_k_in_place(dtype, head_dim):
+    tokens, q_heads, k_heads = 7, 3, 1
+    qkv = torch.randn(tokens, (q_heads + 2 * k_heads) * head_dim, dtype=dtype)
+    untouched_v = qkv[:, (q_heads + k_heads) * head_dim:].clone()
+    q = qkv[:, :q_heads * head_dim].view(tokens, q_heads, head_dim)
+    k = qkv[:, q_heads * head_dim:(q_heads + k_heads) * head_dim].view(tokens, k_heads, head_dim)
+    positions = torch.randint(0, 40, (tokens,))
+    cache = torch.randn(40, head_dim)
+    want_q, want_k = rotary.rotary_embedding(positions, q, k, cache)
+    got_q, got_k = triton_rotary.rotary_embedding(positions, q, k, cache)
+    assert got_q.data_ptr() == q.data_ptr()
+    assert_close(q, want_q, dtype)
+    assert_close(k, want_k, dtype)
+    assert torch.equal(qkv[:, (q_heads + k_heads) * head_dim:], untouched_v)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("inner", [80, 1100])  # one column program, and two
+def test_silu_and_mul(dtype, inner):
+    x = torch.randn(3, 2 * inner, dtype=dtype)
+    assert_close(triton_activation.silu_and_mul(x), activation.silu_and_mul(x), dtype)
+
+
+def test_write_kv_scatters_and_skips_negative_slots():
+    k, v = torch.randn(5, 3, 80), torch.randn(5, 3, 80)
+    cache = torch.full((2, 4, 16, 3, 80), float("nan"))
+    slots = torch.tensor([17, 3, -1, 63, 40])
+    triton_kv_cache.write_kv(k, v, cache, slots)
+    want = torch.full_like(cache, float("nan"))
+    keep = slots >= 0
+    reference_write_kv(k[keep], v[keep], want, slots[keep])
+    assert torch.equal(cache.nan_to_num(-7.0), want.nan_to_num(-7.0))
+
+
+def make_batch(query_lens, context_lens, block_size, num_blocks, rng) -> AttentionBatch:
+    free = list(range(num_blocks))
+    rng.shuffle(free)
+    tables, slots = [], []
+    for query_len, context in zip(query_lens, context_lens):
+        table = [free.pop() for _ in range(-(-context // block_size))]
+        tables.append(table)
+        slots += [table[p // block_size] * block_size + p % block_size
+                  for p in range(context - query_len, context)]
+    return AttentionBatch(list(query_lens), list(context_lens), tables, slots)
+
+
+def poisoned_cache(shape, batch: AttentionBatch, block_size: int, dtype) -> torch.Tensor:
+    """NaN everywhere but the cached prefix of each sequence (random there)."""
+    cache = torch.full(shape, float("nan"), dtype=dtype)
+    for query_len, context, table in zip(batch.query_lens, batch.context_lens,
+                                         batch.block_tables):
+        for p in range(context - query_len):
+            cache[:, table[p // block_size], p % block_size] = torch.randn(shape[3:], dtype=dtype)
+    return cache
+
+
+def run_step(spec, triton_attention, batch, cache, dtype):
+    tokens = len(batch.slot_mapping)
+    # q, k, v as strided views of one projection, as a model produces them
+    qkv = torch.randn(tokens, spec.num_heads + 2 * spec.num_kv_heads, spec.head_dim,
+                      dtype=dtype)
+    q, k, v = qkv.split([spec.num_heads, spec.num_kv_heads, spec.num_kv_heads], dim=1)
+    reference = TorchAttention(spec)
+    want_cache = cache.clone()
+    want = reference.forward(q, k, v, want_cache, reference.build_metadata(batch))
+    got = triton_attention.forward(q, k, v, cache, triton_attention.build_metadata(batch))
+    assert_close(got, want, dtype)
+    assert torch.equal(cache.nan_to_num(-7.0), want_cache.nan_to_num(-7.0))
+
+
+ATTENTION_CASES = [
+    # dtype, q heads, kv heads, head_dim, block_size, query_lens, context_lens
+    (torch.float32, 4, 2, 64, 16, [1, 1, 7, 20], [50, 130, 7, 90]),  # GQA, cached prefixes
+    (torch.float16, 4, 1, 128, 32, [1, 1, 9], [200, 33, 75]),  # MQA
+    (torch.bfloat16, 2, 2, 80, 16, [1, 13, 150], [40, 13, 170]),  # padded D, 2 query tiles
+    (torch.float16, 6, 2, 64, 32, [5, 1], [5, 1]),  # group of 3 (padded), prefills only
+    (torch.bfloat16, 8, 2, 128, 16, [1, 1, 1], [1, 65, 300]),  # decodes only
+]
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: f"{c[0]}-{c[1]}x{c[2]}-d{c[3]}"
+                         f"-bs{c[4]}".replace("torch.", ""))
+@pytest.mark.parametrize("decode_programs", [1, 1024], ids=["one-partition", "split"])
+def test_attention_matches_reference(case, decode_programs):
+    dtype, num_heads, num_kv_heads, head_dim, block_size, query_lens, context_lens = case
+    spec = AttentionSpec(num_heads, num_kv_heads, head_dim, head_dim ** -0.5, block_size,
+                         dtype, torch.device("cpu"), max_num_seqs=4, max_model_len=320)
+    attention = triton_attention.TritonAttention(spec)
+    attention.decode_programs = decode_programs
+    batch = make_batch(query_lens, context_lens, block_size, 40, random.Random(0))
+    cache = poisoned_cache(attention.kv_cache_shape(40), batch, block_size, dtype)
+    run_step(spec, attention, batch, cache, dtype)
+
+
+def test_attention_reuses_its_buffers_across_steps():
+    """A prefill step then decode steps of other sequences: stale block-table entries and
+    slots from the earlier step must not leak into the later ones."""
+    spec = AttentionSpec(4, 2, 64, 0.125, 16, torch.float32, torch.device("cpu"),
+                         max_num_seqs=4, max_model_len=256)
+    attention = triton_attention.TritonAttention(spec)
+    rng = random.Random(1)
+    for query_lens, context_lens in ([[30, 70, 9], [30, 200, 9]], [[1, 1], [17, 3]],
+                                     [[1, 1, 1, 1], [250, 4, 99, 33]]):
+        batch = make_batch(query_lens, context_lens, 16, 48, rng)
+        cache = poisoned_cache(attention.kv_cache_shape(48), batch, 16, torch.float32)
+        run_step(spec, attention, batch, cache, torch.float32)
+
+
+def sampling_params(rows: int, vocab: int, **flags) -> SamplingTensors:
+    return SamplingTensors(
+        temperature=torch.tensor([0.0, 0.7, 1.0, 1.5, 1e-8, 0.0, 2.0][:rows]),
+        top_k=torch.tensor([0, 0, 50, 0, 3, 0, 1000][:rows]),
+        top_p=torch.tensor([1.0, 0.9, 1.0, 0.5, 1.0, 1.0, 0.95][:rows]),
+        noise=torch.empty(rows, vocab).exponential_(), **flags)
+
+
+@pytest.mark.parametrize("flags", [dict(all_greedy=True),
+                                   dict(all_greedy=False, no_top_k=True, no_top_p=True),
+                                   dict(all_greedy=False)],
+                         ids=["greedy", "temperature", "top-k-top-p"])
+def test_sample_picks_the_reference_token(flags):
+    logits = torch.randn(7, 3001) * 4
+    logits[0, 7] = logits[0, 2900] = 50.0  # a tie across chunks: the first index wins
+    params = sampling_params(7, 3001, **flags)
+    if flags.get("no_top_k"):
+        params.top_k.zero_()
+        params.top_p.fill_(1.0)
+    got = triton_sampling.sample(logits, params)
+    assert got.dtype == torch.int64
+    assert got.tolist() == sampling.sample(logits, params).tolist()
+    assert got[0] == 7
+
+
+def cpu_registry() -> Registry:
+    """The references, and the Triton records as the cuda and the cpu plugins register them."""
+    registry = Registry()
+    for impl in core_plugin.baseboard_ops():
+        registry.add(impl, "baseboard")
+    for plugin in ("cuda", "cpu"):
+        for impl in triton_impls((plugin,), priority=-10):
+            registry.add(impl, plugin)
+    return registry
+
+
+TRITON_CHOICES = {op: Choice("triton", "argument") for op in
+                  ("rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mul",
+                   "attention", "sample")}
+
+
+def test_cpu_selects_and_binds_the_triton_kernels_under_the_interpreter():
+    ctx = SelectionContext(CpuPlatform(), dtype=torch.float32, head_dim=32, block_size=16,
+                           num_heads=4, num_kv_heads=2)
+    plan = select_plan(cpu_registry(), ctx, TRITON_CHOICES)
+    for op in TRITON_CHOICES:
+        assert plan.decisions[op].selected == "triton" and plan.decisions[op].plugin == "cpu"
+    assert plan.attention is triton_attention.TritonAttention
+
+
+def test_cpu_rejects_the_triton_kernels_without_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    ctx = SelectionContext(CpuPlatform(), dtype=torch.float32)
+    with pytest.raises(SelectionError, match="rms_norm=.triton.*TRITON_INTERPRET=1"):
+        select_plan(cpu_registry(), ctx, TRITON_CHOICES)
+
+
+def test_resolve_on_cpu_honours_the_triton_choice(monkeypatch):
+    backends = {op: "triton" for op in TRITON_CHOICES}
+    if not any(impl.name == "triton" for impl in cpu_plugin.baseboard_ops()):
+        pytest.skip("the cpu platform plugin does not register the Triton records yet")
+    resolution = resolve(platform="cpu", backends=backends, dtype=torch.float32, head_dim=32,
+                         block_size=16, num_heads=4, num_kv_heads=2)
+    assert {op: resolution.plan.selected()[op] for op in backends} == backends
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(SelectionError, match="TRITON_INTERPRET"):
+        resolve(platform="cpu", backends=backends, dtype=torch.float32)
