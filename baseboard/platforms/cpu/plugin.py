@@ -4,6 +4,9 @@ Every implementation here runs native kernels (``native.py``, built on first use
 each is rejected with the reason where they cannot run (no AVX512-BF16, no C
 compiler), and selection then falls back to the torch references. The GEMMs are
 bf16 kernels and are selected only for bf16 models; the others take bf16, fp16 and fp32.
+
+The Triton kernels are registered too, at priority -10: on the CPU they run only in
+Triton's interpreter (TRITON_INTERPRET=1), for tests, and only when asked for by name.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Optional
 import torch
 
 from ...core.registry import Impl
+from ...kernels.triton.records import triton_impls
 from ...plugins import hookimpl
 from .platform import CpuPlatform
 
@@ -45,7 +49,7 @@ def baseboard_ops() -> list[Impl]:
         return Impl(op=op, name=name, loader=f"{_HERE}.{loader}", platforms=_CPU, priority=10,
                     supports=supports, cuda_graph_safe=False, compile_safe=False, doc=doc)
 
-    return [
+    return triton_impls(_CPU, priority=-10) + [
         impl("gemm", "avx512_bf16", "gemm:Avx512Bf16Gemm", bf16_native_supported,
              "bf16 weights packed in VNNI panels, vdpbf16ps; near memory bandwidth at M<=8"),
         impl("gemm_w4a16", "avx512_bf16", "quant_gemm:DequantW4A16", bf16_native_supported,
