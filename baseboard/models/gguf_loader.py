@@ -10,8 +10,9 @@ import torch
 from tqdm import tqdm
 
 from ..core.errors import ModelError
-from ..quantization.ggml_blocks import (BLOCK, QUANTIZED_TYPES, SUPPORTED_TYPES, decode_dense,
-                                        decode_quantized)
+from ..quantization.ggml_blocks import (BLOCK, DEQUANTIZED_TYPES, QUANTIZED_TYPES,
+                                        SUPPORTED_TYPES, decode_dense, decode_quantized,
+                                        dequantize_blocks)
 from ..quantization.records import GroupQuantized
 from .checkpoint import Checkpoint
 from .config import ModelConfig
@@ -141,9 +142,11 @@ def _dtype(reader) -> torch.dtype:
 
 
 def _decode(tensor) -> torch.Tensor | GroupQuantized:
-    """A dense tensor, or a record for quantized matrices (a quantized vector is
-    dequantized)."""
+    """A dense tensor, or a record for quantized matrices of a type with a GEMM op (a
+    quantized vector is dequantized)."""
     type_name = tensor.tensor_type.name
+    if type_name in DEQUANTIZED_TYPES:
+        return dequantize_blocks(tensor.data, type_name)
     if type_name not in QUANTIZED_TYPES:
         return decode_dense(tensor.data, type_name)
     k = int(tensor.shape[0])  # GGUF lists dimensions innermost first

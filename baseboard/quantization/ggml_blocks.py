@@ -7,6 +7,10 @@ nibble of byte j - 16 otherwise:
     Q4_0  d, 16 bytes of 4-bit codes q      w = d * q - 8 * d   -> gemm_w4a16
     Q4_1  d, m, 16 bytes of 4-bit codes q   w = d * q + m       -> gemm_w4a16
     Q8_0  d, 32 int8 codes q                w = d * q           -> gemm_w8a16
+
+Block types without a GEMM op of their own (Q5_0, Q5_1 and the K-quants Q2_K..Q6_K, common
+in mixed files such as Q4_K_M) are dequantized at load by the gguf package: they run as
+dense weights of the model's dtype, so they take that dtype's memory and bandwidth.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from .records import GroupQuantized
 BLOCK = 32
 DENSE_TYPES = ("F32", "F16", "BF16")
 QUANTIZED_TYPES = {"Q4_0": 2 + BLOCK // 2, "Q4_1": 4 + BLOCK // 2, "Q8_0": 2 + BLOCK}  # bytes/block
-SUPPORTED_TYPES = DENSE_TYPES + tuple(QUANTIZED_TYPES)
+DEQUANTIZED_TYPES = ("Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+SUPPORTED_TYPES = DENSE_TYPES + tuple(QUANTIZED_TYPES) + DEQUANTIZED_TYPES
 
 
 def _as_torch(array: np.ndarray) -> torch.Tensor:
@@ -48,6 +53,13 @@ def decode_dense(data: np.ndarray, type_name: str) -> torch.Tensor:
     if type_name == "BF16":
         return _as_torch(data.view(np.int16)).view(torch.bfloat16)
     return _as_torch(data)
+
+
+def dequantize_blocks(data: np.ndarray, type_name: str) -> torch.Tensor:
+    """A matrix of one of DEQUANTIZED_TYPES (bytes [N, row bytes]) -> dense [N, K] float32."""
+    import gguf
+
+    return torch.from_numpy(gguf.quants.dequantize(data, gguf.GGMLQuantizationType[type_name]))
 
 
 def decode_quantized(data: np.ndarray, type_name: str) -> GroupQuantized:

@@ -26,6 +26,8 @@ CASES = {
     # q and v in different formats: the fused q/k/v GEMM is dequantized to dense
     "llama-mixed-qkv": ("LlamaForCausalLM", {},
                         lambda name: "Q8_0" if "v_proj" in name else "Q4_1"),
+    # types without a GEMM op, dequantized at load
+    "llama-q5": ("LlamaForCausalLM", {}, lambda name: "Q5_1" if "self_attn" in name else "Q5_0"),
 }
 
 
@@ -60,9 +62,17 @@ def test_quantized_matrices_reach_the_model_as_records(tmp_path, resolution):
     assert weights["model.embed_tokens.weight"].dtype == torch.float32
     assert weights["lm_head.weight"].op == "gemm_w8a16"
     assert checkpoint.dtype == torch.float16  # every matrix quantized: the scales' dtype
+    assert sum(isinstance(w, torch.Tensor) and w.dim() == 2 for w in weights.values()) == 1
     # q rows are back in Hugging Face order: close to the original weights
     original = hf.model.layers[0].self_attn.q_proj.weight.detach()
     assert (q.dequantize() - original).abs().max() < 0.1 * original.abs().max()
+
+
+def test_types_without_a_gemm_op_arrive_dense(tmp_path, resolution):
+    path = write_gguf(tiny_hf_model(), tmp_path / "q5.gguf", lambda name: "Q5_0")
+    weights = dict(load_checkpoint(path, resolution.catalog).weights())
+    q = weights["model.layers.1.self_attn.q_proj.weight"]
+    assert isinstance(q, torch.Tensor) and q.dtype == torch.float32 and q.shape == (64, 64)
 
 
 def test_metadata_config(tmp_path, resolution):

@@ -150,21 +150,23 @@ def test_corrupt_gguf(tiny_gguf, tmp_path, resolution, damage):
 
 
 def test_unsupported_gguf_tensor_type_names_tensor_and_supported_types(tmp_path, resolution):
-    path = write_gguf(tiny_hf_model(), tmp_path / "q5.gguf",
-                      lambda name: "Q5_0" if name.endswith("layers.1.mlp.up_proj.weight")
-                      else "Q8_0")
+    import numpy as np
+
+    iq4_nl = np.zeros((128, 2 * 18), np.uint8)  # [N, K/32 blocks of 18 bytes]
+    path = write_gguf(tiny_hf_model(), tmp_path / "iq4.gguf", lambda name: "Q8_0",
+                      raw_tensors={"blk.1.ffn_up.weight": (iq4_nl, "IQ4_NL")})
     with pytest.raises(ModelError) as err:
         load_checkpoint(path, resolution.catalog)
     message = str(err.value)
-    assert "'blk.1.ffn_up.weight'" in message and "Q5_0" in message
-    assert "F32, F16, BF16, Q4_0, Q4_1, Q8_0" in message
+    assert "'blk.1.ffn_up.weight'" in message and "IQ4_NL" in message
+    assert "F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q5_0" in message
 
 
 def test_unknown_gguf_tensor_is_named(tmp_path, resolution):
     import numpy as np
 
     path = write_gguf(tiny_hf_model(), tmp_path / "extra.gguf", lambda name: "F32",
-                      extra_tensors={"blk.0.attn_sinks.weight": (np.zeros(4, np.float32), "F32")})
+                      raw_tensors={"blk.0.attn_sinks.weight": (np.zeros(4, np.float32), "F32")})
     with pytest.raises(ModelError, match="'blk.0.attn_sinks.weight'"):
         load_checkpoint(path, resolution.catalog)
 

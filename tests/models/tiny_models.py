@@ -51,9 +51,10 @@ def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
 
 
 def write_gguf(model, path: Path, tensor_type: Callable[[str], str],
-               extra_tensors: Optional[dict] = None) -> Path:
+               raw_tensors: Optional[dict] = None) -> Path:
     """Write ``model`` (Llama or Qwen2) as a GGUF file; ``tensor_type(hf_name)`` picks each
-    tensor's GGML type (F32, F16, Q8_0, Q4_0, Q4_1, ...)."""
+    tensor's GGML type (F32, F16, Q8_0, Q4_0, Q4_1, ...). ``raw_tensors`` {GGUF name:
+    (stored array, type name)} replace the model's tensors of that name or add to them."""
     import gguf
 
     config = model.config
@@ -71,8 +72,9 @@ def write_gguf(model, path: Path, tensor_type: Callable[[str], str],
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     tied = config.tie_word_embeddings
+    raw_tensors = raw_tensors or {}
     for name, tensor in model.state_dict().items():
-        if tied and name == "lm_head.weight":
+        if (tied and name == "lm_head.weight") or gguf_name(name) in raw_tensors:
             continue
         data = tensor.float().numpy()
         if arch == "llama" and ".q_proj." in name:
@@ -81,7 +83,7 @@ def write_gguf(model, path: Path, tensor_type: Callable[[str], str],
             data = llama_cpp_permute(data, config.num_key_value_heads)
         qtype = gguf.GGMLQuantizationType[tensor_type(name) if data.ndim == 2 else "F32"]
         writer.add_tensor(gguf_name(name), gguf.quants.quantize(data, qtype), raw_dtype=qtype)
-    for name, (data, qtype) in (extra_tensors or {}).items():
+    for name, (data, qtype) in raw_tensors.items():
         writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType[qtype])
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
