@@ -20,6 +20,9 @@ class AttentionSpec:
     device: torch.device
     max_num_seqs: int  # sizes of fixed metadata buffers (CUDA graphs replay them)
     max_model_len: int
+    # Decode steps replay CUDA graphs: build_metadata must fill the same device buffers
+    # every step and keep every scalar it returns independent of the context lengths.
+    cuda_graphs: bool = False
 
 
 @dataclass
