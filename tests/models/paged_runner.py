@@ -8,30 +8,35 @@ import torch
 from baseboard.core.attention import AttentionBatch, AttentionSpec
 from baseboard.models.config import ModelConfig
 
-BLOCK_SIZE = 4  # small, so short prompts already span several blocks
+BLOCK_SIZE = 4  # small, so short prompts already span several blocks (the default)
 
 
 class PagedRunner:
     def __init__(self, model_class, config: ModelConfig, plan, weights, num_seqs: int = 1,
-                 max_len: int = 64, dtype: torch.dtype = torch.float32):
+                 max_len: int = 64, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                 block_size: int = BLOCK_SIZE):
+        self.device = torch.device(device)
         spec = AttentionSpec(num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
                              head_dim=config.head_dim, scale=config.head_dim ** -0.5,
-                             block_size=BLOCK_SIZE, dtype=dtype, device=torch.device("cpu"),
+                             block_size=block_size, dtype=dtype, device=self.device,
                              max_num_seqs=num_seqs, max_model_len=max_len)
         self.attention = plan.attention(spec)
-        self.model = model_class(config, plan, self.attention, dtype, "cpu")
+        self.model = model_class(config, plan, self.attention, dtype, self.device)
         self.model.load_weights(weights)
-        blocks_per_seq = -(-max_len // BLOCK_SIZE)
+        self.block_size = block_size
+        blocks_per_seq = -(-max_len // block_size)
         # block ids handed out in reverse so that block order != cache order
         ids = list(range(num_seqs * blocks_per_seq))[::-1]
         self.block_tables = [ids[i * blocks_per_seq:(i + 1) * blocks_per_seq]
                              for i in range(num_seqs)]
         self.caches = [torch.zeros(self.attention.kv_cache_shape(num_seqs * blocks_per_seq),
-                                   dtype=dtype) for _ in range(config.num_layers)]
+                                   dtype=dtype, device=self.device)
+                       for _ in range(config.num_layers)]
         self.lengths = [0] * num_seqs
 
     def _slot(self, seq: int, position: int) -> int:
-        return self.block_tables[seq][position // BLOCK_SIZE] * BLOCK_SIZE + position % BLOCK_SIZE
+        size = self.block_size
+        return self.block_tables[seq][position // size] * size + position % size
 
     def step(self, tokens: dict[int, list[int]]) -> dict[int, torch.Tensor]:
         """Feed new tokens to some sequences (decodes first, as the engine orders them) ->
@@ -50,10 +55,11 @@ class PagedRunner:
             self.lengths[seq] += len(new)
         metadata = self.attention.build_metadata(
             AttentionBatch(query_lens, context_lens, tables, slots))
-        hidden = self.model.forward(torch.tensor(ids), torch.tensor(positions), self.caches,
+        hidden = self.model.forward(torch.tensor(ids, device=self.device),
+                                    torch.tensor(positions, device=self.device), self.caches,
                                     metadata)
-        last = torch.tensor(query_lens).cumsum(0) - 1
-        logits = self.model.compute_logits(hidden[last])
+        last = torch.tensor(query_lens, device=self.device).cumsum(0) - 1
+        logits = self.model.compute_logits(hidden[last]).cpu()
         return {seq: logits[i] for i, seq in enumerate(order)}
 
     def greedy(self, prompt: list[int], new_tokens: int, seq: int = 0) -> list[int]:
