@@ -33,7 +33,6 @@ from baseboard.kernels.triton import norm as triton_norm  # noqa: E402
 from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
-from baseboard.platforms.cpu import plugin as cpu_plugin  # noqa: E402
 from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
 from baseboard.resolve import resolve  # noqa: E402
 
@@ -254,8 +253,6 @@ def test_cpu_rejects_the_triton_kernels_without_the_interpreter(monkeypatch):
 
 def test_resolve_on_cpu_honours_the_triton_choice(monkeypatch):
     backends = {op: "triton" for op in TRITON_CHOICES}
-    if not any(impl.name == "triton" for impl in cpu_plugin.baseboard_ops()):
-        pytest.skip("the cpu platform plugin does not register the Triton records yet")
     resolution = resolve(platform="cpu", backends=backends, dtype=torch.float32, head_dim=32,
                          block_size=16, num_heads=4, num_kv_heads=2)
     assert {op: resolution.plan.selected()[op] for op in backends} == backends
