@@ -30,7 +30,7 @@ test-all: $(STAMP)
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu
-	$(PY) -m pytest -q -p baseboard.testing.pytest_plugin --baseboard-plugin cuda --baseboard-plugin baseboard
+	$(PY) -m pytest -q --baseboard-plugin cuda --baseboard-plugin baseboard
 
 bench: $(STAMP)
 	$(PY) benchmarks/dispatch.py
