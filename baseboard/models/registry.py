@@ -13,10 +13,10 @@ def model_class(architecture: str, catalog) -> type:
     entry = catalog.models.get(architecture)
     if entry is None:
         supported = ", ".join(sorted(catalog.models)) or "none (no plugin registers models)"
+        hint = did_you_mean(architecture, catalog.models)
         raise ModelError(
-            f"architecture {architecture!r} is not supported.{did_you_mean(architecture, catalog.models)}"
-            f" Supported architectures: {supported}. A plugin adds one through the "
-            f"baseboard_models hook.")
+            f"architecture {architecture!r} is not supported.{hint} Supported architectures: "
+            f"{supported}. A plugin adds one through the baseboard_models hook.")
     loader, plugin = entry
     module_name, _, attr = loader.partition(":")
     try:

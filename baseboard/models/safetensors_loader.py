@@ -18,6 +18,7 @@ from .registry import model_class
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+EMBEDDING = "model.embed_tokens.weight"
 
 
 def safetensors_files(path: Path) -> list[Path]:
@@ -42,21 +43,23 @@ def safetensors_files(path: Path) -> list[Path]:
 
 
 def _headers(files: list[Path]) -> tuple[int, Optional[torch.dtype]]:
-    """(number of tensors, dtype of the first float tensor); reads only the headers, so a
-    truncated or corrupt file fails here, before loading starts."""
-    count, dtype = 0, None
+    """(number of tensors, dtype of the token embedding, else of the first float tensor);
+    reads only the headers, so a truncated or corrupt file fails here, before loading."""
+    count, dtypes = 0, {}
     for file in files:
         try:
             with safe_open(file, framework="pt") as f:
                 names = list(f.keys())
                 count += len(names)
                 for name in names:
-                    if dtype is None:
-                        dtype = DTYPES.get(f.get_slice(name).get_dtype())
+                    dtype = DTYPES.get(f.get_slice(name).get_dtype())
+                    if dtype is not None:
+                        dtypes.setdefault(name, dtype)
         except (SafetensorError, OSError) as exc:
             raise ModelError(f"{file} is not a readable safetensors file ({exc}); it may be "
                              f"truncated or corrupt. Download or save it again.") from None
-    return count, dtype
+    # norms are sometimes kept in float32 beside bfloat16 matrices
+    return count, dtypes.get(EMBEDDING, next(iter(dtypes.values()), None))
 
 
 def load_hf_directory(path: Path, config: dict, generation_config: Optional[dict],

@@ -39,7 +39,8 @@ def _as_torch(array: np.ndarray) -> torch.Tensor:
 
 def _float16(blocks: np.ndarray, start: int) -> torch.Tensor:
     """The float16 stored at byte ``start`` of every block: [N, K/32, B] -> [N, K/32]."""
-    return torch.from_numpy(np.ascontiguousarray(blocks[..., start:start + 2]).view(np.float16)[..., 0])
+    pairs = np.ascontiguousarray(blocks[..., start:start + 2])
+    return torch.from_numpy(pairs.view(np.float16)[..., 0])
 
 
 def _nibbles(packed: np.ndarray, n: int, k: int) -> torch.Tensor:

@@ -43,8 +43,8 @@ def test_quantized_weights_round_trip_through_gguf_quantize(type_name):
     qtype = gguf.GGMLQuantizationType[type_name]
     data = gguf.quants.quantize(weights, qtype)
     record = decode_quantized(data, type_name)
-    torch.testing.assert_close(record.dequantize(),
-                               torch.from_numpy(gguf.quants.dequantize(data, qtype)), atol=0, rtol=0)
+    want = torch.from_numpy(gguf.quants.dequantize(data, qtype))
+    torch.testing.assert_close(record.dequantize(), want, atol=0, rtol=0)
     # and the codes are a close approximation of the original weights
     assert (record.dequantize() - torch.from_numpy(weights)).abs().max() < 0.4
 

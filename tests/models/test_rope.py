@@ -27,7 +27,8 @@ def test_rope_cache_equals_transformers(scaling):
     hf_config = LlamaConfig(hidden_size=256, num_attention_heads=2, head_dim=128,
                             max_position_embeddings=4096, rope_parameters=rope)
     config = ModelConfig.from_hf({**hf_config.to_dict(), "architectures": ["LlamaForCausalLM"]})
-    assert (config.rope_scaling or {}).get("rope_type") == (SCALINGS[scaling] or {}).get("rope_type")
+    want_type = (SCALINGS[scaling] or {}).get("rope_type")
+    assert (config.rope_scaling or {}).get("rope_type") == want_type
     cache = rope_cache(config, "cpu")
     positions = torch.arange(4096)[None]
     cos, sin = LlamaRotaryEmbedding(hf_config)(torch.zeros(1, dtype=torch.float32), positions)
