@@ -1,0 +1,99 @@
+"""One engine step on the device: step tensors, attention metadata, forward, logits at
+each sequence's last token, and sampling through the plan."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from ..core.attention import AttentionBatch, SamplingTensors
+from ..core.selection import Plan
+from .sequence import Sequence
+
+
+class ModelRunner:
+    """Owns the KV caches (one tensor per layer, in the attention implementation's layout)."""
+
+    def __init__(self, model: Any, attention: Any, plan: Plan, num_blocks: int,
+                 block_size: int, num_layers: int, vocab_size: int, max_num_seqs: int,
+                 dtype: torch.dtype, device: torch.device, generator: torch.Generator):
+        self.model = model
+        self.attention = attention
+        self.sample = plan.sample
+        self.block_size = block_size
+        self.vocab_size = vocab_size
+        self.max_num_seqs = max_num_seqs
+        self.device = device
+        self.generator = generator
+        self.kv_caches = [torch.zeros(attention.kv_cache_shape(num_blocks), dtype=dtype,
+                                      device=device) for _ in range(num_layers)]
+        # Greedy steps reuse these; rows of a sampled step are rebuilt with one call each.
+        self.greedy_temperature = torch.zeros(max_num_seqs, dtype=torch.float32, device=device)
+        self.greedy_top_k = torch.zeros(max_num_seqs, dtype=torch.long, device=device)
+        self.greedy_top_p = torch.ones(max_num_seqs, dtype=torch.float32, device=device)
+        self.noise: Optional[torch.Tensor] = None  # [max_num_seqs, V] Exp(1), made on first use
+
+    def make_batch(self, seqs: list[Sequence]) -> tuple[list[int], list[int], AttentionBatch]:
+        """Token ids, positions and the AttentionBatch of one step (decodes first)."""
+        bs = self.block_size
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        query_lens, context_lens, tables = [], [], []
+        for seq in seqs:
+            start, end = seq.num_computed_tokens, len(seq)
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            table = seq.block_table
+            for index in range(start // bs, (end - 1) // bs + 1):
+                base = table[index] * bs
+                slots.extend(range(base + max(start - index * bs, 0),
+                                   base + min(end - index * bs, bs)))
+            query_lens.append(end - start)
+            context_lens.append(end)
+            tables.append(table)
+        return input_ids, positions, AttentionBatch(query_lens, context_lens, tables, slots)
+
+    def sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
+        """Per-row parameters; each sampled row draws its noise from the request's own
+        generator (seeded requests) or the engine's, so a seed fixes a request's tokens."""
+        n = len(seqs)
+        params = [seq.params for seq in seqs]
+        if all(p.temperature == 0 for p in params):
+            return SamplingTensors(self.greedy_temperature[:n], self.greedy_top_k[:n],
+                                   self.greedy_top_p[:n], None, all_greedy=True,
+                                   no_top_k=True, no_top_p=True)
+        if self.noise is None:
+            self.noise = torch.ones(self.max_num_seqs, self.vocab_size, dtype=torch.float32,
+                                    device=self.device)
+        for row, seq in enumerate(seqs):
+            if seq.params.temperature > 0:
+                self.noise[row].exponential_(generator=seq.generator or self.generator)
+        top_k = [max(p.top_k, 0) for p in params]
+        return SamplingTensors(
+            temperature=torch.tensor([float(p.temperature) for p in params],
+                                     dtype=torch.float32, device=self.device),
+            top_k=torch.tensor(top_k, dtype=torch.long, device=self.device),
+            top_p=torch.tensor([float(p.top_p) for p in params], dtype=torch.float32,
+                               device=self.device),
+            noise=self.noise[:n], all_greedy=False, no_top_k=not any(top_k),
+            no_top_p=all(p.top_p == 1 for p in params))
+
+    @torch.inference_mode()
+    def run(self, seqs: list[Sequence]) -> list[int]:
+        """Compute one step for ``seqs`` and return the token each one samples."""
+        input_ids, positions, batch = self.make_batch(seqs)
+        metadata = self.attention.build_metadata(batch)
+        hidden = self.model.forward(
+            torch.tensor(input_ids, dtype=torch.long, device=self.device),
+            torch.tensor(positions, dtype=torch.long, device=self.device),
+            self.kv_caches, metadata)  # [T, hidden]
+        if len(input_ids) != len(seqs):  # a prefill: keep each sequence's last token
+            last, total = [], 0
+            for n in batch.query_lens:
+                total += n
+                last.append(total - 1)
+            hidden = hidden[torch.tensor(last, dtype=torch.long, device=self.device)]
+        logits = self.model.compute_logits(hidden)  # [B, V] float32
+        return self.sample(logits, self.sampling_tensors(seqs)).tolist()

@@ -1,0 +1,78 @@
+"""One request's sequence of tokens as the scheduler and the model runner see it."""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+import torch
+
+from .detokenizer import IncrementalDetokenizer
+from .sampling_params import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class Sequence:
+    """Prompt and generated tokens, the KV blocks that hold them, and the output so far.
+
+    num_computed_tokens  tokens whose keys and values are in the cache; a step computes
+                         token_ids[num_computed_tokens:] (a prefill) or the last token (a decode)
+    block_table          cache block ids holding the tokens, in order
+    block_hashes         prefix-cache hashes of the leading full blocks already registered
+    """
+
+    def __init__(self, request_id: str, prompt: Optional[str], prompt_token_ids: list[int],
+                 params: SamplingParams, detokenizer: IncrementalDetokenizer,
+                 generator: Optional[torch.Generator]):
+        self.request_id = request_id
+        self.prompt = prompt
+        self.token_ids = list(prompt_token_ids)
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.params = params
+        self.detokenizer = detokenizer
+        self.generator = generator  # None: draw from the engine's generator
+        self.status = SequenceStatus.WAITING
+        self.num_computed_tokens = 0
+        self.block_table: list[int] = []
+        self.block_hashes: list[int] = []
+        self.text = ""
+        self.num_streamed_chars = 0
+        self.finish_reason: Optional[str] = None
+        self.stop_reason: Optional[int | str] = None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        return self.token_ids[:self.num_prompt_tokens]
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens:]
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def query_len(self) -> int:
+        """Tokens the next step computes for this sequence."""
+        return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    def take_stream_delta(self) -> str:
+        """Text not yet streamed, minus a tail that could still become a stop string."""
+        end = len(self.text) if self.finished else max(
+            len(self.text) - self.params.stop_holdback, self.num_streamed_chars)
+        delta = self.text[self.num_streamed_chars:end]
+        self.num_streamed_chars = end
+        return delta

