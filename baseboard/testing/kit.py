@@ -54,10 +54,13 @@ class Kit:
         """Why selection would reject ``impl`` in ``ctx`` (None: it would accept it).
 
         Asks selection itself, so the kit skips exactly what the engine would never pick.
+        An exception from ``supports`` propagates: selection would hide it as a rejection.
         """
         unavailable = self.unavailable(impl)
         if unavailable:
             return unavailable
+        if impl.supports is not None:
+            impl.supports(ctx)
         try:
             _, decision = decide(self.catalog.registry, ctx, impl.op, None)
         except SelectionError as exc:  # not even the reference accepts this context

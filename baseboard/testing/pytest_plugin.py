@@ -110,7 +110,11 @@ class ImplNode(pytest.Collector):
         for case in cases_for(impl.op):
             item = CaseItem.from_parent(self, name=case.id, kit=kit, impl=impl, case=case)
             # decided at collection, as selection would decide it for this context
-            reason = kit.rejection(impl, case.context(kit.platform))
+            try:
+                reason = kit.rejection(impl, case.context(kit.platform))
+            except Exception as exc:  # reported by the case itself, not as a collection error
+                item.supports_error = exc
+                reason = None
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"rejects this case: {reason}"))
             yield item
@@ -144,8 +148,8 @@ class LoadItem(KitItem):
         record = self.kit.catalog.plugins.record(self.plugin)
         if record.status != "loaded":
             raise Mismatch(f"plugin {self.plugin!r} ({record.module}, distribution "
-                           f"{record.distribution} {record.version}) is {record.status}: "
-                           f"{record.error}")
+                           f"{record.distribution} {record.version}) did not load "
+                           f"({record.status}): {record.error}")
 
 
 class PlatformItem(KitItem):
@@ -172,9 +176,14 @@ class CaseItem(KitItem):
     def __init__(self, *, impl: Impl, case: Case, **kwargs: Any):
         super().__init__(**kwargs)
         self.impl, self.case = impl, case
+        self.supports_error: Exception | None = None
 
     def runtest(self) -> None:
         impl, kit = self.impl, self.kit
+        if self.supports_error is not None:
+            raise Mismatch(f"{impl.op}={impl.name}: supports(ctx) raised "
+                           f"{self.supports_error!r} for this case; it must return None or "
+                           f"a reason")
         try:
             bound = kit.bound(impl)
         except BaseboardError:

@@ -6,11 +6,19 @@ import torch
 import torch.nn.functional as F
 
 from baseboard.core.errors import PlatformError, PluginError, SelectionError
+from baseboard.core.registry import distribution_installed
 from baseboard.core.selection import SelectionContext, decide
 from baseboard.resolve import resolve
 from baseboard.testing.sandbox import run_pytest
 
 GEMM = "transposed"
+
+
+@pytest.fixture(autouse=True)
+def example_installed():
+    if not distribution_installed("baseboard-example-plugin"):
+        pytest.fail("the example plugin is not installed: pip install --no-deps -e "
+                    "examples/baseboard-example-plugin (make test does this)")
 
 
 def test_the_example_is_discovered_from_its_installed_distribution():

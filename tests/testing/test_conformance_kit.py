@@ -34,11 +34,17 @@ WRONG_PLUGIN = """
         return "float16 is not implemented" if ctx.dtype == torch.float16 else None
 
 
+    def raises_for_bf16(ctx):
+        return {torch.float32: None, torch.float16: None}[ctx.dtype]
+
+
     @hookimpl
     def baseboard_ops():
         return [Impl("rms_norm", "noweight", "wrong_plugin:rms_norm"),
                 Impl("silu_and_mul", "nohalf", "wrong_plugin:silu_and_mul", supports=no_half),
-                Impl("sample", "extraarg", "wrong_plugin:sample")]
+                Impl("sample", "extraarg", "wrong_plugin:sample"),
+                Impl("gemm_w8a8_int8", "raising", "baseboard.kernels.torch.quant_gemm:GemmW8A8Int8",
+                     supports=raises_for_bf16)]
 """
 
 
@@ -60,9 +66,12 @@ def test_a_wrong_implementation_fails_the_kit(wrong, tmp_path):
     assert "silu_and_mul=nohalf::float32" not in out
     assert "silu_and_mul=nohalf: rejects this case: float16 is not implemented" in out
     assert "does not load; its 'signature' test says why" in out
+    assert "gemm_w8a8_int8=raising: supports(ctx) raised KeyError(torch.bfloat16)" in out
     assert run.count("skipped") == 9
-    assert run.count("passed") == 1 + 2 + 18  # load, two good signatures, nohalf's cases
-    assert run.count("failed") == 27 + 1 + 18  # noweight's cases, extraarg's signature and cases
+    # load, three good signatures, nohalf's cases, raising's float32 and float16 cases
+    assert run.count("passed") == 1 + 3 + 18 + 6
+    # noweight's cases, extraarg's signature and cases, raising's bfloat16 cases
+    assert run.count("failed") == 27 + 1 + 18 + 3
 
 
 def test_without_the_option_the_kit_stays_out_of_the_way(wrong, tmp_path):
