@@ -3,7 +3,8 @@
 On an accelerator the cache takes what BASEBOARD_GPU_MEMORY_UTILIZATION leaves after the
 weights and an estimate of the step's activations (vLLM's rule). On the CPU, whose
 memory is shared with everything else on the host, it takes a fraction of the available
-RAM, and never more than max_num_seqs sequences of max_model_len tokens need.
+RAM. Neither takes more than max_num_seqs sequences of max_model_len tokens need, so
+that several engines can share a device.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def kv_cache_budget(platform: Platform, requested: Optional[int], needed: int,
             return needed, "max_num_seqs x max_model_len tokens"
         return share, f"{CPU_RAM_FRACTION:.0%} of the available RAM ({free / 2**30:.1f} GiB)"
     budget = free - int((1 - memory_utilization) * total) - activations
+    if needed <= budget:
+        return needed, "max_num_seqs x max_model_len tokens"
     return budget, (f"BASEBOARD_GPU_MEMORY_UTILIZATION={memory_utilization} of "
                     f"{total / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free after the weights, "
                     f"{activations / 2**30:.1f} GiB kept for activations")

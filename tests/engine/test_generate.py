@@ -87,3 +87,13 @@ def test_the_engine_seed_fixes_unseeded_sampling(tiny_llama):
 def test_top_k_one_is_greedy(llm):
     sampled = SamplingParams(temperature=0.8, top_k=1, max_tokens=16, ignore_eos=True)
     assert tokens(llm.generate(PROMPTS[1], sampled)) == tokens(llm.generate(PROMPTS[1], GREEDY))
+
+
+def test_cpu_threads_come_from_baseboard_num_threads(tiny_llama, monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("BASEBOARD_NUM_THREADS", "1")
+    try:
+        LLM(str(tiny_llama[0]), dtype="float32", platform="cpu", max_num_seqs=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -22,7 +22,7 @@ def test_generate_streams_the_greedy_completion_and_reports_speed(tiny_llama, ca
         SamplingParams(temperature=0, max_tokens=12))]
     assert captured.out == "".join(text + "\n" for text in texts)
     assert captured.err.count("12 tokens in ") == 2 and " tokens/s" in captured.err
-    assert "platform cpu, dtype float32" in captured.err
+    assert f"platform {llm.plan.platform}, dtype float32" in captured.err
 
 
 def test_generate_chat_uses_the_template(tiny_llama, capsys):
