@@ -141,6 +141,7 @@ class LLMEngine:
         if not isinstance(params, SamplingParams):
             raise RequestError(f"sampling_params is a {type(params).__name__}, not a "
                                f"SamplingParams.")
+        params.verify()
         text, ids = prompt_tokens(prompt, self.tokenizer)
         check_prompt(ids, self.config.vocab_size, self.max_model_len)
         generator = None

@@ -67,9 +67,13 @@ class ModelRunner:
         if self.noise is None:
             self.noise = torch.ones(self.max_num_seqs, self.vocab_size, dtype=torch.float32,
                                     device=self.device)
-        for row, seq in enumerate(seqs):
-            if seq.params.temperature > 0:
-                self.noise[row].exponential_(generator=seq.generator or self.generator)
+        noise = self.noise[:n]
+        seeded = [(row, seq.generator) for row, seq in enumerate(seqs)
+                  if seq.generator is not None]
+        if len(seeded) < n:  # one draw for every row, then the seeded rows redraw
+            noise.exponential_(generator=self.generator)
+        for row, generator in seeded:
+            noise[row].exponential_(generator=generator)
         top_k = [max(p.top_k, 0) for p in params]
         return SamplingTensors(
             temperature=torch.tensor([float(p.temperature) for p in params],
@@ -77,7 +81,7 @@ class ModelRunner:
             top_k=torch.tensor(top_k, dtype=torch.long, device=self.device),
             top_p=torch.tensor([float(p.top_p) for p in params], dtype=torch.float32,
                                device=self.device),
-            noise=self.noise[:n], all_greedy=False, no_top_k=not any(top_k),
+            noise=noise, all_greedy=False, no_top_k=not any(top_k),
             no_top_p=all(p.top_p == 1 for p in params))
 
     @torch.inference_mode()

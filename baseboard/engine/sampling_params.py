@@ -37,6 +37,11 @@ class SamplingParams:
     stop_ids: frozenset[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.verify()
+
+    def verify(self) -> None:
+        """Check every field (again, after a change) and derive the stop sets; raises
+        RequestError naming the parameter, its value and the valid range."""
         self.stop_strings = _stop_strings(self.stop)
         self.stop_ids = _stop_ids(self.stop_token_ids)
         _check(self.n == 1, "n", self.n, "1 (one completion per prompt; repeat the prompt "

@@ -131,6 +131,10 @@ def test_bad_sampling_params_arguments(llm):
         llm.generate([PROMPT] * 3, [GREEDY, GREEDY])
     with pytest.raises(RequestError, match=r"sampling_params\[1\] is a dict"):
         llm.generate([PROMPT] * 2, [GREEDY, {"temperature": 0}])
+    changed = SamplingParams()
+    changed.top_p = 0
+    with pytest.raises(RequestError, match="top_p=0 is invalid"):
+        llm.generate(PROMPT, changed)
 
 
 def test_a_bad_request_in_a_batch_runs_nothing_and_loses_nothing(llm):
