@@ -1,7 +1,10 @@
 """Paged attention in Triton: the ``attention`` op's implementation.
 
 Same cache layout as the reference, [2, num_blocks, block_size, Hk, D]: each token's head
-is D contiguous values, which the kernels read as whole rows. A step runs up to four
+is D contiguous values, which the kernels read as whole rows. A head-major layout
+[2, num_blocks, Hk, block_size, D] (each block's head one contiguous run) measured the same
+on an H100 (decode B32 ctx 4096: 2661 vs 2669 GB/s; prefill 279.5 vs 279.0 TFLOP/s), so the
+reference layout stays. A step runs up to four
 kernels: the KV write, split decode and its merge (the decodes come first in the batch),
 and prefill (the rest, over cached prefixes too).
 
@@ -22,7 +25,7 @@ import triton
 from ...core.attention import AttentionBatch, AttentionSpec
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, upcast_dots
-from .decode import decode_attention, decode_config, decode_partitions, decode_workspace_rows
+from .decode import DECODE_CONFIG, decode_attention, decode_partitions, decode_workspace_rows
 from .kv_cache import write_kv
 from .prefill import prefill_attention, prefill_config
 from .records import BLOCK_SIZES, HEAD_SIZES, INTERPRETER_HEAD_SIZES, interpreting
@@ -45,6 +48,8 @@ class TritonAttentionMetadata:
 def _multiprocessors(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
+    if device.type == "xpu":
+        return getattr(torch.xpu.get_device_properties(device), "gpu_subslice_count", 64)
     return 4  # the interpreter: any count exercises the same code
 
 
@@ -64,7 +69,7 @@ class TritonAttention:
         d_pad = triton.next_power_of_2(spec.head_dim)
         group_pad = triton.next_power_of_2(spec.num_heads // spec.num_kv_heads)
         self.prefill_config = prefill_config(d_pad, group_pad)
-        self.decode_config = decode_config(d_pad)
+        self.decode_config = DECODE_CONFIG
         self.decode_programs = PROGRAMS_PER_MULTIPROCESSOR * _multiprocessors(spec.device)
         self.qk_scale = spec.scale * math.log2(math.e)
         self.upcast = upcast_dots(spec.dtype)

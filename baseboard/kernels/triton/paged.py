@@ -32,7 +32,7 @@ def attend_tile(q, m_i, l_i, acc, start, table, k_base, v_base, block_stride, sl
         k = tl.load(k_ptrs, mask=dim_ok[:, None], other=0.0)
     else:
         k = tl.load(k_ptrs)
-    scores = mma(q, k, tl.zeros([q.shape[0], BLOCK_N], tl.float32), UPCAST) * qk_scale
+    scores = mma(q, k, tl.zeros([q.shape[0], BLOCK_N], tl.float32), UPCAST)
     if MASK:
         visible = (keys[None, :] <= position[:, None]) & key_ok[None, :]
         scores = tl.where(visible, scores, float("-inf"))
@@ -41,9 +41,10 @@ def attend_tile(q, m_i, l_i, acc, start, table, k_base, v_base, block_stride, sl
         v = tl.load(v_ptrs, mask=dim_ok[None, :], other=0.0)
     else:
         v = tl.load(v_ptrs)
-    m_new = tl.maximum(m_i, tl.max(scores, 1))
+    # the scale is applied inside the exponent (one fused multiply-add per score)
+    m_new = tl.maximum(m_i, tl.max(scores, 1) * qk_scale)
     alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(scores - m_new[:, None])
+    p = tl.exp2(scores * qk_scale - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = mma(p.to(v.dtype), v, acc * alpha[:, None], UPCAST)
     return m_new, l_i, acc

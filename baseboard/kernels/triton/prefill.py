@@ -26,11 +26,10 @@ class PrefillConfig:
 
 
 def prefill_config(d_pad: int, group_pad: int) -> PrefillConfig:
-    """Tile shapes by padded head size (H100-tuned; see benchmarks/ops.py)."""
-    if d_pad <= 64:
+    """Tile shapes by padded head size (for D128 the fastest of nine measured on an H100,
+    benchmarks/ops.py --sweep; wider ones are within 2% or slower)."""
+    if d_pad <= 128:
         config = PrefillConfig(128, 64, 4, 3)
-    elif d_pad <= 128:
-        config = PrefillConfig(128, 64, 8, 3)
     else:
         config = PrefillConfig(64, 32, 4, 2)
     return PrefillConfig(max(config.block_m, group_pad), config.block_n, config.num_warps,
