@@ -36,6 +36,7 @@ class Resolution:
     settings: Settings
     catalog: Catalog
     platform: PlatformChoice
+    context: SelectionContext
     plan: Plan
 
 
@@ -148,4 +149,4 @@ def resolve(*, platform: Optional[str] = None, backends: Mapping[str, str] | Non
                            block_size=block_size, cuda_graphs=cuda_graphs)
     choices = explicit_choices(settings, backends, cli_backends, plan_file, plan_path or "")
     plan = select_plan(catalog.registry, ctx, choices)
-    return Resolution(settings, catalog, chosen, plan)
+    return Resolution(settings, catalog, chosen, ctx, plan)

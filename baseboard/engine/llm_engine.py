@@ -102,7 +102,8 @@ class LLMEngine:
         spec = AttentionSpec(num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
                              head_dim=config.head_dim, scale=config.head_dim ** -0.5,
                              block_size=block_size, dtype=self.dtype, device=self.device,
-                             max_num_seqs=max_num_seqs, max_model_len=self.max_model_len)
+                             max_num_seqs=max_num_seqs, max_model_len=self.max_model_len,
+                             cuda_graphs=self.resolution.context.cuda_graphs)
         attention = self.plan.attention(spec)
         self.model = checkpoint.model_class(config, self.plan, attention, self.dtype,
                                             self.device)
@@ -128,7 +129,8 @@ class LLMEngine:
         self.scheduler = Scheduler(self.block_manager, max_num_seqs, batched)
         self.runner = ModelRunner(self.model, attention, self.plan, num_blocks, block_size,
                                   config.num_layers, config.vocab_size, max_num_seqs,
-                                  self.dtype, self.device, self.generator)
+                                  self.dtype, self.device, self.generator,
+                                  cuda_graphs=spec.cuda_graphs)
         eos = set(config.eos_token_ids)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
             eos.add(self.tokenizer.eos_token_id)

@@ -9,6 +9,7 @@ import torch
 
 from ..core.attention import AttentionBatch, SamplingTensors
 from ..core.selection import Plan
+from .cuda_graphs import DecodeGraphs
 from .sequence import Sequence
 
 
@@ -17,7 +18,8 @@ class ModelRunner:
 
     def __init__(self, model: Any, attention: Any, plan: Plan, num_blocks: int,
                  block_size: int, num_layers: int, vocab_size: int, max_num_seqs: int,
-                 dtype: torch.dtype, device: torch.device, generator: torch.Generator):
+                 dtype: torch.dtype, device: torch.device, generator: torch.Generator,
+                 cuda_graphs: bool = False):
         self.model = model
         self.attention = attention
         self.sample = plan.sample
@@ -26,13 +28,21 @@ class ModelRunner:
         self.max_num_seqs = max_num_seqs
         self.device = device
         self.generator = generator
-        self.kv_caches = [torch.zeros(attention.kv_cache_shape(num_blocks), dtype=dtype,
+        # with CUDA graphs, one block more: padding rows of a replayed step write there
+        cache_blocks = num_blocks + 1 if cuda_graphs else num_blocks
+        self.kv_caches = [torch.zeros(attention.kv_cache_shape(cache_blocks), dtype=dtype,
                                       device=device) for _ in range(num_layers)]
         # Greedy steps reuse these; rows of a sampled step are rebuilt with one call each.
         self.greedy_temperature = torch.zeros(max_num_seqs, dtype=torch.float32, device=device)
         self.greedy_top_k = torch.zeros(max_num_seqs, dtype=torch.long, device=device)
         self.greedy_top_p = torch.ones(max_num_seqs, dtype=torch.float32, device=device)
         self.noise: Optional[torch.Tensor] = None  # [max_num_seqs, V] Exp(1), made on first use
+        self.graphs: Optional[DecodeGraphs] = None
+        if cuda_graphs:
+            with torch.inference_mode():
+                self.graphs = DecodeGraphs(model, attention, self.kv_caches, max_num_seqs,
+                                           pad_block=num_blocks, block_size=block_size,
+                                           device=device)
 
     def make_batch(self, seqs: list[Sequence]) -> tuple[list[int], list[int], AttentionBatch]:
         """Token ids, positions and the AttentionBatch of one step (decodes first)."""
@@ -88,11 +98,15 @@ class ModelRunner:
     def run(self, seqs: list[Sequence]) -> list[int]:
         """Compute one step for ``seqs`` and return the token each one samples."""
         input_ids, positions, batch = self.make_batch(seqs)
-        metadata = self.attention.build_metadata(batch)
-        hidden = self.model.forward(
-            torch.tensor(input_ids, dtype=torch.long, device=self.device),
-            torch.tensor(positions, dtype=torch.long, device=self.device),
-            self.kv_caches, metadata)  # [T, hidden]
+        if self.graphs is not None and len(input_ids) == len(seqs) \
+                and self.graphs.fits(len(seqs)):  # a decode step: replay its graph
+            hidden = self.graphs.run(input_ids, positions, batch)
+        else:
+            metadata = self.attention.build_metadata(batch)
+            hidden = self.model.forward(
+                torch.tensor(input_ids, dtype=torch.long, device=self.device),
+                torch.tensor(positions, dtype=torch.long, device=self.device),
+                self.kv_caches, metadata)  # [T, hidden]
         if len(input_ids) != len(seqs):  # a prefill: keep each sequence's last token
             last, total = [], 0
             for n in batch.query_lens:
