@@ -33,17 +33,18 @@ def copy_bandwidth(mib: int = 512, repeats: int = 10) -> float:
     src = torch.ones(mib << 20, dtype=torch.uint8)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    return 2 * src.numel() / median_time(lambda: dst.copy_(src), repeats)
+    return 2 * src.numel() / best_time(lambda: dst.copy_(src), repeats)
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` calls: on a shared machine, interference only adds time."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def cycling(fn: Callable[[int], object], copies: int) -> Callable[[], object]:
@@ -94,9 +95,9 @@ def bench_gemms(batches: list[int], rounds: int) -> list[dict]:
             times: dict[str, list[float]] = {c: [] for c in candidates}
             for _ in range(rounds):  # interleaved, so drift hits every candidate alike
                 for c, (fn, _) in candidates.items():
-                    times[c].append(median_time(fn, 5))
+                    times[c].append(best_time(fn, 5))
             for c, (_, nbytes) in candidates.items():
-                t = statistics.median(times[c])
+                t = min(times[c])
                 rows.append({"shape": name, "k": k, "n": n, "m": m, "impl": c, "us": t * 1e6,
                              "gb_s": nbytes / t / 1e9})
             del candidates
@@ -165,9 +166,9 @@ def bench_small(rounds: int) -> list[dict]:
             times: dict[str, list[float]] = {n: [] for n in fns}
             for _ in range(rounds):
                 for n, fn in fns.items():
-                    times[n].append(median_time(fn, 50))
+                    times[n].append(best_time(fn, 50))
             for n in fns:
-                rows.append({"op": label, "impl": n, "us": statistics.median(times[n]) * 1e6})
+                rows.append({"op": label, "impl": n, "us": min(times[n]) * 1e6})
     return rows
 
 
@@ -176,12 +177,17 @@ def main() -> None:
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--skip-gemm", action="store_true", help="only the small ops")
     parser.add_argument("--json", help="write results to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     bandwidth = copy_bandwidth()
     print(f"threads {torch.get_num_threads()}, copy bandwidth (read + write) "
           f"{bandwidth / 1e9:.1f} GB/s")
-    gemms = bench_gemms([int(b) for b in args.batches.split(",")], args.rounds)
+    gemms = [] if args.skip_gemm else bench_gemms([int(b) for b in args.batches.split(",")],
+                                                   args.rounds)
     print(f"{'shape':<9}{'K':>6}{'N':>8}{'M':>4}  {'implementation':<24}{'us':>10}{'GB/s':>8}"
           f"{'/copy bw':>9}")
     for r in gemms:

@@ -94,9 +94,12 @@ def test_gemm_bf16(m, n, k, bias):
     b = torch.randn(n, dtype=torch.bfloat16) if bias else None
     x = torch.randn(m, k, dtype=torch.bfloat16)
     state = Avx512Bf16Gemm.prepare(w, b)
-    want = gemm.Gemm.apply(gemm.Gemm.prepare(w, b), x)
+    ref = gemm.Gemm.prepare(w, b)
     # float32 sums in another order: a few bf16 roundings of the largest output
-    close(Avx512Bf16Gemm.apply(state, x), want, ulps=4)
+    close(Avx512Bf16Gemm.apply(state, x), gemm.Gemm.apply(ref, x), ulps=4)
+    # a float32 result is the float32 sums themselves, not rounded to bf16
+    x32, w32 = x.float(), w.float()
+    close(state.matmul(x, torch.float32), x32 @ w32.T + (b.float() if bias else 0), ulps=64)
     assert torch.equal(state.unpacked(), w)
 
 
@@ -108,6 +111,8 @@ def test_gemm_strided_input_and_other_dtypes():
     close(Avx512Bf16Gemm.apply(state, x), gemm.Gemm.apply(gemm.Gemm.prepare(w, None), x), 4)
     x32 = torch.randn(4, 80)  # bf16 weight met by float32 activations: the slow exact path
     close(Avx512Bf16Gemm.apply(state, x32), x32 @ w.float().T, 4)
+    x3 = torch.randn(2, 3, 80, dtype=torch.bfloat16)  # leading dims, and a float16 result
+    close(state.matmul(x3, torch.float16), (x3.float() @ w.float().T).half(), 4)
     w32 = torch.randn(96, 80)  # float32 weights stay on the reference path
     close(Avx512Bf16Gemm.apply(Avx512Bf16Gemm.prepare(w32, None), x32), x32 @ w32.T, 4)
 
@@ -166,7 +171,8 @@ def _mixed_batch(query_lens, cached, block_size, num_blocks, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("heads,kv_heads,head_dim,block_size", [(14, 2, 64, 16), (9, 3, 64, 8),
-                                                                (4, 4, 40, 5), (8, 1, 128, 32)])
+                                                                (4, 4, 40, 5), (8, 1, 128, 32),
+                                                                (12, 1, 256, 16)])
 def test_attention_mixed_batch(dtype, heads, kv_heads, head_dim, block_size):
     from baseboard.platforms.cpu.attention import CpuPagedAttention
     rng = random.Random(0)

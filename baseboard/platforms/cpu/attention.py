@@ -24,7 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from ...core.attention import AttentionBatch, AttentionSpec
+from ...core.errors import ConfigError
 from . import native
+
+MAX_HEAD_DIM = 256  # csrc/attention.c keeps a head in 16 vector registers
 
 
 @dataclass
@@ -46,6 +49,9 @@ class CpuPagedAttention:
     """Paged attention for the cpu platform (see the module doc)."""
 
     def __init__(self, spec: AttentionSpec):
+        if spec.head_dim > MAX_HEAD_DIM:
+            raise ConfigError(f"attention cpu_paged takes head_dim up to {MAX_HEAD_DIM}, and "
+                              f"the model has {spec.head_dim}; choose attention=torch.")
         self.spec = spec
         self.group = spec.num_heads // spec.num_kv_heads
         self._lib = native.library()

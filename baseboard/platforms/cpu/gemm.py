@@ -1,4 +1,4 @@
-"""Dense GEMM ``avx512_bf16``: bf16 weights prepacked once into 64-column VNNI panels
+"""Dense GEMM ``avx512_bf16``: bf16 weights prepacked once into 32-column VNNI panels
 (csrc/gemm.c), multiplied with vdpbf16ps and float32 accumulation.
 
 For M = 1..8 (decode) the packed panels stream at close to the memory bandwidth,
@@ -10,29 +10,29 @@ slow, and not what a bf16 model does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 
-from ...kernels.torch.gemm import LinearWeights
+from ...kernels.torch.gemm import Gemm, LinearWeights
 from . import native
 
-PANEL = 64  # output columns per packed panel (csrc/gemm.c)
+PANEL = 32  # output columns per packed panel (csrc/gemm.c)
 
 
-@dataclass(frozen=True)
 class PackedLinear:
-    """A bf16 weight [N, K] packed as [ceil(N/64)][ceil(K/2)][64][2], bias as float32
+    """A bf16 weight [N, K] packed as [ceil(N/32)][ceil(K/2)][32][2], bias as float32
     padded to whole panels; the raw pointers are taken once here, not per call."""
 
-    packed: torch.Tensor
-    bias: Optional[torch.Tensor]
-    out_features: int
-    in_features: int
-    packed_ptr: int
-    bias_ptr: Optional[int]
+    __slots__ = ("packed", "bias", "out_features", "in_features", "_args", "_gemm")
+
+    def __init__(self, packed: torch.Tensor, bias: Optional[torch.Tensor], out_features: int,
+                 in_features: int):
+        self.packed, self.bias = packed, bias
+        self.out_features, self.in_features = out_features, in_features
+        self._args = (packed.data_ptr(), None if bias is None else bias.data_ptr())
+        self._gemm = native.library().bb_gemm
 
     def unpacked(self) -> torch.Tensor:
         """The [N, K] bf16 weight, for the slow non-bf16 path and for tests."""
@@ -41,35 +41,56 @@ class PackedLinear:
         w = self.packed.view(panels, pairs, PANEL, 2).permute(0, 2, 1, 3)
         return w.reshape(panels * PANEL, pairs * 2)[:n, :k]
 
+    def matmul(self, x: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
+        """x [T, K] -> [T, N] in out_dtype (default x's): bf16 rows run the native kernel,
+        which writes bf16 or the float32 sums themselves; anything else the slow path."""
+        if x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1 or \
+                out_dtype not in _NATIVE_OUT:
+            return self._general(x, out_dtype)
+        rows, n = x.shape[0], self.out_features
+        out_f32 = out_dtype == torch.float32
+        y = torch.empty((rows, n), dtype=torch.float32 if out_f32 else torch.bfloat16)
+        packed, bias = self._args
+        self._gemm(x.data_ptr(), x.stride(0), packed, bias, y.data_ptr(), n, rows, n,
+                   self.in_features, out_f32, torch.get_num_threads())
+        return y
+
+    def _general(self, x: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
+        dtype = out_dtype or x.dtype
+        if x.dtype == torch.bfloat16:
+            flat = x.reshape(-1, x.shape[-1]).contiguous()
+            native_out = dtype if dtype in _NATIVE_OUT else torch.float32
+            y = self.matmul(flat, native_out).to(dtype)
+            return y.view(*x.shape[:-1], self.out_features)
+        bias = None if self.bias is None else self.bias[:self.out_features].to(dtype)
+        return F.linear(x.to(dtype), self.unpacked().to(dtype), bias)
+
+
+_NATIVE_OUT = (None, torch.bfloat16, torch.float32)
+
+
+class ReferenceLinear(LinearWeights):
+    """A weight the native kernel does not take (not bf16): the reference's F.linear."""
+
+    def matmul(self, x: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
+        y = Gemm.apply(self, x)
+        return y if out_dtype is None else y.to(out_dtype)
+
 
 def pack_linear(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> PackedLinear:
     """weight [N, K] bf16 (any row stride), bias [N] or None -> PackedLinear."""
-    lib = native.library()
     n, k = weight.shape
     if weight.stride(1) != 1:
         weight = weight.contiguous()
     panels, pairs = -(-n // PANEL), -(-k // 2)
     packed = torch.empty(panels * pairs * PANEL * 2, dtype=torch.bfloat16)
-    lib.bb_gemm_pack(weight.data_ptr(), weight.stride(0), n, k, packed.data_ptr(),
-                     torch.get_num_threads())
+    native.library().bb_gemm_pack(weight.data_ptr(), weight.stride(0), n, k, packed.data_ptr(),
+                                  torch.get_num_threads())
     padded_bias = None
     if bias is not None:
         padded_bias = torch.zeros(panels * PANEL, dtype=torch.float32)
         padded_bias[:n] = bias.float()
-    return PackedLinear(packed, padded_bias, n, k, packed.data_ptr(),
-                        None if padded_bias is None else padded_bias.data_ptr())
-
-
-def packed_matmul(state: PackedLinear, x: torch.Tensor) -> torch.Tensor:
-    """x [T, K] bf16 -> [T, N] bf16 through the native kernel."""
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    rows = x.shape[0]
-    y = torch.empty((rows, state.out_features), dtype=torch.bfloat16)
-    native.library().bb_gemm(x.data_ptr(), x.stride(0), state.packed_ptr, state.bias_ptr,
-                             y.data_ptr(), state.out_features, rows, state.out_features,
-                             state.in_features, torch.get_num_threads())
-    return y
+    return PackedLinear(packed, padded_bias, n, k)
 
 
 class Avx512Bf16Gemm:
@@ -77,20 +98,11 @@ class Avx512Bf16Gemm:
 
     @staticmethod
     def prepare(weight: torch.Tensor,
-                bias: Optional[torch.Tensor]) -> Union[PackedLinear, LinearWeights]:
+                bias: Optional[torch.Tensor]) -> Union[PackedLinear, ReferenceLinear]:
         if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
-            return LinearWeights(weight, bias)
+            return ReferenceLinear(weight, bias)
         return pack_linear(weight, bias)
 
     @staticmethod
-    def apply(state: Union[PackedLinear, LinearWeights], x: torch.Tensor) -> torch.Tensor:
-        if type(state) is LinearWeights:
-            return F.linear(x, state.weight, state.bias)
-        if x.dtype != torch.bfloat16:
-            bias = None if state.bias is None else state.bias[:state.out_features]
-            return F.linear(x, state.unpacked().to(x.dtype),
-                            None if bias is None else bias.to(x.dtype))
-        if x.dim() != 2:
-            return packed_matmul(state, x.reshape(-1, x.shape[-1])).view(
-                *x.shape[:-1], state.out_features)
-        return packed_matmul(state, x)
+    def apply(state: Union[PackedLinear, ReferenceLinear], x: torch.Tensor) -> torch.Tensor:
+        return state.matmul(x, None)

@@ -43,6 +43,14 @@ def bf16_native_supported(ctx) -> Optional[str]:
     return native_supported(ctx)
 
 
+def attention_supported(ctx) -> Optional[str]:
+    from .attention import MAX_HEAD_DIM
+
+    if ctx.head_dim is not None and ctx.head_dim > MAX_HEAD_DIM:
+        return f"head_dim {ctx.head_dim} is more than the kernel's {MAX_HEAD_DIM}"
+    return native_supported(ctx)
+
+
 @hookimpl
 def baseboard_ops() -> list[Impl]:
     def impl(op: str, name: str, loader: str, supports, doc: str) -> Impl:
@@ -56,7 +64,7 @@ def baseboard_ops() -> list[Impl]:
              "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
         impl("gemm_w8a16", "avx512_bf16", "quant_gemm:DequantW8A16", bf16_native_supported,
              "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
-        impl("attention", "cpu_paged", "attention:CpuPagedAttention", native_supported,
+        impl("attention", "cpu_paged", "attention:CpuPagedAttention", attention_supported,
              "online-softmax kernel over the paged cache; SDPA for fresh prefills"),
         impl("rms_norm", "avx512", "rowwise:rms_norm", native_supported,
              "one native pass per row"),
