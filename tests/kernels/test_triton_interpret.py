@@ -194,6 +194,25 @@ def test_attention_reuses_its_buffers_across_steps():
         run_step(spec, attention, batch, cache, torch.float32)
 
 
+def test_decode_steps_of_one_size_share_launches_and_buffers():
+    """What CUDA-graph replay needs: the same split count and the same buffer addresses for
+    every decode step of a batch size, whatever the contexts (short ones leave empty
+    partitions, which must weigh nothing)."""
+    spec = AttentionSpec(4, 2, 64, 0.125, 16, torch.float32, torch.device("cpu"),
+                         max_num_seqs=4, max_model_len=320)
+    attention = triton_attention.TritonAttention(spec)
+    attention.decode_programs = 64
+    rng, seen = random.Random(2), []
+    for context_lens in ([5, 9], [300, 170]):
+        batch = make_batch([1, 1], context_lens, 16, 40, rng)
+        metadata = attention.build_metadata(batch)
+        seen.append((metadata.decode_splits, metadata.slot_mapping.data_ptr(),
+                     metadata.block_tables.data_ptr(), metadata.seq_lens.data_ptr()))
+        cache = poisoned_cache(attention.kv_cache_shape(40), batch, 16, torch.float32)
+        run_step(spec, attention, batch, cache, torch.float32)
+    assert seen[0] == seen[1] and seen[0][0] > 1
+
+
 def sampling_params(rows: int, vocab: int, **flags) -> SamplingTensors:
     return SamplingTensors(
         temperature=torch.tensor([0.0, 0.7, 1.0, 1.5, 1e-8, 0.0, 2.0][:rows]),

@@ -3,14 +3,15 @@
 Same cache layout as the reference, [2, num_blocks, block_size, Hk, D]: each token's head
 is D contiguous values, which the kernels read as whole rows. A head-major layout
 [2, num_blocks, Hk, block_size, D] (each block's head one contiguous run) measured the same
-on an H100 (decode B32 ctx 4096: 2661 vs 2669 GB/s; prefill 279.5 vs 279.0 TFLOP/s), so the
-reference layout stays. A step runs up to four
-kernels: the KV write, split decode and its merge (the decodes come first in the batch),
-and prefill (the rest, over cached prefixes too).
+on an H100 (decode B32 ctx 4096: 2661 vs 2669 GB/s; prefill 279.5 vs 279.0 TFLOP/s), so
+the reference layout stays.
 
-Per-step metadata lives in persistent device buffers sized by ``max_num_seqs`` and
-``max_model_len``; ``build_metadata`` fills them with one host-to-device copy of int32
-values plus one of the slot mapping, so a captured CUDA graph can replay over them.
+A step runs up to four kernels: the KV write, split decode and its merge (the decodes come
+first in the batch), and prefill (the rest, over cached prefixes too). Per-step metadata
+lives in persistent device buffers sized by ``max_num_seqs`` and ``max_model_len``, filled
+by one host-to-device copy of int32 values and one of the slot mapping; a decode step's
+launches depend on its number of sequences alone, so a captured CUDA graph of it can be
+replayed over later steps of the same size.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import triton
 from ...core.attention import AttentionBatch, AttentionSpec
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, upcast_dots
-from .decode import DECODE_CONFIG, decode_attention, decode_partitions, decode_workspace_rows
+from .decode import DECODE_CONFIG, decode_attention, decode_splits, decode_workspace_rows
 from .kv_cache import write_kv
 from .prefill import prefill_attention, prefill_config
 from .records import BLOCK_SIZES, HEAD_SIZES, INTERPRETER_HEAD_SIZES, interpreting
@@ -38,7 +39,6 @@ class TritonAttentionMetadata:
     num_tokens: int
     num_decodes: int  # the first num_decodes sequences, one token each
     decode_splits: int  # context partitions per decode sequence
-    decode_partition: int  # keys per partition
     slot_mapping: torch.Tensor  # [T] int64
     seq_lens: torch.Tensor  # [B] int32 context lengths
     prefill_query_start: torch.Tensor  # [B - num_decodes + 1] int32, from the first prefill
@@ -82,8 +82,7 @@ class TritonAttention:
         self._slots = torch.zeros(seqs, dtype=torch.int64, device=spec.device)
         self._workspace: tuple[torch.Tensor, ...] = ()
         self._reserve_workspace(decode_workspace_rows(
-            seqs, spec.num_kv_heads, spec.max_model_len, self.decode_config,
-            self.decode_programs))
+            seqs, spec.num_kv_heads, self.decode_config, self.decode_programs))
 
     def _reserve_workspace(self, seq_partitions: int) -> None:
         """Room for the decode partials of ``seq_partitions`` (sequence, partition) pairs;
@@ -124,22 +123,21 @@ class TritonAttention:
                 torch.arange(num_seqs) * width - first + header, count)
             ints[where] = torch.tensor(list(chain.from_iterable(batch.block_tables)),
                                        dtype=torch.int32)
-        if num_tokens > self._slots.numel():  # prefill steps only; decode steps always fit
-            self._slots = torch.zeros(triton.next_power_of_2(num_tokens), dtype=torch.int64,
-                                      device=s.device)
+        # decode steps always fit the persistent buffer; a longer (prefill) step gets its own
+        slot_mapping = self._slots[:num_tokens] if num_tokens <= self._slots.numel() \
+            else torch.empty(num_tokens, dtype=torch.int64, device=s.device)
         slots = torch.tensor(batch.slot_mapping, dtype=torch.int64)
         if s.device.type == "cuda":
             ints, slots = ints.pin_memory(), slots.pin_memory()
         self._ints[:ints.numel()].copy_(ints, non_blocking=True)
-        self._slots[:num_tokens].copy_(slots, non_blocking=True)
-        splits, partition = decode_partitions(
-            num_decodes, s.num_kv_heads, max(batch.context_lens[:num_decodes], default=1),
-            self.decode_config, self.decode_programs)
+        slot_mapping.copy_(slots, non_blocking=True)
+        splits = decode_splits(num_decodes, s.num_kv_heads, self.decode_config,
+                               self.decode_programs)
         self._reserve_workspace(num_decodes * splits)
         buf = self._ints
         return TritonAttentionMetadata(
             num_tokens=num_tokens, num_decodes=num_decodes, decode_splits=splits,
-            decode_partition=partition, slot_mapping=self._slots[:num_tokens],
+            slot_mapping=slot_mapping,
             seq_lens=buf[:num_seqs],
             prefill_query_start=buf[s.max_num_seqs:s.max_num_seqs + len(starts)],
             block_tables=buf[header:header + s.max_num_seqs * width].view(-1, width)[:num_seqs])
@@ -154,8 +152,7 @@ class TritonAttention:
         if num_decodes:
             decode_attention(q, out, kv_cache, metadata.block_tables[:num_decodes],
                              metadata.seq_lens[:num_decodes], metadata.decode_splits,
-                             metadata.decode_partition, self._workspace, self.qk_scale,
-                             self.decode_config, self.upcast)
+                             self._workspace, self.qk_scale, self.decode_config, self.upcast)
         if metadata.num_tokens > num_decodes:
             prefill_attention(q, out, kv_cache, metadata.block_tables[num_decodes:],
                               metadata.prefill_query_start, metadata.seq_lens[num_decodes:],

@@ -32,21 +32,19 @@ class DecodeConfig:
 DECODE_CONFIG = DecodeConfig(block_n=32, num_warps=4, num_stages=2, max_splits=32)
 
 
-def decode_partitions(num_seqs: int, num_kv_heads: int, max_context: int, config: DecodeConfig,
-                      target_programs: int) -> tuple[int, int]:
-    """(partitions, keys per partition) so that about ``target_programs`` programs run."""
-    tiles = triton.cdiv(max(max_context, 1), config.block_n)
+def decode_splits(num_seqs: int, num_kv_heads: int, config: DecodeConfig,
+                  target_programs: int) -> int:
+    """Partitions per sequence so that about ``target_programs`` programs run. It depends on
+    the batch size alone, so a captured CUDA graph stays right as the contexts grow."""
     want = triton.cdiv(target_programs, max(num_seqs * num_kv_heads, 1))
-    splits = max(1, min(want, tiles, config.max_splits))
-    partition = triton.cdiv(tiles, splits) * config.block_n
-    return triton.cdiv(max(max_context, 1), partition), partition
+    return max(1, min(want, config.max_splits))
 
 
 @triton.jit
 def _decode_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_head_stride,
                    part_o_ptr, part_m_ptr, part_l_ptr,
                    cache_ptr, kv_stride, block_stride, slot_stride, head_stride,
-                   tables_ptr, table_stride, seq_lens_ptr, partition, qk_scale, num_q_heads,
+                   tables_ptr, table_stride, seq_lens_ptr, qk_scale, num_q_heads,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                    D_PAD: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                    SPLIT: tl.constexpr, UPCAST: tl.constexpr):
@@ -54,6 +52,8 @@ def _decode_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_he
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     context = tl.load(seq_lens_ptr + seq)
+    # each sequence's own context is cut into equal whole tiles, one per split
+    partition = tl.cdiv(tl.cdiv(context, BLOCK_N), tl.num_programs(2)) * BLOCK_N
     start = split * partition
     end = tl.minimum(context, start + partition)
     rows = tl.arange(0, GROUP_PAD)
@@ -111,16 +111,16 @@ def _merge_kernel(part_o_ptr, part_m_ptr, part_l_ptr, o_ptr, o_tok_stride, o_hea
              out.to(o_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
 
 
-def decode_workspace_rows(max_num_seqs: int, num_kv_heads: int, max_model_len: int,
-                          config: DecodeConfig, target_programs: int) -> int:
+def decode_workspace_rows(max_num_seqs: int, num_kv_heads: int, config: DecodeConfig,
+                          target_programs: int) -> int:
     """The most (sequence, partition) pairs any batch of up to ``max_num_seqs`` decodes uses."""
-    return max(b * decode_partitions(b, num_kv_heads, max_model_len, config, target_programs)[0]
+    return max(b * decode_splits(b, num_kv_heads, config, target_programs)
                for b in range(1, max_num_seqs + 1))
 
 
 def decode_attention(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
                      block_tables: torch.Tensor, seq_lens: torch.Tensor, splits: int,
-                     partition: int, workspace: tuple[torch.Tensor, ...], qk_scale: float,
+                     workspace: tuple[torch.Tensor, ...], qk_scale: float,
                      config: DecodeConfig, upcast: bool) -> None:
     """Attention of the B decode tokens q[:B] (one per sequence) into out[:B].
 
@@ -137,7 +137,7 @@ def decode_attention(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
     _decode_kernel[(num_seqs, num_kv_heads, splits)](
         q, q.stride(0), q.stride(1), out, out.stride(0), out.stride(1), part_o, part_m, part_l,
         kv_cache, kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3),
-        block_tables, block_tables.stride(0), seq_lens, partition, qk_scale, num_q_heads,
+        block_tables, block_tables.stride(0), seq_lens, qk_scale, num_q_heads,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         D_PAD=d_pad, PAGE=kv_cache.shape[2], BLOCK_N=config.block_n, SPLIT=splits > 1,
         UPCAST=upcast, num_warps=config.num_warps, num_stages=config.num_stages)
