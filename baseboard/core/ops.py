@@ -12,7 +12,10 @@ Kinds:
 ``weight``
     The implementation owns a weight layout: an object with ``prepare(...)``
     (once, at load: repack, prepack; returns an opaque state) and
-    ``apply(state, x)`` (per call).
+    ``apply(state, x, out_dtype=None)`` (per call). The result is in ``out_dtype``,
+    default x's dtype; ``torch.float32`` asks for the float32 accumulation itself, not
+    a float32 copy of a rounded result (the lm_head asks this, so that close logits
+    are not tied by bf16 rounding).
 ``attention``
     The implementation is a class built from an ``AttentionSpec``. It owns its
     KV-cache layout (``kv_cache_shape``), builds per-step metadata once per step
@@ -61,24 +64,24 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("silu_and_mul", "function", _ref("activation", "silu_and_mul"),
            "silu_and_mul(x [T, 2I]) -> [T, I] = silu(x[:, :I]) * x[:, I:]."),
     OpSpec("gemm", "weight", _ref("gemm", "Gemm"),
-           "prepare(weight [N, K], bias [N] | None) -> state; apply(state, x [T, K]) -> [T, N] "
+           "prepare(weight [N, K], bias [N] | None) -> state; apply(state, x [T, K], out_dtype) -> [T, N] "
            "= x @ weight.T + bias, in x's dtype."),
     OpSpec("gemm_w4a16", "weight", _ref("quant_gemm", "GemmW4A16"),
            "prepare(qweight [N, K] uint8 holding 0..15, scales [N, K/G], offsets [N, K/G], "
-           "group_size: int, bias [N] | None) -> state; apply(state, x [T, K]) -> [T, N]. "
+           "group_size: int, bias [N] | None) -> state; apply(state, x [T, K], out_dtype) -> [T, N]. "
            "The weight is w[n, k] = qweight[n, k] * scales[n, k/G] + offsets[n, k/G] "
            "(GPTQ/AWQ: offset = -zero * scale; GGUF Q4_0: -8 * d; Q4_1: m)."),
     OpSpec("gemm_w8a16", "weight", _ref("quant_gemm", "GemmW8A16"),
            "prepare(qweight [N, K] int8, scales [N, K/G], group_size: int, bias [N] | None) -> "
-           "state; apply(state, x [T, K]) -> [T, N] with w[n, k] = qweight[n, k] * scales[n, k/G]. "
+           "state; apply(state, x [T, K], out_dtype) -> [T, N] with w[n, k] = qweight[n, k] * scales[n, k/G]. "
            "G = K is per-channel."),
     OpSpec("gemm_w8a8_int8", "weight", _ref("quant_gemm", "GemmW8A8Int8"),
            "prepare(qweight [N, K] int8, scales [N] float32, bias [N] | None) -> state; "
-           "apply(state, x [T, K]) -> [T, N]: x is quantized per token to int8 "
+           "apply(state, x [T, K], out_dtype) -> [T, N]: x is quantized per token to int8 "
            "(scale = amax/127), multiplied in integers and rescaled."),
     OpSpec("gemm_w8a8_fp8", "weight", _ref("quant_gemm", "GemmW8A8Fp8"),
            "prepare(qweight [N, K] float8_e4m3fn, scales [N] float32, bias [N] | None) -> state; "
-           "apply(state, x [T, K]) -> [T, N]: x is quantized per token to float8_e4m3fn "
+           "apply(state, x [T, K], out_dtype) -> [T, N]: x is quantized per token to float8_e4m3fn "
            "(scale = amax/448) and multiplied with float32 accumulation."),
     OpSpec("attention", "attention", _ref("attention", "TorchAttention"),
            "A class: __init__(spec: AttentionSpec); kv_cache_shape(num_blocks) -> shape of one "

@@ -202,5 +202,6 @@ class LlamaForCausalLM:
         return hidden
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [n, hidden] -> logits [n, vocab] float32."""
-        return self.lm_head(hidden).float()
+        """hidden [n, hidden] -> logits [n, vocab] float32, unrounded: in bf16 close logits
+        tie (SmolLM2 answers 'L'Étoile' instead of 'The capital ... is Paris')."""
+        return self.lm_head.apply(self.lm_head.state, hidden, torch.float32)

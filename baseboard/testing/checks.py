@@ -114,6 +114,12 @@ def _check_weight_op(case: Case, impl: Any, reference: Any, device: torch.device
         x = randn(gen, (t, k), case.dtype, device)
         compare(f"{case.op}.apply(prepare(...), x [{t}, {k}])",
                 impl.apply(state, x.clone()), reference.apply(ref_state, x.clone()), case)
+    # out_dtype=float32: what the lm_head asks for, so logits are not rounded to x's dtype
+    got = impl.apply(state, x.clone(), torch.float32)
+    if got.dtype != torch.float32:
+        raise AssertionError(f"{case.op}.apply(..., out_dtype=torch.float32) returned {got.dtype}")
+    compare(f"{case.op}.apply(prepare(...), x [{t}, {k}], out_dtype=float32)", got,
+            reference.apply(ref_state, x.clone(), torch.float32), case)
 
 
 # (temperature, top_k, top_p) per row: greedy, plain, top-k, top-p, both, k past the

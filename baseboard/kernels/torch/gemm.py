@@ -21,5 +21,9 @@ class Gemm:
         return LinearWeights(weight, bias)
 
     @staticmethod
-    def apply(state: LinearWeights, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, state.weight, state.bias)
+    def apply(state: LinearWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        if out_dtype is None or out_dtype == x.dtype:
+            return F.linear(x, state.weight, state.bias)
+        bias = None if state.bias is None else state.bias.to(out_dtype)
+        return F.linear(x.to(out_dtype), state.weight.to(out_dtype), bias)

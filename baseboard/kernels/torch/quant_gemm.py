@@ -34,6 +34,12 @@ def dequantize_groups(w: GroupQuantWeights, dtype: torch.dtype) -> torch.Tensor:
     return dense.to(dtype)
 
 
+def _dequantized_linear(state: GroupQuantWeights, x: torch.Tensor,
+                        dtype: torch.dtype) -> torch.Tensor:
+    bias = None if state.bias is None else state.bias.to(dtype)
+    return F.linear(x.to(dtype), dequantize_groups(state, dtype), bias)
+
+
 def _check_groups(qweight: torch.Tensor, scales: torch.Tensor, group_size: int) -> None:
     n, k = qweight.shape
     if k % group_size or scales.shape != (n, k // group_size):
@@ -51,8 +57,9 @@ class GemmW4A16:
         return GroupQuantWeights(qweight, scales, offsets, group_size, bias)
 
     @staticmethod
-    def apply(state: GroupQuantWeights, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, dequantize_groups(state, x.dtype), state.bias)
+    def apply(state: GroupQuantWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        return _dequantized_linear(state, x, out_dtype or x.dtype)
 
 
 class GemmW8A16:
@@ -65,8 +72,9 @@ class GemmW8A16:
         return GroupQuantWeights(qweight, scales, None, group_size, bias)
 
     @staticmethod
-    def apply(state: GroupQuantWeights, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, dequantize_groups(state, x.dtype), state.bias)
+    def apply(state: GroupQuantWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        return _dequantized_linear(state, x, out_dtype or x.dtype)
 
 
 def quantize_per_token(x: torch.Tensor, qmax: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +92,8 @@ class GemmW8A8Int8:
         return ChannelQuantWeights(qweight, scales, bias)
 
     @staticmethod
-    def apply(state: ChannelQuantWeights, x: torch.Tensor) -> torch.Tensor:
+    def apply(state: ChannelQuantWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         xq, x_scale = quantize_per_token(x, 127.0)
         xq = xq.round().clamp(-128, 127)
         # float64 holds every int8 x int8 dot product of realistic K exactly
@@ -92,7 +101,7 @@ class GemmW8A8Int8:
         y = acc.float() * x_scale * state.scales.float()
         if state.bias is not None:
             y = y + state.bias.float()
-        return y.to(x.dtype)
+        return y.to(out_dtype or x.dtype)
 
 
 class GemmW8A8Fp8:
@@ -104,11 +113,12 @@ class GemmW8A8Fp8:
         return ChannelQuantWeights(qweight, scales, bias)
 
     @staticmethod
-    def apply(state: ChannelQuantWeights, x: torch.Tensor) -> torch.Tensor:
+    def apply(state: ChannelQuantWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         xq, x_scale = quantize_per_token(x, FP8_MAX)
         xq = xq.clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
         acc = xq.float() @ state.qweight.float().T
         y = acc * x_scale * state.scales.float()
         if state.bias is not None:
             y = y + state.bias.float()
-        return y.to(x.dtype)
+        return y.to(out_dtype or x.dtype)

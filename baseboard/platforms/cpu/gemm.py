@@ -104,5 +104,6 @@ class Avx512Bf16Gemm:
         return pack_linear(weight, bias)
 
     @staticmethod
-    def apply(state: Union[PackedLinear, ReferenceLinear], x: torch.Tensor) -> torch.Tensor:
-        return state.matmul(x, None)
+    def apply(state: Union[PackedLinear, ReferenceLinear], x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        return state.matmul(x, out_dtype)

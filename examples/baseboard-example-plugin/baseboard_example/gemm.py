@@ -27,8 +27,14 @@ class TransposedGemm:
         return TransposedWeights(weight.t().contiguous(), bias)
 
     @staticmethod
-    def apply(state: TransposedWeights, x: torch.Tensor) -> torch.Tensor:
-        """x [T, K] -> [T, N] in x's dtype."""
-        if state.bias is None:
-            return torch.mm(x, state.weight_kn)
-        return torch.addmm(state.bias, x, state.weight_kn)
+    def apply(state: TransposedWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """x [T, K] -> [T, N] in out_dtype (default: x's dtype)."""
+        weight, bias = state.weight_kn, state.bias
+        if out_dtype is not None and out_dtype != x.dtype:
+            # a float32 result must be the float32 product, not a rounded one upcast
+            x, weight = x.to(out_dtype), weight.to(out_dtype)
+            bias = None if bias is None else bias.to(out_dtype)
+        if bias is None:
+            return torch.mm(x, weight)
+        return torch.addmm(bias, x, weight)
