@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from baseboard.core.attention import AttentionBatch, AttentionSpec
-from baseboard.kernels.torch import activation, gemm, norm, quant_gemm, rotary
+from baseboard.core.attention import AttentionBatch, AttentionSpec, SamplingTensors
+from baseboard.kernels.torch import activation, gemm, norm, quant_gemm, rotary, sampling
 from baseboard.kernels.torch.attention import TorchAttention
 from baseboard.platforms.cpu import native
 
@@ -217,3 +217,36 @@ def test_attention_decode_on_qkv_views_over_steps():
         want = ref.forward(q, k, v, cache_ref, ref.build_metadata(batch))
         close(got, want, ulps=4)
     assert torch.equal(cache, cache_ref)
+
+
+# ---- sampling
+
+def _greedy(rows: int) -> SamplingTensors:
+    return SamplingTensors(torch.zeros(rows), torch.zeros(rows, dtype=torch.long),
+                           torch.ones(rows), None, all_greedy=True)
+
+
+@pytest.mark.parametrize("rows,vocab", [(1, 151936), (8, 49152), (3, 17), (2, 1)])
+def test_sample_greedy_is_torch_argmax(rows, vocab):
+    from baseboard.platforms.cpu.sampling import sample
+    logits = torch.randn(rows, vocab)
+    logits[0, vocab // 3] = logits[0, vocab // 2] = 50.0  # a tie: the first index wins
+    logits[-1] = -logits[-1].abs() - 1  # all negative, past a whole vector
+    assert torch.equal(sample(logits, _greedy(rows)), sampling.sample(logits, _greedy(rows)))
+
+
+def test_sample_greedy_nan_and_infinities_like_torch():
+    from baseboard.platforms.cpu.sampling import sample
+    logits = torch.full((3, 40), float("-inf"))
+    logits[1, 30], logits[1, 7] = float("nan"), 3.0
+    logits[2, 5] = float("inf")
+    assert torch.equal(sample(logits, _greedy(3)), logits.argmax(dim=-1))
+
+
+def test_sample_non_greedy_rows_follow_the_reference():
+    from baseboard.platforms.cpu.sampling import sample
+    logits = torch.randn(4, 100)
+    noise = torch.empty(4, 100).exponential_(generator=torch.Generator().manual_seed(0))
+    params = SamplingTensors(torch.tensor([0.0, 0.7, 1.0, 0.0]), torch.tensor([0, 5, 0, 0]),
+                             torch.tensor([1.0, 1.0, 0.9, 1.0]), noise, all_greedy=False)
+    assert torch.equal(sample(logits, params), sampling.sample(logits, params))

@@ -29,7 +29,7 @@ import torch
 
 from .platform import _cpu_flags
 
-SOURCES = ("gemm.c", "attention.c", "elementwise.c")
+SOURCES = ("gemm.c", "attention.c", "elementwise.c", "sampling.c")
 HEADERS = ("vec.h",)
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
          "-mavx512dq", "-mavx512bf16", "-mfma", "-mf16c", "-std=gnu11")
@@ -48,6 +48,7 @@ SIGNATURES = {
     "bb_fused_add_rms_norm": [_V, _L, _V, _L, _V, _L, _L, _F, _I, _I, _I],
     "bb_silu_and_mul": [_V, _L, _V, _L, _L, _L, _I, _I],
     "bb_rotary_embedding": [_V, _V, _L, _L, _V, _L, _L, _L, _V, _L, _I, _I],
+    "bb_argmax": [_V, _L, _L, _L, _V, _I],
 }
 
 

@@ -51,6 +51,12 @@ def attention_supported(ctx) -> Optional[str]:
     return native_supported(ctx)
 
 
+def float32_only(ctx) -> Optional[str]:
+    if ctx.dtype != torch.float32:
+        return f"float32 models only; this one runs in {str(ctx.dtype).replace('torch.', '')}"
+    return None
+
+
 @hookimpl
 def baseboard_ops() -> list[Impl]:
     def impl(op: str, name: str, loader: str, supports, doc: str) -> Impl:
@@ -64,6 +70,10 @@ def baseboard_ops() -> list[Impl]:
              "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
         impl("gemm_w8a16", "avx512_bf16", "quant_gemm:DequantW8A16", bf16_native_supported,
              "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
+        impl("gemm_w4a16", "dequant_f32", "quant_gemm:DequantW4A16Float32", float32_only,
+             "dequantized to float32 once at load, then torch's sgemm"),
+        impl("gemm_w8a16", "dequant_f32", "quant_gemm:DequantW8A16Float32", float32_only,
+             "dequantized to float32 once at load, then torch's sgemm"),
         impl("attention", "cpu_paged", "attention:CpuPagedAttention", attention_supported,
              "online-softmax kernel over the paged cache; SDPA for fresh prefills"),
         impl("rms_norm", "avx512", "rowwise:rms_norm", native_supported,
@@ -74,4 +84,6 @@ def baseboard_ops() -> list[Impl]:
              "one native pass per row"),
         impl("rotary_embedding", "avx512", "rowwise:rotary_embedding", native_supported,
              "one native pass per token, in place"),
+        impl("sample", "avx512", "sampling:sample", native_supported,
+             "native argmax when every row is greedy; otherwise the reference"),
     ]

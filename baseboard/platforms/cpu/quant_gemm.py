@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from ...kernels.torch.gemm import Gemm, LinearWeights
 from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16, dequantize_groups
 from .gemm import Avx512Bf16Gemm, PackedLinear, pack_linear
 
@@ -41,3 +42,30 @@ class DequantW8A16:
         return pack_linear(dequantize_groups(groups, torch.bfloat16), bias)
 
     apply = staticmethod(Avx512Bf16Gemm.apply)
+
+
+class DequantW4A16Float32:
+    """4-bit codes dequantized once to float32 for float32 models (GGUF files compute in
+    float32, as llama.cpp does); then MKL's sgemm. 4 bytes per weight."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+                group_size: int, bias: Optional[torch.Tensor]) -> LinearWeights:
+        groups = GemmW4A16.prepare(qweight, scales, offsets, group_size, bias)
+        return LinearWeights(dequantize_groups(groups, torch.float32),
+                             None if bias is None else bias.float())
+
+    apply = staticmethod(Gemm.apply)
+
+
+class DequantW8A16Float32:
+    """int8 codes dequantized once to float32 for float32 models; then MKL's sgemm."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
+                bias: Optional[torch.Tensor]) -> LinearWeights:
+        groups = GemmW8A16.prepare(qweight, scales, group_size, bias)
+        return LinearWeights(dequantize_groups(groups, torch.float32),
+                             None if bias is None else bias.float())
+
+    apply = staticmethod(Gemm.apply)

@@ -1,0 +1,29 @@
+"""``sample`` for the cpu platform: a step where every row is greedy (the common case,
+and every benchmark) takes a native argmax, about ten times faster than torch's on
+[B, 150k] float32 logits; any other step is the reference's."""
+
+from __future__ import annotations
+
+import torch
+
+from ...core.attention import SamplingTensors
+from ...kernels.torch.sampling import sample as reference_sample
+from . import native
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits [B, V] float32 -> [B] int64, as torch.argmax(dim=-1) (first index wins)."""
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    rows, vocab = logits.shape
+    out = torch.empty(rows, dtype=torch.int64)
+    native.library().bb_argmax(logits.data_ptr(), logits.stride(0), rows, vocab, out.data_ptr(),
+                               torch.get_num_threads())
+    return out
+
+
+def sample(logits: torch.Tensor, params: SamplingTensors) -> torch.Tensor:
+    """logits [B, V] float32 -> token ids [B] int64 (the op's rule)."""
+    if params.all_greedy and logits.dtype == torch.float32 and logits.dim() == 2:
+        return argmax(logits)
+    return reference_sample(logits, params)
