@@ -46,6 +46,13 @@ def parse_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
                       f"or 'float32' (or the torch dtype).")
 
 
+def checkpoint_dtype(checkpoint: Any) -> Optional[torch.dtype]:
+    """What dtype="auto" means before the platform is known: float32 for GGUF files, which
+    are made to compute in float32 (as llama.cpp does; in bf16, close logits of a small
+    model flip its answer), else None: the platform's default dtype."""
+    return torch.float32 if str(checkpoint.path).endswith(".gguf") else None
+
+
 def set_cpu_threads(configured: Optional[int]) -> int:
     threads = configured or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -72,6 +79,7 @@ class LLMEngine:
 
         requested_dtype = parse_dtype(dtype)
         checkpoint = load_checkpoint(model, load_catalog(read_settings()))
+        requested_dtype = requested_dtype or checkpoint_dtype(checkpoint)
         config = self.config = checkpoint.config
         self.resolution: Resolution = resolve(
             platform=platform, backends=backends, cli_backends=cli_backends,
