@@ -35,12 +35,13 @@ def build_tokenizer():
     return fast
 
 
-def build_checkpoint(path, num_kv_heads: int = 2):
+def build_checkpoint(path, num_kv_heads: int = 2, hidden_size: int = 64):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                         intermediate_size=2 * hidden_size,
                          num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=num_kv_heads, max_position_embeddings=256,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -60,3 +61,11 @@ def tiny_llama(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-llama")
     model, tokenizer = build_checkpoint(path)
     return path, model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def llama_head64(tmp_path_factory):
+    """A checkpoint like tiny_llama's with head size 64 (the GPU kernels' smallest)."""
+    path = tmp_path_factory.mktemp("llama-head64")
+    build_checkpoint(path, hidden_size=256)
+    return path

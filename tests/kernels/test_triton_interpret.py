@@ -2,15 +2,15 @@
 
 TRITON_INTERPRET must be set before triton is imported (triton.language's own helpers are
 decorated then) and before each kernel module is: this module sets it while it is collected,
-and unsets it again once its tests are done. Shapes are small and odd.
+and the triton_interpreter fixture (tests/conftest.py) sets it while its tests run.
+Shapes are small and odd.
 """
 
 from __future__ import annotations
 
 import os
 
-_BEFORE = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (tests/conftest.py)
 
 import random  # noqa: E402
 
@@ -41,21 +41,11 @@ if type(tl.sum).__name__ != "InterpretedFunction":
                 "TRITON_INTERPRET=1, so its kernels cannot run in the interpreter. Set "
                 "TRITON_INTERPRET=1 in the environment, or before that import.", pytrace=False)
 
-pytestmark = pytest.mark.interpreter
+pytestmark = [pytest.mark.interpreter, pytest.mark.usefixtures("triton_interpreter")]
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # the interpreter rounds float32 -> bfloat16 by truncation (the GPU rounds to nearest)
 RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def interpreter():
-    """The rest of the session sees TRITON_INTERPRET as it was before this module."""
-    yield
-    if _BEFORE is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _BEFORE
 
 
 def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:

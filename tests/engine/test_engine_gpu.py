@@ -1,0 +1,43 @@
+"""The engine on CUDA: Triton kernels and CUDA-graph replay give the tokens of the torch
+references (tiny random Llama, head size 64, bf16). Run with `make test-gpu`."""
+
+import pytest
+import torch
+
+from baseboard import LLM, SamplingParams
+from baseboard.core.ops import OPS
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+PROMPTS = ["Paris is the capital", "Grüße aus Köln!", "The quick brown fox " * 5,
+           "Continuous batching mixes prefills and decodes in one step."] * 3
+
+
+def tokens(llm):
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    return [o.outputs[0].token_ids for o in llm.generate(PROMPTS, params)]
+
+
+def test_triton_and_graphs_match_the_references(llama_head64, monkeypatch):
+    graphs = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16)
+    assert graphs.plan.platform == "cuda"
+    assert graphs.plan.decisions["attention"].selected == "triton"
+    assert graphs.engine.runner.graphs is not None
+    with_graphs = tokens(graphs)
+    del graphs
+    monkeypatch.setenv("BASEBOARD_CUDA_GRAPHS", "0")
+    eager = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16)
+    assert eager.engine.runner.graphs is None
+    assert tokens(eager) == with_graphs
+    del eager
+    reference = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16,
+                    backends={op: "torch" for op in OPS})
+    assert tokens(reference) == with_graphs
+
+
+def test_kv_cache_that_cannot_fit_is_an_error_at_load(llama_head64):
+    from baseboard.core.errors import ModelError
+
+    with pytest.raises(ModelError, match="KV cache budget"):
+        LLM(str(llama_head64), dtype="bfloat16", max_model_len=512, kv_cache_memory=1024)
