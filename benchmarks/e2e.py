@@ -7,8 +7,8 @@ dequantizes it with gguf_file=..., baseboard runs it through gemm_w4a16) and a r
 Qwen2.5-0.5B-shaped model (saved as bf16 safetensors to a temporary directory).
 
 Measured per model: batch-1 decode tokens/s ((new - 1) tokens over the time past the
-first token) and batch-8 throughput (all generated tokens over the whole call, prefill
-included). The memory-bandwidth floor is weight bytes over the copy bandwidth of a large
+first token), batch-8 throughput (all generated tokens over the whole call, prefill
+included), and the prefill (first-token) times at batch 1 and 8. The memory-bandwidth floor is weight bytes over the copy bandwidth of a large
 torch tensor copy (bytes read plus bytes written): decode cannot beat it, and "x floor"
 is each result's time per step over the floor's.
 
@@ -46,8 +46,11 @@ def smollm2_gguf() -> Path:
     return default_model()
 
 
-def copy_bandwidth(mib: int = 512, repeats: int = 10) -> float:
-    """Bytes/s of a large tensor copy, counting bytes read plus bytes written (median)."""
+def copy_bandwidth(mib: int = 512, repeats: int = 10, threads: int | None = None) -> float:
+    """Bytes/s of a large tensor copy, counting bytes read plus bytes written (median), on
+    ``threads`` torch threads (default: the current setting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
     src = torch.ones(mib << 20, dtype=torch.uint8)
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -56,6 +59,7 @@ def copy_bandwidth(mib: int = 512, repeats: int = 10) -> float:
         start = time.perf_counter()
         dst.copy_(src)
         times.append(time.perf_counter() - start)
+    torch.set_num_threads(before)
     return 2 * src.numel() / statistics.median(times)
 
 
@@ -139,13 +143,15 @@ def measure(engine, ids1, ids8, new_tokens: int, rounds: int) -> dict:
     """Median over rounds of: first-token time and full time at batch 1, full time at 8."""
     engine.generate(ids1, 4)  # warm-up: first-call allocations, lazy inits
     engine.generate(ids8, 4)
-    first, full1, full8 = [], [], []
+    first, full1, first8, full8 = [], [], [], []
     for _ in range(rounds):
         first.append(timed(engine.generate, ids1, 1))
         full1.append(timed(engine.generate, ids1, new_tokens))
+        first8.append(timed(engine.generate, ids8, 1))
         full8.append(timed(engine.generate, ids8, new_tokens))
-    t_first, t1, t8 = (statistics.median(v) for v in (first, full1, full8))
-    return {"first_token_s": t_first, "batch1_s": t1, "batch8_s": t8,
+    t_first, t1, t_first8, t8 = (statistics.median(v) for v in (first, full1, first8, full8))
+    return {"first_token_s": t_first, "batch1_s": t1, "batch8_first_token_s": t_first8,
+            "batch8_s": t8,
             "decode_step_s": (t1 - t_first) / (new_tokens - 1),
             "decode_tok_s": (new_tokens - 1) / (t1 - t_first),
             "batch8_tok_s": BATCH * new_tokens / t8}
@@ -186,7 +192,7 @@ def print_table(results: list[dict], bandwidth: float) -> None:
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s, "
           f"threads: {torch.get_num_threads()}")
     head = f"{'model':<14}{'engine':<14}{'b1 tok/s':>10}{'x floor':>9}{'b8 tok/s':>10}" \
-           f"{'first tok ms':>14}"
+           f"{'b1 prefill ms':>15}{'b8 prefill ms':>15}"
     print(head)
     for r in results:
         print(f"{r['model']:<14}{'floor':<14}{r['floor_tok_s']:>10.1f}{1.0:>9.2f}{'':>10}{'':>14}"
@@ -195,7 +201,8 @@ def print_table(results: list[dict], bandwidth: float) -> None:
             if engine in r:
                 e = r[engine]
                 print(f"{'':<14}{engine:<14}{e['decode_tok_s']:>10.1f}{e['decode_x_floor']:>9.2f}"
-                      f"{e['batch8_tok_s']:>10.1f}{e['first_token_s'] * 1e3:>14.0f}")
+                      f"{e['batch8_tok_s']:>10.1f}{e['first_token_s'] * 1e3:>15.0f}"
+                      f"{e['batch8_first_token_s'] * 1e3:>15.0f}")
         if "speedup_batch1" in r:
             print(f"{'':<14}{'speedup':<14}{r['speedup_batch1']:>9.2f}x{'':>9}"
                   f"{r['speedup_batch8']:>9.2f}x   (goal: 2x at batch 1, 3x at batch 8)")
@@ -228,6 +235,8 @@ def main() -> None:
     args = parser.parse_args()
     env = environment()
     bandwidth = copy_bandwidth()
+    # a second core that the host does not really give shows as no gain here
+    env["copy_bandwidth_1_thread"] = copy_bandwidth(threads=1)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -243,6 +252,8 @@ def main() -> None:
     env["bandwidth_after"] = copy_bandwidth()
     print(f"{env['date']}  commit {env['commit']}  {env['cpu']}  {env['cores']} cores  "
           f"torch {env['torch']}  load {env['load_average'][0]:.2f}")
+    print(f"copy bandwidth on 1 thread: {env['copy_bandwidth_1_thread'] / 1e9:.1f} GB/s (about "
+          f"the same as on all threads means the other cores are busy or shared)")
     print_table(results, bandwidth)
     print(f"copy bandwidth at the end: {env['bandwidth_after'] / 1e9:.1f} GB/s (a large "
           f"change means a noisy machine)")

@@ -12,14 +12,31 @@
 #define MAX_LANES 16  /* head_dim up to 256 */
 #define MAX_GROUP 8   /* query heads per KV head handled in one pass */
 
-/* k, v [T, kv_heads * head_dim] rows (row strides in elements) into the cache at slots. */
-void bb_kv_write(const void *k, long k_stride, const void *v, long v_stride, void *cache,
-                 long num_blocks, long block_size, long row, const int64_t *slots, long T,
-                 int dtype) {
-    long esize = dtype_size(dtype), half = num_blocks * block_size * row;
-    char *kc = (char *)cache, *vc = (char *)cache + half * esize;
-    for (long t = 0; t < T; t++) {
-        long s = slots[t];
+/* What one engine step's attention needs besides the tensors, filled once per step
+ * (build_metadata) and read by every layer. Mirrors BB_AttentionStep in attention.py. */
+typedef struct {
+    const int32_t *block_tables;  /* [seqs, max_blocks] */
+    long max_blocks;
+    const int32_t *context_lens;  /* [seqs] */
+    const int32_t *query_start;   /* [seqs + 1] */
+    const int32_t *token_seq;     /* [T]: the sequence of each new token */
+    const int32_t *paged_tokens;  /* tokens this kernel attends (the others go to SDPA) */
+    long num_paged;
+    const int64_t *slots;         /* [T]: cache slot of each new token */
+    long num_tokens;
+    long heads, kv_heads, head_dim, block_size;
+    float scale;
+    int dtype;
+} attention_step;
+
+#define PARALLEL_WORK 4096  /* (head, key) pairs (about 40 us) below which one thread is faster */
+
+/* k, v [T, kv_heads * head_dim] rows (row strides in elements) into the cache slots. */
+static void write_kv(const attention_step *st, const void *k, long k_stride, const void *v,
+                     long v_stride, char *kc, char *vc) {
+    long esize = dtype_size(st->dtype), row = st->kv_heads * st->head_dim;
+    for (long t = 0; t < st->num_tokens; t++) {
+        long s = st->slots[t];
         memcpy(kc + s * row * esize, (const char *)k + t * k_stride * esize, row * esize);
         memcpy(vc + s * row * esize, (const char *)v + t * v_stride * esize, row * esize);
     }
@@ -123,56 +140,50 @@ static inline __attribute__((always_inline)) void attend_group(
     }
 }
 
-/* For each listed token t (tokens[i]) of sequence token_seq[t], at position
+/* For each paged token t of sequence token_seq[t], at position
  * context_lens[seq] - (query_start[seq + 1] - t): every head attends causally to the
  * sequence's cached keys. q and out are [T, heads, head_dim] with row strides in elements.
  * Work items are (token, KV head); group heads beyond MAX_GROUP run in several passes. */
 #define PAGED(NAME, DTYPE)                                                                    \
-static void NAME(const void *q, long q_stride, void *out, long out_stride, const void *cache, \
-                 long num_blocks, const int32_t *block_tables, long max_blocks,                \
-                 const int32_t *context_lens, const int32_t *query_start,                      \
-                 const int32_t *token_seq, const int32_t *tokens, long num_tokens, long heads, \
-                 long kv_heads, long head_dim, long block_size, float scale, int threads) {     \
-    long esize = dtype_size(DTYPE), group = heads / kv_heads;                                 \
+static void NAME(const attention_step *st, const void *q, long q_stride, const char *kc,     \
+                 const char *vc, void *out, long out_stride, int threads) {                   \
+    long esize = dtype_size(DTYPE), heads = st->heads, kv_heads = st->kv_heads;               \
+    long head_dim = st->head_dim, group = heads / kv_heads;                                   \
     long passes = (group + MAX_GROUP - 1) / MAX_GROUP;                                         \
-    const char *kc = (const char *)cache;                                                      \
-    const char *vc = kc + num_blocks * block_size * kv_heads * head_dim * esize;               \
-    long items = num_tokens * kv_heads * passes;                                               \
-    _Pragma("omp parallel for num_threads(threads) schedule(static) if(items > 1)")            \
+    long items = st->num_paged * kv_heads * passes, work = 0;                                  \
+    for (long i = 0; i < st->num_paged; i++) {                                                 \
+        long t = st->paged_tokens[i], seq = st->token_seq[t];                                  \
+        work += (st->context_lens[seq] - (st->query_start[seq + 1] - t) + 1) * heads;          \
+    }                                                                                          \
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if(work >= PARALLEL_WORK)") \
     for (long item = 0; item < items; item++) {                                                \
-        long t = tokens[item / (kv_heads * passes)];                                           \
+        long t = st->paged_tokens[item / (kv_heads * passes)];                                 \
         long kv_head = item / passes % kv_heads, pass = item % passes;                         \
         long first = kv_head * group + pass * MAX_GROUP;                                       \
         long count = group - pass * MAX_GROUP < MAX_GROUP ? group - pass * MAX_GROUP : MAX_GROUP; \
-        long seq = token_seq[t], context = context_lens[seq];                                  \
-        long position = context - (query_start[seq + 1] - t);                                  \
+        long seq = st->token_seq[t], context = st->context_lens[seq];                          \
+        long position = context - (st->query_start[seq + 1] - t);                              \
         long end = position + 1 < context ? position + 1 : context;                            \
         attend_group((const char *)q + (t * q_stride + first * head_dim) * esize,              \
                      (char *)out + (t * out_stride + first * head_dim) * esize, head_dim,       \
-                     count, kc, vc, block_tables + seq * max_blocks, end, kv_head, kv_heads,   \
-                     head_dim, block_size, scale, DTYPE);                                      \
+                     count, kc, vc, st->block_tables + seq * st->max_blocks, end, kv_head,     \
+                     kv_heads, head_dim, st->block_size, st->scale, DTYPE);                    \
     }                                                                                          \
 }
 PAGED(paged_bf16, DTYPE_BF16)
 PAGED(paged_f16, DTYPE_F16)
 PAGED(paged_f32, DTYPE_F32)
 
-void bb_paged_attention(const void *q, long q_stride, void *out, long out_stride,
-                        const void *cache, long num_blocks, const int32_t *block_tables,
-                        long max_blocks, const int32_t *context_lens, const int32_t *query_start,
-                        const int32_t *token_seq, const int32_t *tokens, long num_tokens,
-                        long heads, long kv_heads, long head_dim, long block_size, float scale,
-                        int dtype, int threads) {
-    if (dtype == DTYPE_BF16)
-        paged_bf16(q, q_stride, out, out_stride, cache, num_blocks, block_tables, max_blocks,
-                   context_lens, query_start, token_seq, tokens, num_tokens, heads, kv_heads,
-                   head_dim, block_size, scale, threads);
-    else if (dtype == DTYPE_F16)
-        paged_f16(q, q_stride, out, out_stride, cache, num_blocks, block_tables, max_blocks,
-                  context_lens, query_start, token_seq, tokens, num_tokens, heads, kv_heads,
-                  head_dim, block_size, scale, threads);
-    else
-        paged_f32(q, q_stride, out, out_stride, cache, num_blocks, block_tables, max_blocks,
-                  context_lens, query_start, token_seq, tokens, num_tokens, heads, kv_heads,
-                  head_dim, block_size, scale, threads);
+/* One layer's attention for one step: write the new k and v into the cache
+ * [2, num_blocks, block_size, kv_heads, head_dim], then attend the paged tokens. */
+void bb_attention(const attention_step *st, const void *q, long q_stride, const void *k,
+                  long k_stride, const void *v, long v_stride, void *cache, long num_blocks,
+                  void *out, long out_stride, int threads) {
+    long half = num_blocks * st->block_size * st->kv_heads * st->head_dim;
+    char *kc = (char *)cache, *vc = kc + half * dtype_size(st->dtype);
+    write_kv(st, k, k_stride, v, v_stride, kc, vc);
+    if (st->num_paged == 0) return;
+    if (st->dtype == DTYPE_BF16) paged_bf16(st, q, q_stride, kc, vc, out, out_stride, threads);
+    else if (st->dtype == DTYPE_F16) paged_f16(st, q, q_stride, kc, vc, out, out_stride, threads);
+    else paged_f32(st, q, q_stride, kc, vc, out, out_stride, threads);
 }
