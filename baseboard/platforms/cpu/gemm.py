@@ -83,7 +83,7 @@ def pack_linear(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> PackedLin
     if weight.stride(1) != 1:
         weight = weight.contiguous()
     panels, pairs = -(-n // PANEL), -(-k // 2)
-    packed = torch.empty(panels * pairs * PANEL * 2, dtype=torch.bfloat16)
+    packed = native.streamed_empty(panels * pairs * PANEL * 2, torch.bfloat16)
     native.library().bb_gemm_pack(weight.data_ptr(), weight.stride(0), n, k, packed.data_ptr(),
                                   torch.get_num_threads())
     padded_bias = None
