@@ -28,6 +28,11 @@ class IncrementalDetokenizer:
         return self.tokenizer.decode(ids, skip_special_tokens=True,
                                      clean_up_tokenization_spaces=False)
 
+    def hold(self, token_id: int) -> None:
+        """Append one token without decoding; ``flush`` releases all held text at once
+        (one decode at the end, where nobody reads the text before)."""
+        self.ids.append(token_id)
+
     def add(self, token_id: int) -> str:
         """Append one token; return the text it completes (may be '')."""
         self.ids.append(token_id)

@@ -130,6 +130,7 @@ class TextStream:
     def __init__(self, engine: LLMEngine, seq: Sequence):
         self.engine = engine
         self.seq = seq
+        seq.streamed = True
 
     def __iter__(self) -> TextStream:
         return self

@@ -41,6 +41,7 @@ class Sequence:
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []
         self.text = ""
+        self.streamed = False  # text is needed after every token (streaming)
         self.num_streamed_chars = 0
         self.finish_reason: Optional[str] = None
         self.stop_reason: Optional[int | str] = None

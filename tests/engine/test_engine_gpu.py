@@ -40,4 +40,4 @@ def test_kv_cache_that_cannot_fit_is_an_error_at_load(llama_head64):
     from baseboard.core.errors import ModelError
 
     with pytest.raises(ModelError, match="KV cache budget"):
-        LLM(str(llama_head64), dtype="bfloat16", max_model_len=512, kv_cache_memory=1024)
+        LLM(str(llama_head64), dtype="bfloat16", max_model_len=256, kv_cache_memory=1024)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import torch
+
+if torch.cuda.is_available():  # a GPU runs the kernels for real: tests/*/test_*_gpu.py
+    pytest.skip("interpreter tests are for machines without a GPU", allow_module_level=True)
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (tests/conftest.py)
 
 import random  # noqa: E402
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from baseboard import core_plugin  # noqa: E402
