@@ -139,22 +139,26 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def measure(engine, ids1, ids8, new_tokens: int, rounds: int) -> dict:
-    """Median over rounds of: first-token time and full time at batch 1, full time at 8."""
-    engine.generate(ids1, 4)  # warm-up: first-call allocations, lazy inits
-    engine.generate(ids8, 4)
-    first, full1, first8, full8 = [], [], [], []
-    for _ in range(rounds):
-        first.append(timed(engine.generate, ids1, 1))
-        full1.append(timed(engine.generate, ids1, new_tokens))
-        first8.append(timed(engine.generate, ids8, 1))
-        full8.append(timed(engine.generate, ids8, new_tokens))
-    t_first, t1, t_first8, t8 = (statistics.median(v) for v in (first, full1, first8, full8))
-    return {"first_token_s": t_first, "batch1_s": t1, "batch8_first_token_s": t_first8,
-            "batch8_s": t8,
-            "decode_step_s": (t1 - t_first) / (new_tokens - 1),
-            "decode_tok_s": (new_tokens - 1) / (t1 - t_first),
-            "batch8_tok_s": BATCH * new_tokens / t8}
+def measure_round(engine, ids1, ids8, new_tokens: int) -> dict:
+    """One round: the copy bandwidth just before, then first-token and full times at batch
+    1 and 8."""
+    return {"bandwidth": copy_bandwidth(256, 5),
+            "first": timed(engine.generate, ids1, 1),
+            "full1": timed(engine.generate, ids1, new_tokens),
+            "first8": timed(engine.generate, ids8, 1),
+            "full8": timed(engine.generate, ids8, new_tokens)}
+
+
+def summarize(rounds: list[dict], new_tokens: int, weight_bytes: int) -> dict:
+    """Medians over rounds; the floor from the bandwidth measured in this engine's rounds."""
+    med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    step = (med["full1"] - med["first"]) / (new_tokens - 1)
+    floor_step = weight_bytes / med["bandwidth"]
+    return {"bandwidth": med["bandwidth"], "first_token_s": med["first"],
+            "batch1_s": med["full1"], "batch8_first_token_s": med["first8"],
+            "batch8_s": med["full8"], "decode_step_s": step, "decode_tok_s": 1 / step,
+            "batch8_tok_s": BATCH * new_tokens / med["full8"], "floor_step_s": floor_step,
+            "decode_x_floor": step / floor_step}
 
 
 def check_agreement(bb, hf, ids, new_tokens: int) -> float:
@@ -165,21 +169,25 @@ def check_agreement(bb, hf, ids, new_tokens: int) -> float:
     return same / len(a)
 
 
-def run_model(name: str, path: Path, args, bandwidth: float) -> dict:
+def run_model(name: str, path: Path, args) -> dict:
     vocab = 151936 if name.startswith("qwen") else 49152
     ids1 = prompts(1, args.prompt_len, vocab)
     ids8 = prompts(BATCH, args.prompt_len, vocab)
-    result: dict = {"model": name}
     hf = Transformers(path)
     nbytes = weight_bytes(hf.model)
-    floor_step = nbytes / bandwidth
-    result.update(weight_bytes=nbytes, floor_step_s=floor_step, floor_tok_s=1 / floor_step)
     bb = Baseboard(path, args.prompt_len + args.new_tokens + 8)
-    result["prefix_agreement"] = check_agreement(bb, hf, ids1, 16)
-    for engine in [bb] if args.skip_transformers else [bb, hf]:
-        r = measure(engine, ids1, ids8, args.new_tokens, args.rounds)
-        r["decode_x_floor"] = r["decode_step_s"] / floor_step
-        result[engine.name] = r
+    result: dict = {"model": name, "weight_bytes": nbytes,
+                    "prefix_agreement": check_agreement(bb, hf, ids1, 16)}
+    engines = [bb] if args.skip_transformers else [bb, hf]
+    for engine in engines:  # warm-up: first-call allocations, lazy inits
+        engine.generate(ids1, 4)
+        engine.generate(ids8, 4)
+    rounds: dict[str, list[dict]] = {e.name: [] for e in engines}
+    for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits both
+        for engine in engines:
+            rounds[engine.name].append(measure_round(engine, ids1, ids8, args.new_tokens))
+    for engine in engines:
+        result[engine.name] = summarize(rounds[engine.name], args.new_tokens, nbytes)
     if not args.skip_transformers:
         result["speedup_batch1"] = result["baseboard"]["decode_tok_s"] / \
             result["transformers"]["decode_tok_s"]
@@ -188,23 +196,21 @@ def run_model(name: str, path: Path, args, bandwidth: float) -> dict:
     return result
 
 
-def print_table(results: list[dict], bandwidth: float) -> None:
-    print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s, "
-          f"threads: {torch.get_num_threads()}")
-    head = f"{'model':<14}{'engine':<14}{'b1 tok/s':>10}{'x floor':>9}{'b8 tok/s':>10}" \
-           f"{'b1 prefill ms':>15}{'b8 prefill ms':>15}"
-    print(head)
+def print_table(results: list[dict]) -> None:
+    print(f"{'model':<14}{'engine':<14}{'b1 tok/s':>10}{'floor':>8}{'x floor':>9}{'b8 tok/s':>10}"
+          f"{'b1 prefill ms':>15}{'b8 prefill ms':>15}{'copy GB/s':>11}")
     for r in results:
-        print(f"{r['model']:<14}{'floor':<14}{r['floor_tok_s']:>10.1f}{1.0:>9.2f}{'':>10}{'':>14}"
-              f"   ({r['weight_bytes'] / 1e6:.0f} MB of weights)")
+        print(f"{r['model']:<14}({r['weight_bytes'] / 1e6:.0f} MB of weights; floor = weight "
+              f"bytes / copy bandwidth measured in the engine's rounds)")
         for engine in ("baseboard", "transformers"):
             if engine in r:
                 e = r[engine]
-                print(f"{'':<14}{engine:<14}{e['decode_tok_s']:>10.1f}{e['decode_x_floor']:>9.2f}"
+                print(f"{'':<14}{engine:<14}{e['decode_tok_s']:>10.1f}"
+                      f"{1 / e['floor_step_s']:>8.1f}{e['decode_x_floor']:>9.2f}"
                       f"{e['batch8_tok_s']:>10.1f}{e['first_token_s'] * 1e3:>15.0f}"
-                      f"{e['batch8_first_token_s'] * 1e3:>15.0f}")
+                      f"{e['batch8_first_token_s'] * 1e3:>15.0f}{e['bandwidth'] / 1e9:>11.1f}")
         if "speedup_batch1" in r:
-            print(f"{'':<14}{'speedup':<14}{r['speedup_batch1']:>9.2f}x{'':>9}"
+            print(f"{'':<14}{'speedup':<14}{r['speedup_batch1']:>9.2f}x{'':>17}"
                   f"{r['speedup_batch8']:>9.2f}x   (goal: 2x at batch 1, 3x at batch 8)")
         print(f"{'':<14}greedy tokens equal before the first difference: "
               f"{r['prefix_agreement']:.0%}")
@@ -234,9 +240,9 @@ def main() -> None:
     parser.add_argument("--json", help="write results to this file")
     args = parser.parse_args()
     env = environment()
-    bandwidth = copy_bandwidth()
     # a second core that the host does not really give shows as no gain here
     env["copy_bandwidth_1_thread"] = copy_bandwidth(threads=1)
+    env["copy_bandwidth"] = copy_bandwidth()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -247,20 +253,20 @@ def main() -> None:
                 make_qwen(path)
             else:
                 raise SystemExit(f"unknown model {name!r}; known: smollm2-135m, qwen2.5-0.5b")
-            results.append(run_model(name, path, args, bandwidth))
+            results.append(run_model(name, path, args))
             gc.collect()
     env["bandwidth_after"] = copy_bandwidth()
     print(f"{env['date']}  commit {env['commit']}  {env['cpu']}  {env['cores']} cores  "
           f"torch {env['torch']}  load {env['load_average'][0]:.2f}")
-    print(f"copy bandwidth on 1 thread: {env['copy_bandwidth_1_thread'] / 1e9:.1f} GB/s (about "
-          f"the same as on all threads means the other cores are busy or shared)")
-    print_table(results, bandwidth)
-    print(f"copy bandwidth at the end: {env['bandwidth_after'] / 1e9:.1f} GB/s (a large "
-          f"change means a noisy machine)")
+    print(f"copy bandwidth at the start: {env['copy_bandwidth'] / 1e9:.1f} GB/s on "
+          f"{torch.get_num_threads()} threads, {env['copy_bandwidth_1_thread'] / 1e9:.1f} GB/s on "
+          f"1 (about the same means the other cores are busy or shared); at the end: "
+          f"{env['bandwidth_after'] / 1e9:.1f} GB/s")
+    print_table(results)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": env, "bandwidth": bandwidth, "args": vars(args),
-                       "results": results}, f, indent=2)
+            json.dump({"environment": env, "args": vars(args), "results": results}, f,
+                      indent=2)
 
 
 if __name__ == "__main__":

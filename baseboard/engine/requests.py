@@ -82,6 +82,10 @@ def finish_check(seq: Sequence, token: int, eos_ids: frozenset[int],
         reason, stop_reason = "stop", token
     elif seq.num_output_tokens >= params.max_tokens or len(seq) >= max_model_len:
         reason = "length"
+    if not params.detokenize:
+        if reason is not None:
+            seq.finish_reason, seq.stop_reason = reason, stop_reason
+        return
     if not (params.stop_strings or seq.streamed):  # text is read only at the end
         seq.detokenizer.hold(token)
         if reason is not None:

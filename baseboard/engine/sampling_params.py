@@ -22,6 +22,7 @@ class SamplingParams:
     stop            strings that end the completion; the text stops before the string
     stop_token_ids  token ids that end the completion (kept in token_ids, like eos)
     ignore_eos      keep generating past the end-of-sequence token
+    detokenize      produce text; False leaves text empty (token ids only, no tokenizer)
     """
 
     n: int = 1
@@ -33,6 +34,7 @@ class SamplingParams:
     stop: Optional[Union[str, Sequence[str]]] = None
     stop_token_ids: Optional[Sequence[int]] = None
     ignore_eos: bool = False
+    detokenize: bool = True
     stop_strings: tuple[str, ...] = field(init=False, repr=False)
     stop_ids: frozenset[int] = field(init=False, repr=False)
 
@@ -57,6 +59,8 @@ class SamplingParams:
                "an integer or None")
         _check(_is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens",
                self.max_tokens, "an integer >= 1")
+        _check(self.detokenize or not self.stop_strings, "stop", self.stop,
+               "no stop strings when detokenize=False (they match text)")
 
     @property
     def greedy(self) -> bool:

@@ -97,3 +97,11 @@ def test_cpu_threads_come_from_baseboard_num_threads(tiny_llama, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_detokenize_false_gives_the_same_tokens_and_no_text(llm):
+    with_text = llm.generate(PROMPTS[1], GREEDY)[0].outputs[0]
+    ids_only = llm.generate(PROMPTS[1], SamplingParams(temperature=0, max_tokens=16,
+                                                       ignore_eos=True, detokenize=False))
+    assert ids_only[0].outputs[0].token_ids == with_text.token_ids
+    assert ids_only[0].outputs[0].text == "" and with_text.text != ""
