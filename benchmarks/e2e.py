@@ -128,7 +128,9 @@ class Baseboard:
         self.params = SamplingParams
 
     def generate(self, ids: list[list[int]], new_tokens: int) -> list[list[int]]:
-        params = self.params(temperature=0, max_tokens=new_tokens, ignore_eos=True)
+        # token ids only, as transformers' generate returns
+        params = self.params(temperature=0, max_tokens=new_tokens, ignore_eos=True,
+                             detokenize=False)
         outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params)
         return [list(o.outputs[0].token_ids) for o in outs]
 
