@@ -120,7 +120,7 @@ def main() -> None:
             nbytes = make_checkpoint(shape, directory)
             floor = bandwidth / nbytes
             llm = LLM(model=directory, dtype="bfloat16", max_num_seqs=128,
-                      max_model_len=PROMPT_LEN + NEW_TOKENS + 16)
+                      max_model_len=PROMPT_LEN + NEW_TOKENS + 16, skip_tokenizer_init=True)
             ours = {b: bench_baseboard(llm, int(b), vocab) for b in args.batches.split(",")}
             plan = llm.plan.selected()
             del llm

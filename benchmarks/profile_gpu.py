@@ -25,7 +25,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as directory:
         make_checkpoint("qwen2.5-0.5b", directory)
-        llm = LLM(model=directory, dtype="bfloat16", max_num_seqs=128, max_model_len=288)
+        llm = LLM(model=directory, dtype="bfloat16", max_num_seqs=128, max_model_len=288,
+                  skip_tokenizer_init=True)
         params = SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True,
                                 detokenize=False)
         for batch in map(int, args.batches.split(",")):

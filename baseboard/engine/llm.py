@@ -33,6 +33,8 @@ class LLM:
     kv_cache_memory  bytes for the KV cache; None sizes it from the platform's memory
     block_size       tokens per KV-cache block
     seed             seed of the engine's generator (requests without their own seed)
+    skip_tokenizer_init  load no tokenizer: prompts must be token ids, and
+                     SamplingParams(detokenize=False) (for checkpoints without one)
     """
 
     def __init__(self, model: str, dtype: Union[None, str, torch.dtype] = None,
@@ -41,12 +43,12 @@ class LLM:
                  kv_cache_memory: Optional[int] = None, block_size: int = 16,
                  seed: Optional[int] = None, *, max_num_batched_tokens: Optional[int] = None,
                  cli_backends: Optional[Mapping[str, str]] = None,
-                 plan_path: Optional[str] = None):
+                 plan_path: Optional[str] = None, skip_tokenizer_init: bool = False):
         self.engine = LLMEngine(
             model, dtype=dtype, platform=platform, backends=backends, cli_backends=cli_backends,
             plan_path=plan_path, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
             max_num_batched_tokens=max_num_batched_tokens, kv_cache_memory=kv_cache_memory,
-            block_size=block_size, seed=seed)
+            block_size=block_size, seed=seed, skip_tokenizer_init=skip_tokenizer_init)
         self.resolution = self.engine.resolution
         self.plan = self.engine.plan
 

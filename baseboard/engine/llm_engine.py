@@ -71,7 +71,7 @@ class LLMEngine:
                  max_model_len: Optional[int] = None,
                  max_num_batched_tokens: Optional[int] = None,
                  kv_cache_memory: Optional[int] = None, block_size: int = 16,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, skip_tokenizer_init: bool = False):
         _check_positive(max_num_seqs=max_num_seqs, block_size=block_size,
                         max_model_len=max_model_len, kv_cache_memory=kv_cache_memory,
                         max_num_batched_tokens=max_num_batched_tokens)
@@ -116,7 +116,7 @@ class LLMEngine:
         self.model = checkpoint.model_class(config, self.plan, attention, self.dtype,
                                             self.device)
         self.model.load_weights(checkpoint.weights())
-        self.tokenizer = checkpoint.tokenizer
+        self.tokenizer = None if skip_tokenizer_init else checkpoint.tokenizer
 
         per_block = block_bytes(attention, config.num_layers, self.dtype)
         needed = max_num_seqs * -(-self.max_model_len // block_size) * per_block
@@ -152,6 +152,11 @@ class LLMEngine:
             raise RequestError(f"sampling_params is a {type(params).__name__}, not a "
                                f"SamplingParams.")
         params.verify()
+        if self.tokenizer is None and (params.detokenize or not isinstance(prompt, dict)
+                                       or "prompt_token_ids" not in prompt):
+            raise RequestError("the engine was loaded with skip_tokenizer_init=True: give "
+                               "{'prompt_token_ids': [...]} prompts and "
+                               "SamplingParams(detokenize=False).")
         text, ids = prompt_tokens(prompt, self.tokenizer)
         check_prompt(ids, self.config.vocab_size, self.max_model_len)
         generator = None

@@ -11,7 +11,9 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 PROMPTS = ["Paris is the capital", "Grüße aus Köln!", "The quick brown fox " * 5,
-           "Continuous batching mixes prefills and decodes in one step."] * 3
+           "Continuous batching mixes prefills and decodes in one step.", "Berlin",
+           "Paged attention stores keys and values in fixed-size blocks. " * 4,
+           "emoji 🙂 too", "The lazy dog"]
 
 
 def tokens(llm):
@@ -31,12 +33,13 @@ def test_triton_and_graphs_match_the_references(llama_head64, monkeypatch):
     assert eager.engine.runner.graphs is None
     assert tokens(eager) == with_graphs
     del eager
-    reference = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16,
+    reference = LLM(str(llama_head64), dtype="float32", max_num_seqs=16,
                     backends={op: "torch" for op in OPS})
-    # bf16 rounding differs between kernels and may flip a near-tie; broken kernels
-    # diverge everywhere
+    # against the float32 references: bf16 rounding may flip a near-tie (the torch
+    # references in bf16 flip the third prompt's first token); broken kernels diverge
+    # everywhere
     same = sum(a == b for a, b in zip(tokens(reference), with_graphs))
-    assert same >= len(PROMPTS) - 2, f"only {same} of {len(PROMPTS)} sequences match"
+    assert same >= len(PROMPTS) - 1, f"only {same} of {len(PROMPTS)} sequences match"
 
 
 def test_kv_cache_that_cannot_fit_is_an_error_at_load(llama_head64):

@@ -105,3 +105,16 @@ def test_detokenize_false_gives_the_same_tokens_and_no_text(llm):
                                                        ignore_eos=True, detokenize=False))
     assert ids_only[0].outputs[0].token_ids == with_text.token_ids
     assert ids_only[0].outputs[0].text == "" and with_text.text != ""
+
+
+def test_skip_tokenizer_init_takes_token_ids_only(tiny_llama):
+    from baseboard.core.errors import RequestError
+
+    llm = LLM(str(tiny_llama[0]), dtype="float32", platform="cpu", skip_tokenizer_init=True)
+    ids_only = SamplingParams(temperature=0, max_tokens=4, detokenize=False)
+    out = llm.generate({"prompt_token_ids": [5, 6, 7]}, ids_only)[0].outputs[0]
+    assert len(out.token_ids) == 4 and out.text == ""
+    with pytest.raises(RequestError, match="skip_tokenizer_init"):
+        llm.generate("Paris", ids_only)
+    with pytest.raises(RequestError, match="detokenize=False"):
+        llm.generate({"prompt_token_ids": [5, 6, 7]}, SamplingParams(max_tokens=4))
