@@ -250,3 +250,41 @@ def test_sample_non_greedy_rows_follow_the_reference():
     params = SamplingTensors(torch.tensor([0.0, 0.7, 1.0, 0.0]), torch.tensor([0, 5, 0, 0]),
                              torch.tensor([1.0, 1.0, 0.9, 1.0]), noise, all_greedy=False)
     assert torch.equal(sample(logits, params), sampling.sample(logits, params))
+
+
+# ---- the two bindings
+
+def test_ctypes_binding_matches_the_extension_module():
+    """Without the Python headers the kernels load through ctypes: same functions, same
+    arguments, same results."""
+    lib = native.library()
+    if not hasattr(lib, "__file__"):
+        pytest.skip("the extension module is not built here (no Python headers)")
+    fallback = native.ctypes_library()
+    x = torch.randn(5, 300, dtype=torch.bfloat16)
+    w = torch.randn(300, dtype=torch.bfloat16)
+    outs = []
+    for binding in (lib, fallback):
+        out = torch.empty_like(x)
+        binding.bb_rms_norm(x.data_ptr(), 300, out.data_ptr(), 300, w.data_ptr(), 5, 300, 1e-6,
+                            0, 0, 1)
+        packed = torch.empty(10 * 150 * 64, dtype=torch.bfloat16)
+        weight = torch.randn(300, 300, dtype=torch.bfloat16)
+        binding.bb_gemm_pack(weight.data_ptr(), 300, 300, 300, packed.data_ptr(), 1)
+        y = torch.empty(5, 300, dtype=torch.float32)
+        binding.bb_gemm(x.data_ptr(), 300, packed.data_ptr(), None, y.data_ptr(), 300, 5, 300,
+                        300, 1, 1)
+        outs.append((out, y, weight))
+    assert torch.equal(outs[0][0], outs[1][0])
+    for out, y, weight in outs:
+        close(y, x.float() @ weight.float().T, ulps=64)
+
+
+def test_extension_module_rejects_bad_arguments_before_running():
+    lib = native.library()
+    if not hasattr(lib, "__file__"):
+        pytest.skip("the extension module is not built here (no Python headers)")
+    with pytest.raises(TypeError, match="takes 6 arguments"):
+        lib.bb_argmax(0, 1, 1)
+    with pytest.raises(TypeError):
+        lib.bb_argmax("not a pointer", 1, 1, 1, 0, 1)

@@ -55,7 +55,7 @@ class CpuPagedMetadata:
 
     tensors: tuple[torch.Tensor, ...]
     step: AttentionStep
-    step_ref: object  # ctypes.byref(step), made once
+    step_ref: int  # the address of step, passed to every layer
     fresh_prefills: list[tuple[int, int]]  # (first token, length) run by SDPA
 
 
@@ -101,7 +101,7 @@ class CpuPagedAttention:
         step = AttentionStep(ptr[0], max_blocks, ptr[1], ptr[2], ptr[3], ptr[4], len(paged),
                              ptr[5], starts[-1], s.num_heads, s.num_kv_heads, s.head_dim,
                              s.block_size, s.scale, native.dtype_code(s.dtype))
-        return CpuPagedMetadata(tensors, step, ctypes.byref(step), fresh)
+        return CpuPagedMetadata(tensors, step, ctypes.addressof(step), fresh)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: CpuPagedMetadata) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The cpu platform's native kernels: C sources in ``csrc/`` built once with the host's
-C compiler into a shared library, cached on disk, and called through ctypes.
+"""The cpu platform's native kernels (csrc/, built by build.py): loading them, and the
+small helpers their Python wrappers share.
 
 Why C and not only torch: at decode the CPU is bound by weight streaming and by
 per-op overhead. torch's bf16 ``linear`` streams its [N, K] weight at about half
@@ -7,38 +7,30 @@ the memory bandwidth for M <= 8, and the reference norms and rotary run ten or
 more small torch ops per call. The kernels here stream prepacked weights near the
 bandwidth and do each row-wise op in one pass (measured in benchmarks/cpu_ops.py).
 
-The library is built on first use (well under a second) into
-``$XDG_CACHE_HOME/baseboard/cpu-kernels/<hash>/`` (``~/.cache`` by default), keyed by the
-sources, the flags and the compiler, and links OpenMP so that it shares torch's
-OpenMP runtime (torch's libgomp is already loaded under the same soname): the
-kernels then run on torch's threads, never on a second pool fighting it for cores.
+``library()`` is the CPython extension module where the Python headers are installed,
+else the same object through ctypes; both have the same functions (``bb_*``), taking
+pointers as ints (or None), sizes and strides in elements.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
+import importlib.machinery
+import importlib.util
 import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
+from typing import Any
 
 import torch
 
+from .build import MODULE_NAME, NativeUnavailable, built_object, python_include
 from .platform import _cpu_flags
 
-SOURCES = ("gemm.c", "attention.c", "elementwise.c", "sampling.c")
-HEADERS = ("vec.h",)
-FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
-         "-mavx512dq", "-mavx512bf16", "-mfma", "-mf16c", "-std=gnu11")
 NEEDED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16")
-
 DTYPE_CODES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 
 _V, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
-SIGNATURES = {
+SIGNATURES = {  # for ctypes; csrc/kernels.h has the C prototypes
     "bb_gemm_pack": [_V, _L, _L, _L, _V, _I],
     "bb_gemm": [_V, _L, _V, _V, _V, _L, _L, _L, _L, _I, _I],
     "bb_attention": [_V, _V, _L, _V, _L, _V, _L, _V, _L, _V, _L, _I],
@@ -50,46 +42,65 @@ SIGNATURES = {
 }
 
 
-class NativeUnavailable(RuntimeError):
-    """The native kernels cannot be built or loaded here; the message says why."""
+def library() -> Any:
+    """The loaded kernels (built on first use). Raises NativeUnavailable with the reason
+    when this CPU, compiler or torch build cannot run them."""
+    lib, reason = _load()
+    if lib is None:
+        raise NativeUnavailable(reason)
+    return lib
 
 
-def _source_dir() -> Path:
-    return Path(__file__).parent / "csrc"
+def unavailable_reason() -> str | None:
+    """None when the native kernels can run here, else why not (for ``supports``)."""
+    lib, reason = _load()
+    return None if lib is not None else f"native cpu kernels unavailable: {reason}"
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+@functools.lru_cache(maxsize=None)
+def _load() -> tuple[Any, str]:
+    # a failure is remembered too: supports() asks on every resolve, and a failing
+    # compiler must not run again each time
+    try:
+        missing = [f for f in NEEDED_CPU_FLAGS if f not in _cpu_flags()]
+        if missing:
+            raise NativeUnavailable(f"the CPU lacks {', '.join(missing)}")
+        if python_include() is not None:
+            return _one_openmp(lambda: _import_module(built_object(with_module=True))), ""
+        return ctypes_library(), ""
+    except (NativeUnavailable, OSError, ImportError) as exc:
+        return None, str(exc)
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "baseboard" / "cpu-kernels"
+def _import_module(path: os.PathLike) -> Any:
+    loader = importlib.machinery.ExtensionFileLoader(MODULE_NAME, str(path))
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
-def _build_key(compiler: str) -> str:
-    digest = hashlib.sha256()
-    for name in SOURCES + HEADERS:
-        digest.update((_source_dir() / name).read_bytes())
-    digest.update(" ".join(FLAGS).encode())
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
-    digest.update(version.stdout.encode())
-    return digest.hexdigest()[:16]
+@functools.lru_cache(maxsize=None)
+def ctypes_library() -> ctypes.CDLL:
+    """The kernels through ctypes (the fallback where the Python headers are missing)."""
+    path = built_object(with_module=python_include() is not None)
+    lib = _one_openmp(lambda: ctypes.CDLL(str(path)))
+    for name, argtypes in SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = None
+    return lib
 
 
-def _build(compiler: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # build beside the target, then rename: concurrent first uses never load a partial file
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    sources = [str(_source_dir() / name) for name in SOURCES]
-    command = [compiler, *FLAGS, f"-I{_source_dir()}", *sources, "-o", partial, "-lm"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        os.unlink(partial)
-        raise NativeUnavailable(f"compiling the cpu kernels failed ({' '.join(command)}): "
-                                f"{result.stderr.strip()[-2000:]}")
-    os.replace(partial, target)
+def _one_openmp(open_library):
+    before = _openmp_runtimes()
+    lib = open_library()
+    after = _openmp_runtimes()
+    if len(after) > max(1, len(before)):
+        raise NativeUnavailable(f"the kernels would load a second OpenMP runtime "
+                                f"({sorted(after)}) beside torch's; they only run on torch's "
+                                f"own libgomp")
+    return lib
 
 
 def _openmp_runtimes() -> set[str]:
@@ -102,52 +113,9 @@ def _openmp_runtimes() -> set[str]:
     return names
 
 
-def library() -> ctypes.CDLL:
-    """The loaded kernel library (built on first use). Raises NativeUnavailable with the
-    reason when this CPU, compiler or torch build cannot run it."""
-    lib, reason = _load()
-    if lib is None:
-        raise NativeUnavailable(reason)
-    return lib
-
-
-@functools.lru_cache(maxsize=None)
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    # a failure is remembered too: supports() asks on every resolve, and a failing
-    # compiler must not run again each time
-    try:
-        return _build_and_open(), ""
-    except (NativeUnavailable, OSError) as exc:
-        return None, str(exc)
-
-
-def _build_and_open() -> ctypes.CDLL:
-    missing = [f for f in NEEDED_CPU_FLAGS if f not in _cpu_flags()]
-    if missing:
-        raise NativeUnavailable(f"the CPU lacks {', '.join(missing)}")
-    compiler = _compiler()
-    if compiler is None:
-        raise NativeUnavailable("no C compiler found (install gcc, or set CC)")
-    target = _cache_dir() / _build_key(compiler) / "libbaseboard_cpu.so"
-    if not target.exists():
-        _build(compiler, target)
-    before = _openmp_runtimes()
-    lib = ctypes.CDLL(str(target))
-    if len(_openmp_runtimes()) > max(1, len(before)):
-        raise NativeUnavailable(
-            f"the kernels would load a second OpenMP runtime ({sorted(_openmp_runtimes())}) "
-            f"beside torch's; they only run on torch's own libgomp")
-    for name, argtypes in SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes = argtypes
-        fn.restype = None
-    return lib
-
-
-def unavailable_reason() -> str | None:
-    """None when the native kernels can run here, else why not (for ``supports``)."""
-    lib, reason = _load()
-    return None if lib is not None else f"native cpu kernels unavailable: {reason}"
+def dtype_code(dtype: torch.dtype) -> int:
+    """The kernels' code for an activation dtype (bf16, fp16, fp32)."""
+    return DTYPE_CODES[dtype]
 
 
 HUGE_PAGE = 2 << 20
@@ -157,8 +125,7 @@ MADV_HUGEPAGE = 14  # linux/mman.h
 @functools.lru_cache(maxsize=None)
 def _madvise():
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.madvise
+        fn = ctypes.CDLL(None, use_errno=True).madvise
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -169,9 +136,9 @@ def _madvise():
 def streamed_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized 1-D tensor for data streamed every step (packed weights), on
     2 MiB-aligned memory marked MADV_HUGEPAGE: with 4 KiB pages the hardware prefetcher
-    stops at every page boundary, and weight streaming measured about 15% slower
-    (benchmarks/cpu_ops.py). Where the hint is refused (THP off, not Linux) the memory is
-    ordinary pages; small tensors are not worth the alignment and stay ordinary too."""
+    stops at every page boundary, and weight streaming measured about 15% slower. Where
+    the hint is refused (THP off, not Linux) the memory is ordinary pages; tensors under
+    2 MiB are not worth the alignment and stay ordinary too."""
     nbytes = numel * torch.empty(0, dtype=dtype).element_size()
     madvise = _madvise()
     if nbytes < HUGE_PAGE or madvise is None:
@@ -182,8 +149,3 @@ def streamed_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     offset = -raw.data_ptr() % HUGE_PAGE
     madvise(raw.data_ptr() + offset, whole, MADV_HUGEPAGE)
     return raw[offset:offset + nbytes].view(dtype)
-
-
-def dtype_code(dtype: torch.dtype) -> int:
-    """The kernels' code for an activation dtype (bf16, fp16, fp32)."""
-    return DTYPE_CODES[dtype]

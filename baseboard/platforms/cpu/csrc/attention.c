@@ -6,28 +6,12 @@
  * query heads of that KV head at once. */
 #include <math.h>
 #include <string.h>
+#include "kernels.h"
 #include "vec.h"
 
 #define CHUNK 16      /* keys scored together: one vector of scores */
 #define MAX_LANES 16  /* head_dim up to 256 */
 #define MAX_GROUP 8   /* query heads per KV head handled in one pass */
-
-/* What one engine step's attention needs besides the tensors, filled once per step
- * (build_metadata) and read by every layer. Mirrors BB_AttentionStep in attention.py. */
-typedef struct {
-    const int32_t *block_tables;  /* [seqs, max_blocks] */
-    long max_blocks;
-    const int32_t *context_lens;  /* [seqs] */
-    const int32_t *query_start;   /* [seqs + 1] */
-    const int32_t *token_seq;     /* [T]: the sequence of each new token */
-    const int32_t *paged_tokens;  /* tokens this kernel attends (the others go to SDPA) */
-    long num_paged;
-    const int64_t *slots;         /* [T]: cache slot of each new token */
-    long num_tokens;
-    long heads, kv_heads, head_dim, block_size;
-    float scale;
-    int dtype;
-} attention_step;
 
 #define PARALLEL_WORK 4096  /* (head, key) pairs (about 40 us) below which one thread is faster */
 

@@ -2,6 +2,7 @@
  * SiLU-and-multiply and rotary embedding. One pass over each row, float32 inside, results
  * rounded to the activation dtype exactly where the torch references round. */
 #include <math.h>
+#include "kernels.h"
 #include "vec.h"
 
 #define PARALLEL_ELEMENTS 65536  /* below this, a fork-join costs more than it saves */

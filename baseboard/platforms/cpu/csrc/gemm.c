@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
+#include "kernels.h"
 
 #define PANEL 32
 

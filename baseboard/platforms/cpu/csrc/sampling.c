@@ -3,6 +3,7 @@
  * row: the maximum, then its first index (the row is in cache by then). */
 #include <math.h>
 #include <stdint.h>
+#include "kernels.h"
 #include "vec.h"
 
 static int64_t argmax_row(const float *x, long n) {
