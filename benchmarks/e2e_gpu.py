@@ -92,8 +92,9 @@ def bench_baseboard(llm, batch: int, vocab: int) -> float:
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True,
                             detokenize=False)
     batch_prompts = [{"prompt_token_ids": p} for p in prompts(batch, vocab)]
-    llm.generate(batch_prompts[:2], SamplingParams(temperature=0.0, max_tokens=8,
-                                                   ignore_eos=True, detokenize=False))
+    # warm-up at the measured batch size: kernels compile for its prefill shapes
+    llm.generate(batch_prompts, SamplingParams(temperature=0.0, max_tokens=8,
+                                               ignore_eos=True, detokenize=False))
     torch.cuda.synchronize()
     start = time.perf_counter()
     outs = llm.generate(batch_prompts, params)
