@@ -1,4 +1,5 @@
-"""Shared by every test package: Triton's interpreter switch for the modules that need it.
+"""Shared by every test package: throwaway installed plugin distributions, and Triton's
+interpreter switch for the modules that need it.
 
 Triton reads TRITON_INTERPRET when it is imported, so a module running Triton kernels on
 the CPU sets it before its imports (at collection). Once collection is done it is put
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+from baseboard.testing.sandbox import PluginSite
 
 SESSION_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET")
 
@@ -31,3 +34,12 @@ def triton_interpreter():
     os.environ["TRITON_INTERPRET"] = "1"
     yield
     _restore()
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """Distributions installed for one test: a directory on sys.path."""
+    plugins = PluginSite(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(plugins.root))
+    yield plugins
+    plugins.forget_modules()
