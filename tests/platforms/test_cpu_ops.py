@@ -97,9 +97,9 @@ def test_gemm_bf16(m, n, k, bias):
     ref = gemm.Gemm.prepare(w, b)
     # float32 sums in another order: a few bf16 roundings of the largest output
     close(Avx512Bf16Gemm.apply(state, x), gemm.Gemm.apply(ref, x), ulps=4)
-    # a float32 result is the float32 sums themselves, not rounded to bf16
-    x32, w32 = x.float(), w.float()
-    close(state.matmul(x, torch.float32), x32 @ w32.T + (b.float() if bias else 0), ulps=64)
+    # out_dtype=float32 returns the float32 sums themselves, not rounded to bf16
+    close(Avx512Bf16Gemm.apply(state, x, torch.float32),
+          gemm.Gemm.apply(ref, x, torch.float32), ulps=64)
     assert torch.equal(state.unpacked(), w)
 
 
@@ -112,9 +112,11 @@ def test_gemm_strided_input_and_other_dtypes():
     x32 = torch.randn(4, 80)  # bf16 weight met by float32 activations: the slow exact path
     close(Avx512Bf16Gemm.apply(state, x32), x32 @ w.float().T, 4)
     x3 = torch.randn(2, 3, 80, dtype=torch.bfloat16)  # leading dims, and a float16 result
-    close(state.matmul(x3, torch.float16), (x3.float() @ w.float().T).half(), 4)
+    close(Avx512Bf16Gemm.apply(state, x3, torch.float16), (x3.float() @ w.float().T).half(), 4)
     w32 = torch.randn(96, 80)  # float32 weights stay on the reference path
-    close(Avx512Bf16Gemm.apply(Avx512Bf16Gemm.prepare(w32, None), x32), x32 @ w32.T, 4)
+    state32 = Avx512Bf16Gemm.prepare(w32, None)
+    close(Avx512Bf16Gemm.apply(state32, x32), x32 @ w32.T, 4)
+    close(Avx512Bf16Gemm.apply(state32, x32, torch.bfloat16), (x32 @ w32.T).bfloat16(), 4)
 
 
 @pytest.mark.parametrize("group_size", [32, 64])
@@ -128,8 +130,13 @@ def test_gemm_w4a16(group_size):
     x = torch.randn(3, k, dtype=torch.bfloat16)
     ref = quant_gemm.GemmW4A16
     want = ref.apply(ref.prepare(q, scales, offsets, group_size, bias), x)
-    got = DequantW4A16.apply(DequantW4A16.prepare(q, scales, offsets, group_size, bias), x)
-    close(got, want, ulps=4)
+    state = DequantW4A16.prepare(q, scales, offsets, group_size, bias)
+    close(DequantW4A16.apply(state, x), want, ulps=4)
+    want32 = ref.apply(ref.prepare(q, scales, offsets, group_size, bias), x, torch.float32)
+    got32 = DequantW4A16.apply(state, x, torch.float32)
+    assert got32.dtype == torch.float32
+    # the weight was dequantized to bf16 (the reference keeps float32): bf16 precision
+    close(got32.bfloat16(), want32.bfloat16(), ulps=4)
 
 
 @pytest.mark.parametrize("group_size", [32, 96])

@@ -78,8 +78,7 @@ class ReferenceLinear(LinearWeights):
     """A weight the native kernel does not take (not bf16): the reference's F.linear."""
 
     def matmul(self, x: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
-        y = Gemm.apply(self, x)
-        return y if out_dtype is None else y.to(out_dtype)
+        return Gemm.apply(self, x, out_dtype)
 
 
 def pack_linear(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> PackedLinear:

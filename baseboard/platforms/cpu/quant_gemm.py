@@ -6,7 +6,9 @@ Memory: the resident weight is bf16, 2 bytes per weight, where 4-bit codes with
 group scales take about 0.5-0.6 (so about 3.5-4x the quantized size; 2x for 8-bit).
 The op's ``prepare`` is not told the activation dtype; these implementations are
 selected only when the model runs in bf16 (``supports``), the cpu platform's default
-where the CPU has AVX512-BF16, so bf16 is the dtype to dequantize to.
+where the CPU has AVX512-BF16, so bf16 is the dtype to dequantize to. Each weight
+value (code * scale + offset) is rounded once to bf16, as a bf16 model's weights are;
+the reference computes it in the activation dtype, or float32 for float32 outputs.
 """
 
 from __future__ import annotations
