@@ -139,6 +139,23 @@ def test_gemm_w4a16(group_size):
     close(got32.bfloat16(), want32.bfloat16(), ulps=4)
 
 
+def test_gemm_w4a16_and_w8a16_float32_models_match_the_reference():
+    """Float32 models (GGUF's default dtype) dequantize to float32 once: exact weights."""
+    from baseboard.platforms.cpu.quant_gemm import DequantW4A16Float32, DequantW8A16Float32
+    n, k, g = 40, 128, 32
+    x = torch.randn(6, k)
+    q4 = torch.randint(0, 16, (n, k), dtype=torch.uint8)
+    scales, offsets = torch.rand(n, k // g) / 8, torch.randn(n, k // g)
+    ref4 = quant_gemm.GemmW4A16
+    close(DequantW4A16Float32.apply(DequantW4A16Float32.prepare(q4, scales, offsets, g, None), x),
+          ref4.apply(ref4.prepare(q4, scales, offsets, g, None), x), ulps=64)
+    q8 = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    bias = torch.randn(n)
+    ref8 = quant_gemm.GemmW8A16
+    close(DequantW8A16Float32.apply(DequantW8A16Float32.prepare(q8, scales, g, bias), x),
+          ref8.apply(ref8.prepare(q8, scales, g, bias), x), ulps=64)
+
+
 @pytest.mark.parametrize("group_size", [32, 96])
 def test_gemm_w8a16(group_size):
     from baseboard.platforms.cpu.quant_gemm import DequantW8A16
