@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 
 
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
 class LinearWeights(NamedTuple):
     weight: torch.Tensor  # [N, K]
     bias: Optional[torch.Tensor]  # [N]
@@ -26,4 +29,10 @@ class Gemm:
         if out_dtype is None or out_dtype == x.dtype:
             return F.linear(x, state.weight, state.bias)
         bias = None if state.bias is None else state.bias.to(out_dtype)
+        if out_dtype == torch.float32 and x.is_cuda and x.dtype == state.weight.dtype \
+                and x.dtype in HALF_DTYPES and x.dim() == 2:
+            # cuBLAS multiplies the half weight and writes float32 directly: upcasting
+            # the weight instead would move three times its bytes every call (the lm_head)
+            y = torch.mm(x, state.weight.t(), out_dtype=torch.float32)
+            return y if bias is None else y + bias
         return F.linear(x.to(out_dtype), state.weight.to(out_dtype), bias)
