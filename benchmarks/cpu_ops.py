@@ -4,7 +4,7 @@ against the torch references.
 
 GEMMs: torch's F.linear (the reference: oneDNN for bf16, MKL for fp32), oneDNN on a
 prepacked weight (torch.ops.mkldnn._linear_pointwise), MKL on a prepacked fp32 weight
-(torch.ops.mkl._mkl_linear), and the cpu platform's avx512_bf16 kernel. Weights are
+(torch.ops.mkl._mkl_linear), and the cpu platform's avx512_bf16 and avx512_f32 kernels. Weights are
 cold: each call reads another copy, from a set larger than the last-level cache, as a
 decode step does. GB/s is weight bytes over time; the copy bandwidth counts bytes
 read plus bytes written, as the end-to-end floor does.
@@ -71,8 +71,8 @@ def gemm_candidates(k: int, n: int, m: int) -> dict[str, tuple[Callable[[], obje
         lambda i: torch.ops.mkldnn._linear_pointwise(x, packed[i], None, "none", [], ""),
         copies), n * k * 2)
     if native.unavailable_reason() is None:
-        states = [gemm.Avx512Bf16Gemm.prepare(w, None) for w in weights]
-        out["avx512_bf16 (cpu)"] = (cycling(lambda i: gemm.Avx512Bf16Gemm.apply(states[i], x),
+        states = [gemm.Avx512Gemm.prepare(w, None) for w in weights]
+        out["avx512_bf16 (cpu)"] = (cycling(lambda i: gemm.Avx512Gemm.apply(states[i], x),
                                             copies), n * k * 2)
     if m == 1 and n * k <= 10_000_000:  # fp32 paths, for the record (lm_head would take GBs)
         copies32 = max(2, COLD_BYTES // (n * k * 4))
@@ -84,6 +84,10 @@ def gemm_candidates(k: int, n: int, m: int) -> dict[str, tuple[Callable[[], obje
         out["mkl prepacked fp32"] = (cycling(
             lambda i: torch.ops.mkl._mkl_linear(x32, mkl[i], w32[i], None, m), copies32),
             n * k * 4)
+        if native.unavailable_reason() is None:
+            states32 = [gemm.Avx512Gemm.prepare(w, None) for w in w32]
+            out["avx512_f32 (cpu)"] = (cycling(
+                lambda i: gemm.Avx512Gemm.apply(states32[i], x32), copies32), n * k * 4)
     return out
 
 

@@ -88,35 +88,51 @@ def test_rotary_embedding_on_qkv_views(dtype, tokens, heads, kv_heads, head_dim)
 @pytest.mark.parametrize("m,n,k", [(1, 1152, 896), (3, 70, 33), (8, 130, 64), (9, 64, 895),
                                    (1, 1, 1), (37, 200, 130)])
 @pytest.mark.parametrize("bias", [False, True])
+def test_gemm_float32(m, n, k, bias):
+    from baseboard.platforms.cpu.gemm import Avx512Gemm
+    w, x = torch.randn(n, k), torch.randn(m, k)
+    b = torch.randn(n) if bias else None
+    state = Avx512Gemm.prepare(w, b)
+    close(Avx512Gemm.apply(state, x), gemm.Gemm.apply(gemm.Gemm.prepare(w, b), x), ulps=64)
+    assert torch.equal(state.unpacked(), w)
+    strided = torch.randn(m, k + 9)[:, 4:4 + k]
+    close(Avx512Gemm.apply(state, strided),
+          gemm.Gemm.apply(gemm.Gemm.prepare(w, b), strided), ulps=64)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1152, 896), (3, 70, 33), (8, 130, 64), (9, 64, 895),
+                                   (1, 1, 1), (37, 200, 130)])
+@pytest.mark.parametrize("bias", [False, True])
 def test_gemm_bf16(m, n, k, bias):
-    from baseboard.platforms.cpu.gemm import Avx512Bf16Gemm
+    from baseboard.platforms.cpu.gemm import Avx512Gemm
     w = torch.randn(n, k, dtype=torch.bfloat16)
     b = torch.randn(n, dtype=torch.bfloat16) if bias else None
     x = torch.randn(m, k, dtype=torch.bfloat16)
-    state = Avx512Bf16Gemm.prepare(w, b)
+    state = Avx512Gemm.prepare(w, b)
     ref = gemm.Gemm.prepare(w, b)
     # float32 sums in another order: a few bf16 roundings of the largest output
-    close(Avx512Bf16Gemm.apply(state, x), gemm.Gemm.apply(ref, x), ulps=4)
+    close(Avx512Gemm.apply(state, x), gemm.Gemm.apply(ref, x), ulps=4)
     # out_dtype=float32 returns the float32 sums themselves, not rounded to bf16
-    close(Avx512Bf16Gemm.apply(state, x, torch.float32),
+    close(Avx512Gemm.apply(state, x, torch.float32),
           gemm.Gemm.apply(ref, x, torch.float32), ulps=64)
     assert torch.equal(state.unpacked(), w)
 
 
 def test_gemm_strided_input_and_other_dtypes():
-    from baseboard.platforms.cpu.gemm import Avx512Bf16Gemm
+    from baseboard.platforms.cpu.gemm import Avx512Gemm
     w = torch.randn(96, 80, dtype=torch.bfloat16)
-    state = Avx512Bf16Gemm.prepare(w, None)
+    state = Avx512Gemm.prepare(w, None)
     x = torch.randn(5, 200, dtype=torch.bfloat16)[:, 7:87]
-    close(Avx512Bf16Gemm.apply(state, x), gemm.Gemm.apply(gemm.Gemm.prepare(w, None), x), 4)
+    close(Avx512Gemm.apply(state, x), gemm.Gemm.apply(gemm.Gemm.prepare(w, None), x), 4)
     x32 = torch.randn(4, 80)  # bf16 weight met by float32 activations: the slow exact path
-    close(Avx512Bf16Gemm.apply(state, x32), x32 @ w.float().T, 4)
+    close(Avx512Gemm.apply(state, x32), x32 @ w.float().T, 4)
     x3 = torch.randn(2, 3, 80, dtype=torch.bfloat16)  # leading dims, and a float16 result
-    close(Avx512Bf16Gemm.apply(state, x3, torch.float16), (x3.float() @ w.float().T).half(), 4)
-    w32 = torch.randn(96, 80)  # float32 weights stay on the reference path
-    state32 = Avx512Bf16Gemm.prepare(w32, None)
-    close(Avx512Bf16Gemm.apply(state32, x32), x32 @ w32.T, 4)
-    close(Avx512Bf16Gemm.apply(state32, x32, torch.bfloat16), (x32 @ w32.T).bfloat16(), 4)
+    close(Avx512Gemm.apply(state, x3, torch.float16), (x3.float() @ w.float().T).half(), 4)
+    w16 = torch.randn(96, 80, dtype=torch.float16)  # float16 weights: the reference path
+    x16 = torch.randn(4, 80, dtype=torch.float16)
+    state16 = Avx512Gemm.prepare(w16, None)
+    close(Avx512Gemm.apply(state16, x16), (x16.float() @ w16.float().T).half(), 4)
+    close(Avx512Gemm.apply(state16, x16, torch.float32), x16.float() @ w16.float().T, 64)
 
 
 @pytest.mark.parametrize("group_size", [32, 64])

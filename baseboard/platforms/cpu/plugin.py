@@ -2,8 +2,9 @@
 
 Every implementation here runs native kernels (``native.py``, built on first use);
 each is rejected with the reason where they cannot run (no AVX512-BF16, no C
-compiler), and selection then falls back to the torch references. The GEMMs are
-bf16 kernels and are selected only for bf16 models; the others take bf16, fp16 and fp32.
+compiler), and selection then falls back to the torch references. The GEMMs have one
+implementation per dtype (bf16, float32), selected by the model's dtype; float16 models
+keep the reference GEMMs. The other ops take bf16, float16 and float32.
 
 The Triton kernels are registered too, at priority -10: on the CPU they run only in
 Triton's interpreter (TRITON_INTERPRET=1), for tests, and only when asked for by name.
@@ -36,10 +37,19 @@ def native_supported(ctx) -> Optional[str]:
     return unavailable_reason()
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
 def bf16_native_supported(ctx) -> Optional[str]:
     if ctx.dtype != torch.bfloat16:
-        return (f"bf16 kernel, and the model runs in {str(ctx.dtype).replace('torch.', '')} "
-                f"(the reference's oneDNN/MKL path serves that dtype)")
+        return f"bf16 models only; this one runs in {_dtype_name(ctx.dtype)}"
+    return native_supported(ctx)
+
+
+def float32_native_supported(ctx) -> Optional[str]:
+    if ctx.dtype != torch.float32:
+        return f"float32 models only; this one runs in {_dtype_name(ctx.dtype)}"
     return native_supported(ctx)
 
 
@@ -51,12 +61,6 @@ def attention_supported(ctx) -> Optional[str]:
     return native_supported(ctx)
 
 
-def float32_only(ctx) -> Optional[str]:
-    if ctx.dtype != torch.float32:
-        return f"float32 models only; this one runs in {str(ctx.dtype).replace('torch.', '')}"
-    return None
-
-
 @hookimpl
 def baseboard_ops() -> list[Impl]:
     def impl(op: str, name: str, loader: str, supports, doc: str) -> Impl:
@@ -64,16 +68,18 @@ def baseboard_ops() -> list[Impl]:
                     supports=supports, cuda_graph_safe=False, compile_safe=False, doc=doc)
 
     return triton_impls(_CPU, priority=-10) + [
-        impl("gemm", "avx512_bf16", "gemm:Avx512Bf16Gemm", bf16_native_supported,
+        impl("gemm", "avx512_bf16", "gemm:Avx512Gemm", bf16_native_supported,
              "bf16 weights packed in VNNI panels, vdpbf16ps; near memory bandwidth at M<=8"),
+        impl("gemm", "avx512_f32", "gemm:Avx512Gemm", float32_native_supported,
+             "float32 weights packed in panels, FMA; about 3x F.linear at M=1"),
         impl("gemm_w4a16", "avx512_bf16", "quant_gemm:DequantW4A16", bf16_native_supported,
              "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
         impl("gemm_w8a16", "avx512_bf16", "quant_gemm:DequantW8A16", bf16_native_supported,
              "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
-        impl("gemm_w4a16", "dequant_f32", "quant_gemm:DequantW4A16Float32", float32_only,
-             "dequantized to float32 once at load, then torch's sgemm"),
-        impl("gemm_w8a16", "dequant_f32", "quant_gemm:DequantW8A16Float32", float32_only,
-             "dequantized to float32 once at load, then torch's sgemm"),
+        impl("gemm_w4a16", "dequant_f32", "quant_gemm:DequantW4A16Float32",
+             float32_native_supported, "dequantized to float32 once at load, then avx512_f32"),
+        impl("gemm_w8a16", "dequant_f32", "quant_gemm:DequantW8A16Float32",
+             float32_native_supported, "dequantized to float32 once at load, then avx512_f32"),
         impl("attention", "cpu_paged", "attention:CpuPagedAttention", attention_supported,
              "online-softmax kernel over the paged cache; SDPA for fresh prefills"),
         impl("rms_norm", "avx512", "rowwise:rms_norm", native_supported,

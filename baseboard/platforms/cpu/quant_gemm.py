@@ -1,14 +1,20 @@
-"""Quantized GEMMs ``avx512_bf16`` for ``gemm_w4a16`` and ``gemm_w8a16``: ``prepare``
-dequantizes the weight once to bf16 and packs it for the dense native kernel, so a
-quantized model decodes at the bf16 GEMM's speed.
+"""Quantized GEMMs for ``gemm_w4a16`` and ``gemm_w8a16``: ``prepare`` dequantizes the
+weight once and packs it for the dense native kernels (gemm.py), so a quantized model
+decodes at the dense GEMM's speed instead of dequantizing every weight on every call
+(the reference's way).
 
-Memory: the resident weight is bf16, 2 bytes per weight, where 4-bit codes with
-group scales take about 0.5-0.6 (so about 3.5-4x the quantized size; 2x for 8-bit).
-The op's ``prepare`` is not told the activation dtype; these implementations are
-selected only when the model runs in bf16 (``supports``), the cpu platform's default
-where the CPU has AVX512-BF16, so bf16 is the dtype to dequantize to. Each weight
-value (code * scale + offset) is rounded once to bf16, as a bf16 model's weights are;
-the reference computes it in the activation dtype, or float32 for float32 outputs.
+The op's ``prepare`` is not told the activation dtype, so there is one implementation
+per dtype, selected by the model's dtype (``supports``): ``avx512_bf16`` dequantizes to
+bf16 (the cpu platform's default where the CPU has AVX512-BF16), ``dequant_f32`` to
+float32 (GGUF checkpoints run in float32 by default, as llama.cpp computes).
+
+Memory: the resident weight is dense, 2 bytes per weight in bf16 and 4 in float32,
+where 4-bit codes with group scales take about 0.56: about 3.5x (bf16) or 7x (float32)
+the quantized size; 2x and 4x for 8-bit codes.
+
+Numerics: each weight value (code * scale + offset) is computed in float32 and rounded
+once to the dense dtype, as a model stored in that dtype holds it; the reference rounds
+it to the activation dtype too, or keeps float32 for float32 outputs (the lm_head).
 """
 
 from __future__ import annotations
@@ -17,9 +23,13 @@ from typing import Optional
 
 import torch
 
-from ...kernels.torch.gemm import Gemm, LinearWeights
-from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16, dequantize_groups
-from .gemm import Avx512Bf16Gemm, PackedLinear, pack_linear
+from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16, GroupQuantWeights, \
+    dequantize_groups
+from .gemm import Avx512Gemm, PackedLinear, pack_linear
+
+
+def _dense(groups: GroupQuantWeights, dtype: torch.dtype) -> PackedLinear:
+    return pack_linear(dequantize_groups(groups, dtype), groups.bias)
 
 
 class DequantW4A16:
@@ -29,9 +39,9 @@ class DequantW4A16:
     def prepare(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
                 group_size: int, bias: Optional[torch.Tensor]) -> PackedLinear:
         groups = GemmW4A16.prepare(qweight, scales, offsets, group_size, bias)
-        return pack_linear(dequantize_groups(groups, torch.bfloat16), bias)
+        return _dense(groups, torch.bfloat16)
 
-    apply = staticmethod(Avx512Bf16Gemm.apply)
+    apply = staticmethod(Avx512Gemm.apply)
 
 
 class DequantW8A16:
@@ -40,34 +50,29 @@ class DequantW8A16:
     @staticmethod
     def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                 bias: Optional[torch.Tensor]) -> PackedLinear:
-        groups = GemmW8A16.prepare(qweight, scales, group_size, bias)
-        return pack_linear(dequantize_groups(groups, torch.bfloat16), bias)
+        return _dense(GemmW8A16.prepare(qweight, scales, group_size, bias), torch.bfloat16)
 
-    apply = staticmethod(Avx512Bf16Gemm.apply)
+    apply = staticmethod(Avx512Gemm.apply)
 
 
 class DequantW4A16Float32:
-    """4-bit codes dequantized once to float32 for float32 models (GGUF files compute in
-    float32, as llama.cpp does); then MKL's sgemm. 4 bytes per weight."""
+    """4-bit codes dequantized once to float32, for float32 models. 4 bytes per weight."""
 
     @staticmethod
     def prepare(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
-                group_size: int, bias: Optional[torch.Tensor]) -> LinearWeights:
+                group_size: int, bias: Optional[torch.Tensor]) -> PackedLinear:
         groups = GemmW4A16.prepare(qweight, scales, offsets, group_size, bias)
-        return LinearWeights(dequantize_groups(groups, torch.float32),
-                             None if bias is None else bias.float())
+        return _dense(groups, torch.float32)
 
-    apply = staticmethod(Gemm.apply)
+    apply = staticmethod(Avx512Gemm.apply)
 
 
 class DequantW8A16Float32:
-    """int8 codes dequantized once to float32 for float32 models; then MKL's sgemm."""
+    """int8 codes dequantized once to float32, for float32 models."""
 
     @staticmethod
     def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
-                bias: Optional[torch.Tensor]) -> LinearWeights:
-        groups = GemmW8A16.prepare(qweight, scales, group_size, bias)
-        return LinearWeights(dequantize_groups(groups, torch.float32),
-                             None if bias is None else bias.float())
+                bias: Optional[torch.Tensor]) -> PackedLinear:
+        return _dense(GemmW8A16.prepare(qweight, scales, group_size, bias), torch.float32)
 
-    apply = staticmethod(Gemm.apply)
+    apply = staticmethod(Avx512Gemm.apply)

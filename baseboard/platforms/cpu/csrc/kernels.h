@@ -24,6 +24,9 @@ typedef struct {
 void bb_gemm_pack(const uint16_t *w, long ldw, long N, long K, uint16_t *packed, int threads);
 void bb_gemm(const uint16_t *x, long lda, const uint16_t *packed, const float *bias, void *y,
              long ldc, long M, long N, long K, int out_f32, int threads);
+void bb_gemm_pack_f32(const float *w, long ldw, long N, long K, float *packed, int threads);
+void bb_gemm_f32(const float *x, long lda, const float *packed, const float *bias, float *y,
+                 long ldc, long M, long N, long K, int threads);
 void bb_attention(const attention_step *st, const void *q, long q_stride, const void *k,
                   long k_stride, const void *v, long v_stride, void *cache, long num_blocks,
                   void *out, long out_stride, int threads);

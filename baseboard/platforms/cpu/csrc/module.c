@@ -45,6 +45,9 @@ static PyObject *py_##NAME(PyObject *self, PyObject *const *args, Py_ssize_t n) 
 BIND(bb_gemm_pack, "plllpl", a[0].p, a[1].l, a[2].l, a[3].l, a[4].p, (int)a[5].l)
 BIND(bb_gemm, "plpppllllll", a[0].p, a[1].l, a[2].p, a[3].p, a[4].p, a[5].l, a[6].l, a[7].l,
      a[8].l, (int)a[9].l, (int)a[10].l)
+BIND(bb_gemm_pack_f32, "plllpl", a[0].p, a[1].l, a[2].l, a[3].l, a[4].p, (int)a[5].l)
+BIND(bb_gemm_f32, "plppplllll", a[0].p, a[1].l, a[2].p, a[3].p, a[4].p, a[5].l, a[6].l, a[7].l,
+     a[8].l, (int)a[9].l)
 BIND(bb_attention, "pplplplplpll", a[0].p, a[1].p, a[2].l, a[3].p, a[4].l, a[5].p, a[6].l,
      a[7].p, a[8].l, a[9].p, a[10].l, (int)a[11].l)
 BIND(bb_rms_norm, "plplpllflll", a[0].p, a[1].l, a[2].p, a[3].l, a[4].p, a[5].l, a[6].l,
@@ -59,7 +62,8 @@ BIND(bb_argmax, "plllpl", a[0].p, a[1].l, a[2].l, a[3].l, a[4].p, (int)a[5].l)
 
 #define METHOD(NAME) {#NAME, (PyCFunction)(void (*)(void))py_##NAME, METH_FASTCALL, NULL}
 static PyMethodDef methods[] = {
-    METHOD(bb_gemm_pack), METHOD(bb_gemm), METHOD(bb_attention), METHOD(bb_rms_norm),
+    METHOD(bb_gemm_pack), METHOD(bb_gemm), METHOD(bb_gemm_pack_f32), METHOD(bb_gemm_f32),
+    METHOD(bb_attention), METHOD(bb_rms_norm),
     METHOD(bb_fused_add_rms_norm), METHOD(bb_silu_and_mul), METHOD(bb_rotary_embedding),
     METHOD(bb_argmax), {NULL, NULL, 0, NULL}};
 
