@@ -33,6 +33,7 @@ test-gpu: $(STAMP)
 	$(PY) -m pytest -q --baseboard-plugin cuda --baseboard-plugin baseboard
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/dispatch.py
 	$(PY) benchmarks/e2e.py
 
