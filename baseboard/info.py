@@ -7,7 +7,6 @@ import platform as host
 import sys
 from typing import Any
 
-from .core.settings import SETTINGS, read_settings
 
 VERSIONED = ("torch", "triton", "transformers", "safetensors", "pluggy", "gguf",
              "intel-extension-for-pytorch", "amd-aiter", "flash-attn", "flashinfer-python")
@@ -87,9 +86,3 @@ def render(info: dict[str, Any]) -> str:
     lines += [f"  {k:<28} {v if v is not None else '-'}" for k, v in info["versions"].items()]
     return "\n".join(lines)
 
-
-def setting_names() -> list[str]:
-    return [s.name for s in SETTINGS]
-
-
-__all__ = ["collect", "render", "versions", "read_settings", "setting_names"]

@@ -121,14 +121,17 @@ def resolve(*, platform: Optional[str] = None, backends: Mapping[str, str] | Non
             dtype: Optional[torch.dtype] = None, head_dim: Optional[int] = None,
             num_heads: Optional[int] = None, num_kv_heads: Optional[int] = None,
             block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None,
-            environ: Mapping[str, str] | None = None) -> Resolution:
+            environ: Mapping[str, str] | None = None,
+            catalog: Optional[Catalog] = None) -> Resolution:
     """Resolve the platform and a plan for every op.
 
     ``platform`` and ``backends`` are the Python arguments (highest precedence),
-    ``cli_backends`` and ``plan_path`` come from the command line.
+    ``cli_backends`` and ``plan_path`` come from the command line. ``catalog``: the
+    plugins already loaded from the same settings (the engine needs them before it knows
+    the model's shape), so that discovery runs once per load.
     """
     settings = read_settings(environ)
-    catalog = load_catalog(settings)
+    catalog = catalog or load_catalog(settings)
     plan_source = "--plan" if plan_path else "BASEBOARD_PLAN"
     plan_path = plan_path or settings["BASEBOARD_PLAN"]
     plan_file = read_plan_file(plan_path, plan_source) if plan_path else None

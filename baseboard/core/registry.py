@@ -92,6 +92,3 @@ class Registry:
 
     def for_op(self, op: str) -> list[Impl]:
         return [impl for (o, _, _), impl in self.impls.items() if o == op]
-
-    def names(self, op: str) -> list[str]:
-        return sorted(impl.name for impl in self.for_op(op))

@@ -77,17 +77,17 @@ class LLMEngine:
                         max_num_batched_tokens=max_num_batched_tokens)
         from ..models.loader import load_checkpoint
 
-        requested_dtype = parse_dtype(dtype)
-        checkpoint = load_checkpoint(model, load_catalog(read_settings()))
-        requested_dtype = requested_dtype or checkpoint_dtype(checkpoint)
+        catalog = load_catalog(read_settings())
+        checkpoint = load_checkpoint(model, catalog)
         config = self.config = checkpoint.config
         self.resolution: Resolution = resolve(
             platform=platform, backends=backends, cli_backends=cli_backends,
-            plan_path=plan_path, dtype=requested_dtype, head_dim=config.head_dim,
-            num_heads=config.num_heads, num_kv_heads=config.num_kv_heads, block_size=block_size)
+            plan_path=plan_path, dtype=parse_dtype(dtype) or checkpoint_dtype(checkpoint),
+            head_dim=config.head_dim, num_heads=config.num_heads,
+            num_kv_heads=config.num_kv_heads, block_size=block_size, catalog=catalog)
         self.plan = self.resolution.plan
         target = self.resolution.platform.platform
-        self.dtype = requested_dtype or target.default_dtype()
+        self.dtype = self.resolution.context.dtype  # the platform's default when not given
         if self.dtype not in target.supported_dtypes:
             raise ConfigError(f"dtype {self.dtype} is not supported on platform {target.name} "
                               f"(supported: {', '.join(map(str, target.supported_dtypes))}).")
