@@ -219,7 +219,7 @@ def sampling_params(rows: int, vocab: int, **flags) -> SamplingTensors:
                                    dict(all_greedy=False)],
                          ids=["greedy", "temperature", "top-k-top-p"])
 def test_sample_picks_the_reference_token(flags):
-    logits = torch.randn(7, 3001) * 4
+    logits = torch.randn(7, 3001) * 4  # three chunks of 1024
     logits[0, 7] = logits[0, 2900] = 50.0  # a tie across chunks: the first index wins
     params = sampling_params(7, 3001, **flags)
     if flags.get("no_top_k"):
