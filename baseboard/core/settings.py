@@ -75,6 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Plugin names not to load (comma separated).", "name list"),
     Setting("BASEBOARD_CUDA_GRAPHS", _bool, True,
             "Capture decode steps as CUDA graphs on platforms that support them.", "bool"),
+    Setting("BASEBOARD_ASYNC_SCHEDULING", _bool, None,
+            "Launch each step before reading the previous step's tokens back, so the host's "
+            "work overlaps the device's; default: on for accelerators, off on the CPU.",
+            "bool"),
     Setting("BASEBOARD_GPU_MEMORY_UTILIZATION", _fraction, 0.9,
             "Fraction of the accelerator's memory baseboard may use (weights, activations, KV cache).",
             "float"),

@@ -104,9 +104,10 @@ class BlockManager:
             seq.block_table.append(self._take())
 
     def register_full_blocks(self, seq: Sequence) -> None:
-        """Make the sequence's newly computed full blocks findable by later prefixes."""
+        """Make the sequence's newly computed full blocks findable by later prefixes (a
+        block's tokens must be known: none of them pending)."""
         bs = self.block_size
-        while len(seq.block_hashes) < seq.num_computed_tokens // bs:
+        while len(seq.block_hashes) < min(seq.num_computed_tokens, seq.num_known_tokens) // bs:
             i = len(seq.block_hashes)
             tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
             h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else NO_HASH, tokens)

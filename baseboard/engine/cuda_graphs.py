@@ -36,8 +36,8 @@ class DecodeGraphs:
         self.pad_block = pad_block
         self.pad_slot = pad_block * block_size
         self.sizes = capture_sizes(max_num_seqs)
-        self.input_ids = torch.zeros(max_num_seqs, dtype=torch.long, device=device)
-        self.positions = torch.zeros(max_num_seqs, dtype=torch.long, device=device)
+        # token ids [0] and positions [1] of the replayed step, written before ``run``
+        self.inputs = torch.zeros(2, max_num_seqs, dtype=torch.long, device=device)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
         for size in reversed(self.sizes):  # largest first: smaller ones reuse its pool
@@ -49,7 +49,7 @@ class DecodeGraphs:
 
     def _capture(self, size: int) -> None:
         metadata = self.attention.build_metadata(self._padding(size))
-        args = (self.input_ids[:size], self.positions[:size], self.kv_caches, metadata)
+        args = (self.inputs[0, :size], self.inputs[1, :size], self.kv_caches, metadata)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up outside the graph: autotuning, lazy init
@@ -63,17 +63,14 @@ class DecodeGraphs:
     def fits(self, num_seqs: int) -> bool:
         return num_seqs <= self.sizes[-1]
 
-    def run(self, input_ids: list[int], positions: list[int],
-            batch: AttentionBatch) -> torch.Tensor:
-        """Replay the decode step for ``batch`` (query_len 1 each) -> hidden [n, hidden]."""
-        n = len(input_ids)
+    def run(self, n: int, batch: AttentionBatch) -> torch.Tensor:
+        """Replay the decode step of ``batch`` (query_len 1 each, its token ids and positions
+        in ``inputs[:, :n]``) -> hidden [n, hidden]."""
         size = next(s for s in self.sizes if s >= n)
         pad = self._padding(size - n)
         self.attention.build_metadata(AttentionBatch(
             batch.query_lens + pad.query_lens, batch.context_lens + pad.context_lens,
             batch.block_tables + pad.block_tables, batch.slot_mapping + pad.slot_mapping))
-        self.input_ids[:n].copy_(torch.tensor(input_ids), non_blocking=True)
-        self.positions[:n].copy_(torch.tensor(positions), non_blocking=True)
         graph, hidden = self.graphs[size]
         graph.replay()
         return hidden[:n]

@@ -35,6 +35,8 @@ class LLM:
     seed             seed of the engine's generator (requests without their own seed)
     skip_tokenizer_init  load no tokenizer: prompts must be token ids, and
                      SamplingParams(detokenize=False) (for checkpoints without one)
+    async_scheduling launch each step before the previous one's tokens are read back
+                     (None: BASEBOARD_ASYNC_SCHEDULING, else on for accelerators)
     """
 
     def __init__(self, model: str, dtype: Union[None, str, torch.dtype] = None,
@@ -43,12 +45,14 @@ class LLM:
                  kv_cache_memory: Optional[int] = None, block_size: int = 16,
                  seed: Optional[int] = None, *, max_num_batched_tokens: Optional[int] = None,
                  cli_backends: Optional[Mapping[str, str]] = None,
-                 plan_path: Optional[str] = None, skip_tokenizer_init: bool = False):
+                 plan_path: Optional[str] = None, skip_tokenizer_init: bool = False,
+                 async_scheduling: Optional[bool] = None):
         self.engine = LLMEngine(
             model, dtype=dtype, platform=platform, backends=backends, cli_backends=cli_backends,
             plan_path=plan_path, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
             max_num_batched_tokens=max_num_batched_tokens, kv_cache_memory=kv_cache_memory,
-            block_size=block_size, seed=seed, skip_tokenizer_init=skip_tokenizer_init)
+            block_size=block_size, seed=seed, skip_tokenizer_init=skip_tokenizer_init,
+            async_scheduling=async_scheduling)
         self.resolution = self.engine.resolution
         self.plan = self.engine.plan
 

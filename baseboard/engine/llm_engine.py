@@ -20,7 +20,7 @@ from ..resolve import Resolution, load_catalog, resolve
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer
 from .kv_budget import activation_bytes, block_bytes, kv_cache_budget, num_kv_blocks
-from .model_runner import ModelRunner
+from .model_runner import ModelRunner, SampledTokens
 from .requests import check_prompt, finish_check, prompt_tokens
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
@@ -71,7 +71,8 @@ class LLMEngine:
                  max_model_len: Optional[int] = None,
                  max_num_batched_tokens: Optional[int] = None,
                  kv_cache_memory: Optional[int] = None, block_size: int = 16,
-                 seed: Optional[int] = None, skip_tokenizer_init: bool = False):
+                 seed: Optional[int] = None, skip_tokenizer_init: bool = False,
+                 async_scheduling: Optional[bool] = None):
         _check_positive(max_num_seqs=max_num_seqs, block_size=block_size,
                         max_model_len=max_model_len, kv_cache_memory=kv_cache_memory,
                         max_num_batched_tokens=max_num_batched_tokens)
@@ -134,7 +135,7 @@ class LLMEngine:
         else:
             self.generator.manual_seed(seed)
         self.block_manager = BlockManager(num_blocks, block_size)
-        self.scheduler = Scheduler(self.block_manager, max_num_seqs, batched)
+        self.scheduler = Scheduler(self.block_manager, max_num_seqs, batched, self.max_model_len)
         self.runner = ModelRunner(self.model, attention, self.plan, num_blocks, block_size,
                                   config.num_layers, config.vocab_size, max_num_seqs,
                                   self.dtype, self.device, self.generator,
@@ -145,6 +146,11 @@ class LLMEngine:
         self.eos_token_ids = frozenset(eos)
         self.requests: dict[str, Sequence] = {}
         self._ids = itertools.count()
+        self.async_scheduling = self.resolution.settings["BASEBOARD_ASYNC_SCHEDULING"] \
+            if async_scheduling is None else async_scheduling
+        if self.async_scheduling is None:  # only a device running apart from the host gains
+            self.async_scheduling = target.device_type != "cpu"
+        self.in_flight: Optional[tuple[list[Sequence], SampledTokens]] = None
 
     def make_sequence(self, prompt: Any, params: SamplingParams) -> Sequence:
         """Check and tokenize one request without queueing it; RequestError if it is bad."""
@@ -184,23 +190,41 @@ class LLMEngine:
             self.scheduler.finish(seq)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or (
+            self.in_flight is not None and not all(s.finished for s in self.in_flight[0]))
 
     def step(self) -> list[Sequence]:
-        """Run one step; returns the sequences it advanced (finished ones are released)."""
+        """Launch one step and read one step's tokens back; returns the sequences whose
+        token was read (finished ones are released). With async scheduling the step read is
+        the one launched by the previous call, so that the host's work for this step (and
+        the reading) overlaps the device's work on the previous one."""
         seqs = self.scheduler.schedule()
-        if not seqs:
-            return []
-        tokens = self.runner.run(seqs)
-        for seq, token in zip(seqs, tokens):
-            seq.num_computed_tokens = len(seq)
-            seq.token_ids.append(token)
+        launched = None
+        if seqs:
+            previous = self.in_flight[1] if self.in_flight is not None else None
+            launched = (seqs, self.runner.launch(seqs, previous))
+            for row, seq in enumerate(seqs):
+                seq.num_computed_tokens = len(seq)
+                seq.add_pending(row)
+        if self.async_scheduling:
+            done, self.in_flight = self.in_flight, launched
+        else:
+            done = launched
+        return self._read(*done) if done is not None else []
+
+    def _read(self, seqs: list[Sequence], sampled: SampledTokens) -> list[Sequence]:
+        advanced = []
+        for seq, token in zip(seqs, sampled.tolist()):
+            if seq.finished:  # finished or aborted while its step ran: the token is void
+                continue
+            seq.resolve_pending(token)
             self.block_manager.register_full_blocks(seq)
             finish_check(seq, token, self.eos_token_ids, self.max_model_len)
             if seq.finish_reason is not None:
                 self.scheduler.finish(seq)
                 self.requests.pop(seq.request_id, None)
-        return seqs
+            advanced.append(seq)
+        return advanced
 
     def is_idle(self) -> bool:
         """No request queued or running and every KV block free (nothing leaked)."""

@@ -1,8 +1,15 @@
 """One engine step on the device: step tensors, attention metadata, forward, logits at
-each sequence's last token, and sampling through the plan."""
+each sequence's last token, and sampling through the plan.
+
+Nothing here waits for the device: inputs go through pinned memory, the sampled tokens come
+back through a pinned copy that the engine reads when it needs them, and a step may be
+launched before the previous step's tokens are read (its placeholders are filled on the
+device), so the host prepares step N+1 while the device computes step N.
+"""
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Any, Optional
 
 import torch
@@ -28,6 +35,7 @@ class ModelRunner:
         self.max_num_seqs = max_num_seqs
         self.device = device
         self.generator = generator
+        self.pinned = device.type == "cuda"
         # with CUDA graphs, one block more: padding rows of a replayed step write there
         cache_blocks = num_blocks + 1 if cuda_graphs else num_blocks
         self.kv_caches = [torch.zeros(attention.kv_cache_shape(cache_blocks), dtype=dtype,
@@ -86,32 +94,76 @@ class ModelRunner:
             noise[row].exponential_(generator=generator)
         top_k = [max(p.top_k, 0) for p in params]
         return SamplingTensors(
-            temperature=torch.tensor([float(p.temperature) for p in params],
-                                     dtype=torch.float32, device=self.device),
-            top_k=torch.tensor(top_k, dtype=torch.long, device=self.device),
-            top_p=torch.tensor([float(p.top_p) for p in params], dtype=torch.float32,
-                               device=self.device),
+            temperature=self.upload([float(p.temperature) for p in params], torch.float32),
+            top_k=self.upload(top_k),
+            top_p=self.upload([float(p.top_p) for p in params], torch.float32),
             noise=noise, all_greedy=False, no_top_k=not any(top_k),
             no_top_p=all(p.top_p == 1 for p in params))
 
+    def upload(self, values: list, dtype: torch.dtype = torch.long,
+               out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Host values to the device without waiting for it: pinned staging memory, whose
+        reuse torch holds back until the copy has run."""
+        host = torch.tensor(values, dtype=dtype, pin_memory=self.pinned)
+        if out is None:
+            return host.to(self.device, non_blocking=True)
+        return out.copy_(host, non_blocking=True)
+
+    def _fill_placeholders(self, ids: torch.Tensor, input_ids: list[int],
+                           previous: Optional[SampledTokens]) -> None:
+        """Write the tokens that the previous step sampled (on the device, not read back
+        yet) over this step's placeholders -1 - row."""
+        rows = [i for i, token in enumerate(input_ids) if token < 0]
+        if not rows:
+            return
+        if previous is None:
+            raise RuntimeError("a step has placeholder tokens but no previous step to read")
+        sources = [-1 - input_ids[i] for i in rows]
+        if rows == sources == list(range(len(rows))):  # the steady state: same order
+            ids[:len(rows)].copy_(previous.device[:len(rows)])
+        else:
+            index = self.upload([rows, sources])
+            ids[index[0]] = previous.device[index[1]]
+
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence]) -> list[int]:
-        """Compute one step for ``seqs`` and return the token each one samples."""
+    def launch(self, seqs: list[Sequence],
+               previous: Optional[SampledTokens] = None) -> SampledTokens:
+        """Start one step for ``seqs``; the tokens they sample are read back later. Token
+        -1 - r in a sequence stands for row r of ``previous``, the step launched before."""
         input_ids, positions, batch = self.make_batch(seqs)
-        if self.graphs is not None and len(input_ids) == len(seqs) \
-                and self.graphs.fits(len(seqs)):  # a decode step: replay its graph
-            hidden = self.graphs.run(input_ids, positions, batch)
+        replay = self.graphs is not None and len(input_ids) == len(seqs) \
+            and self.graphs.fits(len(seqs))  # a decode step: replay its graph
+        inputs = self.upload([input_ids, positions],
+                             out=self.graphs.inputs[:, :len(seqs)] if replay else None)
+        self._fill_placeholders(inputs[0], input_ids, previous)
+        if replay:
+            hidden = self.graphs.run(len(seqs), batch)
         else:
             metadata = self.attention.build_metadata(batch)
-            hidden = self.model.forward(
-                torch.tensor(input_ids, dtype=torch.long, device=self.device),
-                torch.tensor(positions, dtype=torch.long, device=self.device),
-                self.kv_caches, metadata)  # [T, hidden]
+            hidden = self.model.forward(inputs[0], inputs[1], self.kv_caches,
+                                        metadata)  # [T, hidden]
         if len(input_ids) != len(seqs):  # a prefill: keep each sequence's last token
-            last, total = [], 0
-            for n in batch.query_lens:
-                total += n
-                last.append(total - 1)
-            hidden = hidden[torch.tensor(last, dtype=torch.long, device=self.device)]
+            hidden = hidden[self.upload([end - 1 for end in accumulate(batch.query_lens)])]
         logits = self.model.compute_logits(hidden)  # [B, V] float32
-        return self.sample(logits, self.sampling_tensors(seqs)).tolist()
+        return SampledTokens(self.sample(logits, self.sampling_tensors(seqs)))
+
+
+class SampledTokens:
+    """A step's sampled tokens on the device, and their copy to the host under way."""
+
+    def __init__(self, tokens: torch.Tensor):
+        self.device = tokens
+        self.ready: Optional[torch.Event] = None
+        if tokens.device.type == "cpu":
+            self.host = tokens
+        else:
+            self.host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            self.host.copy_(tokens, non_blocking=True)
+            self.ready = torch.Event(device=tokens.device)
+            self.ready.record()
+
+    def tolist(self) -> list[int]:
+        """The tokens, once the step has run (the one wait for the device per step)."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.host.tolist()

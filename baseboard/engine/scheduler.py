@@ -17,9 +17,10 @@ class Scheduler:
     """FCFS waiting queue + running list (oldest first)."""
 
     def __init__(self, block_manager: BlockManager, max_num_seqs: int,
-                 max_num_batched_tokens: int):
+                 max_num_batched_tokens: int, max_model_len: int):
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: deque[Sequence] = deque()
@@ -35,9 +36,13 @@ class Scheduler:
         """The sequences of the next step: decodes first, then prefills (the order
         AttentionBatch needs). Every sequence in it samples one token."""
         decodes: list[Sequence] = []
+        kept: list[Sequence] = []
         preempted = False
         while self.running:
             seq = self.running.popleft()
+            if seq.at_length_limit(self.max_model_len):  # its pending token is its last
+                kept.append(seq)
+                continue
             while not self.block_manager.can_append(seq):
                 preempted = True
                 if not self.running:
@@ -47,7 +52,8 @@ class Scheduler:
             else:
                 self.block_manager.append_slot(seq)
                 decodes.append(seq)
-        self.running.extend(decodes)
+                kept.append(seq)
+        self.running.extend(kept)
         # Admitting new work right after a preemption would only take the blocks back.
         prefills = [] if preempted else self._admit(len(decodes))
         # A prefill of one token is shaped like a decode, so it goes with the decodes.
@@ -75,6 +81,7 @@ class Scheduler:
 
     def finish(self, seq: Sequence) -> None:
         """Release a finished (or aborted) sequence wherever it is."""
+        seq.drop_pending()
         if seq.status is SequenceStatus.RUNNING:
             self.running.remove(seq)
             self.block_manager.free_blocks(seq)

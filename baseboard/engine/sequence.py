@@ -22,6 +22,8 @@ class Sequence:
 
     num_computed_tokens  tokens whose keys and values are in the cache; a step computes
                          token_ids[num_computed_tokens:] (a prefill) or the last token (a decode)
+    num_pending          trailing tokens sampled by launched steps but not read back yet;
+                         each is a placeholder -1 - row: row ``row`` of its step's tokens
     block_table          cache block ids holding the tokens, in order
     block_hashes         prefix-cache hashes of the leading full blocks already registered
     """
@@ -38,6 +40,7 @@ class Sequence:
         self.generator = generator  # None: draw from the engine's generator
         self.status = SequenceStatus.WAITING
         self.num_computed_tokens = 0
+        self.num_pending = 0
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []
         self.text = ""
@@ -47,7 +50,34 @@ class Sequence:
         self.stop_reason: Optional[int | str] = None
 
     def __len__(self) -> int:
+        """Tokens the cache makes room for, pending ones included."""
         return len(self.token_ids)
+
+    @property
+    def num_known_tokens(self) -> int:
+        return len(self.token_ids) - self.num_pending
+
+    def add_pending(self, row: int) -> None:
+        """Stand in for the token that row ``row`` of the step just launched samples."""
+        self.token_ids.append(-1 - row)
+        self.num_pending += 1
+
+    def resolve_pending(self, token: int) -> None:
+        """The oldest pending token has been read back."""
+        self.token_ids[len(self.token_ids) - self.num_pending] = token
+        self.num_pending -= 1
+
+    def drop_pending(self) -> None:
+        """Forget tokens of steps still running (the sequence has finished)."""
+        if self.num_pending:
+            del self.token_ids[-self.num_pending:]
+            self.num_pending = 0
+
+    def at_length_limit(self, max_model_len: int) -> bool:
+        """Whether the tokens so far, pending ones included, end the sequence by length, so
+        that no step needs to be computed for it any more."""
+        return len(self) >= max_model_len \
+            or len(self) - self.num_prompt_tokens >= self.params.max_tokens
 
     @property
     def prompt_token_ids(self) -> list[int]:
@@ -55,11 +85,11 @@ class Sequence:
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens:]
+        return self.token_ids[self.num_prompt_tokens:self.num_known_tokens]
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.token_ids) - self.num_prompt_tokens
+        return self.num_known_tokens - self.num_prompt_tokens
 
     @property
     def query_len(self) -> int:

@@ -4,9 +4,9 @@ from baseboard.engine.sampling_params import SamplingParams
 from baseboard.engine.sequence import Sequence
 
 
-def make_seq(ids, name="0"):
-    return Sequence(name, None, list(ids), SamplingParams(), IncrementalDetokenizer(None, ids),
-                    None)
+def make_seq(ids, name="0", **params):
+    return Sequence(name, None, list(ids), SamplingParams(**params),
+                    IncrementalDetokenizer(None, ids), None)
 
 
 def check_accounting(bm: BlockManager, live: list[Sequence]) -> None:

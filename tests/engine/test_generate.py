@@ -12,9 +12,11 @@ PROMPTS = ["Paris", "The quick brown fox jumps over the lazy dog.",
            "Grüße aus Köln!", "Paged attention stores keys and values in fixed-size blocks."]
 
 
-@pytest.fixture(scope="module")
-def llm(tiny_llama):
-    return LLM(str(tiny_llama[0]), dtype="float32", platform="cpu", max_num_seqs=8, seed=0)
+@pytest.fixture(scope="module", params=[False, True], ids=["sync", "async"])
+def llm(tiny_llama, request):
+    """Every result holds whether or not steps are launched ahead of reading."""
+    return LLM(str(tiny_llama[0]), dtype="float32", platform="cpu", max_num_seqs=8, seed=0,
+               async_scheduling=request.param)
 
 
 def tokens(outputs):
@@ -49,7 +51,8 @@ def test_preemption_when_the_cache_is_too_small_keeps_the_tokens(llm, tiny_llama
     per_block = block_bytes(llm.engine.runner.attention, llm.engine.config.num_layers,
                             torch.float32)
     small = LLM(str(tiny_llama[0]), dtype="float32", max_num_seqs=4, max_model_len=80,
-                kv_cache_memory=7 * per_block, block_size=16)
+                kv_cache_memory=7 * per_block, block_size=16,
+                async_scheduling=llm.engine.async_scheduling)
     assert small.engine.block_manager.num_blocks == 7
     assert tokens(small.generate(prompts, params)) == expected
     assert small.engine.num_preemptions > 0

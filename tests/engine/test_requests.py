@@ -11,9 +11,11 @@ GREEDY = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
 PROMPT = "The quick brown fox jumps over the lazy dog."
 
 
-@pytest.fixture(scope="module")
-def llm(tiny_llama):
-    return LLM(str(tiny_llama[0]), dtype="float32", max_num_seqs=4, max_model_len=128)
+@pytest.fixture(scope="module", params=[False, True], ids=["sync", "async"])
+def llm(tiny_llama, request):
+    """Every request behaviour holds whether or not steps are launched ahead of reading."""
+    return LLM(str(tiny_llama[0]), dtype="float32", max_num_seqs=4, max_model_len=128,
+               async_scheduling=request.param)
 
 
 def completion(llm, prompt=PROMPT, **kwargs):

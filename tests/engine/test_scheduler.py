@@ -4,6 +4,11 @@ from baseboard.engine.sequence import SequenceStatus
 from test_block_manager import check_accounting, make_seq
 
 
+def scheduler_for(block_manager: BlockManager, max_num_seqs: int,
+                  max_num_batched_tokens: int) -> Scheduler:
+    return Scheduler(block_manager, max_num_seqs, max_num_batched_tokens, max_model_len=1024)
+
+
 def run_step(scheduler: Scheduler) -> list:
     """Schedule one step and pretend each sequence sampled token 7."""
     seqs = scheduler.schedule()
@@ -14,7 +19,7 @@ def run_step(scheduler: Scheduler) -> list:
 
 
 def test_decodes_come_first_then_prefills_in_arrival_order():
-    scheduler = Scheduler(BlockManager(16, 4), max_num_seqs=8, max_num_batched_tokens=64)
+    scheduler = scheduler_for(BlockManager(16, 4), max_num_seqs=8, max_num_batched_tokens=64)
     a = make_seq(range(5), "a")
     scheduler.add(a)
     assert run_step(scheduler) == [a]
@@ -28,7 +33,7 @@ def test_decodes_come_first_then_prefills_in_arrival_order():
 
 
 def test_one_token_prefill_is_ordered_with_the_decodes():
-    scheduler = Scheduler(BlockManager(16, 4), max_num_seqs=8, max_num_batched_tokens=64)
+    scheduler = scheduler_for(BlockManager(16, 4), max_num_seqs=8, max_num_batched_tokens=64)
     long, single = make_seq(range(6), "long"), make_seq([3], "single")
     scheduler.add(long)
     scheduler.add(single)
@@ -36,13 +41,13 @@ def test_one_token_prefill_is_ordered_with_the_decodes():
 
 
 def test_admission_stops_at_max_num_seqs_and_the_token_budget():
-    scheduler = Scheduler(BlockManager(32, 4), max_num_seqs=2, max_num_batched_tokens=10)
+    scheduler = scheduler_for(BlockManager(32, 4), max_num_seqs=2, max_num_batched_tokens=10)
     seqs = [make_seq(range(4), str(i)) for i in range(3)]
     for seq in seqs:
         scheduler.add(seq)
     assert run_step(scheduler) == seqs[:2]
     assert list(scheduler.waiting) == [seqs[2]]
-    scheduler = Scheduler(BlockManager(32, 4), max_num_seqs=8, max_num_batched_tokens=10)
+    scheduler = scheduler_for(BlockManager(32, 4), max_num_seqs=8, max_num_batched_tokens=10)
     seqs = [make_seq(range(4), str(i)) for i in range(3)]
     for seq in seqs:
         scheduler.add(seq)
@@ -52,7 +57,7 @@ def test_admission_stops_at_max_num_seqs_and_the_token_budget():
 
 def test_preemption_frees_the_youngest_and_requeues_it_first_with_its_tokens():
     bm = BlockManager(num_blocks=3, block_size=4)
-    scheduler = Scheduler(bm, max_num_seqs=8, max_num_batched_tokens=64)
+    scheduler = scheduler_for(bm, max_num_seqs=8, max_num_batched_tokens=64)
     old, young = make_seq(range(4), "old"), make_seq(range(10, 14), "young")
     scheduler.add(old)
     scheduler.add(young)
@@ -77,7 +82,7 @@ def test_preemption_frees_the_youngest_and_requeues_it_first_with_its_tokens():
 
 def test_finish_releases_waiting_and_running_sequences():
     bm = BlockManager(8, 4)
-    scheduler = Scheduler(bm, max_num_seqs=1, max_num_batched_tokens=64)
+    scheduler = scheduler_for(bm, max_num_seqs=1, max_num_batched_tokens=64)
     a, b = make_seq(range(4), "a"), make_seq(range(4), "b")
     scheduler.add(a)
     scheduler.add(b)

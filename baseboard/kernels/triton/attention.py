@@ -136,7 +136,8 @@ class TritonAttention:
             slot_mapping = self._slots[:num_tokens]
             slot_mapping.copy_(self._slots_host[:num_tokens], non_blocking=True)
         else:  # a longer (prefill) step gets its own
-            slot_mapping = torch.tensor(batch.slot_mapping, dtype=torch.int64).to(
+            slot_mapping = torch.tensor(batch.slot_mapping, dtype=torch.int64,
+                                        pin_memory=self._copied is not None).to(
                 s.device, non_blocking=True)
         if self._copied is not None:
             self._copied.record()

@@ -98,7 +98,7 @@ def _decode_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_he
                  out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])  # changes with the batch size
 def _merge_kernel(part_o_ptr, part_m_ptr, part_l_ptr, o_ptr, o_tok_stride, o_head_stride,
                   num_q_heads, num_splits, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
                   SPLITS_PAD: tl.constexpr):

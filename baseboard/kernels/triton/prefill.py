@@ -51,7 +51,9 @@ def _find_sequence(query_start_ptr, tile, num_seqs, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-@triton.jit
+# Counts that change from step to step are not specialized on (Triton would compile a
+# variant for each of 1, multiples of 16 and others: a stall of seconds mid-serving).
+@triton.jit(do_not_specialize=["num_seqs", "token_offset"])
 def _prefill_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_head_stride,
                     cache_ptr, kv_stride, block_stride, slot_stride, head_stride,
                     tables_ptr, table_stride, query_start_ptr, seq_lens_ptr, num_seqs,
