@@ -61,8 +61,8 @@ def make_checkpoint(shape: str, directory: str) -> int:
     return nbytes
 
 
-def prompts(batch: int, vocab: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(0)
+def prompts(batch: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
     return torch.randint(100, vocab - 100, (batch, PROMPT_LEN), generator=g).tolist()
 
 
@@ -92,9 +92,11 @@ def bench_baseboard(llm, batch: int, vocab: int) -> float:
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True,
                             detokenize=False)
     batch_prompts = [{"prompt_token_ids": p} for p in prompts(batch, vocab)]
-    # warm-up at the measured batch size: kernels compile for its prefill shapes
-    llm.generate(batch_prompts, SamplingParams(temperature=0.0, max_tokens=8,
-                                               ignore_eos=True, detokenize=False))
+    # warm-up at the measured batch size, so that kernels compile for its prefill shapes,
+    # with other prompts, so that the measured prefill finds nothing in the prefix cache
+    llm.generate([{"prompt_token_ids": p} for p in prompts(batch, vocab, seed=1)],
+                 SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True,
+                                detokenize=False))
     torch.cuda.synchronize()
     start = time.perf_counter()
     outs = llm.generate(batch_prompts, params)

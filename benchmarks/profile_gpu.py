@@ -8,6 +8,8 @@ launches per step, device time per step), on a random model of the given shape.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import tempfile
 import time
 from collections import defaultdict
@@ -64,6 +66,27 @@ def kernel_table(llm, batch_prompts, params, steps: int = 20) -> None:
               f"{name[:90]}")
 
 
+def prefill_profile(llm, vocab: int) -> None:
+    """Time one 128-token prefill step (a prompt never seen, so no cached prefix) and show
+    where its host time goes."""
+    from baseboard import SamplingParams
+
+    engine = llm.engine
+    params = SamplingParams(temperature=0.0, max_tokens=1, detokenize=False)
+    for seed in (1, 2):
+        engine.add_request({"prompt_token_ids": prompts(1, vocab, seed)[0]}, params)
+        torch.cuda.synchronize()
+        profile = cProfile.Profile()
+        start = time.perf_counter()
+        profile.enable()
+        while engine.has_unfinished():
+            engine.step()
+        profile.disable()
+        torch.cuda.synchronize()
+        print(f"  prefill of 128 tokens: {1000 * (time.perf_counter() - start):.2f} ms")
+    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="qwen2.5-0.5b", choices=sorted(SHAPES))
@@ -90,6 +113,8 @@ def main() -> None:
         torch.cuda.synchronize()
         print(f"  generate: {batch * 128 / (time.perf_counter() - start):.1f} tok/s")
         kernel_table(llm, batch_prompts, params)
+        if batch == 1:
+            prefill_profile(llm, vocab)
     graphs = llm.engine.runner.graphs
     for size in map(int, args.batches.split(",")):
         graph, _ = graphs.graphs[next(s for s in graphs.sizes if s >= size)]

@@ -1,5 +1,5 @@
-"""The engine on CUDA: Triton kernels and CUDA-graph replay give the tokens of the torch
-references (tiny random Llama, head size 64, bf16). Run with `make test-gpu`."""
+"""The engine on CUDA: Triton kernels, CUDA-graph replay and async scheduling give the
+tokens of the torch references (tiny random Llama, head size 64, bf16). Run with `make test-gpu`."""
 
 import pytest
 import torch
@@ -25,11 +25,11 @@ def test_triton_and_graphs_match_the_references(llama_head64, monkeypatch):
     graphs = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16)
     assert graphs.plan.platform == "cuda"
     assert graphs.plan.decisions["attention"].selected == "triton"
-    assert graphs.engine.runner.graphs is not None
+    assert graphs.engine.runner.graphs is not None and graphs.engine.async_scheduling
     with_graphs = tokens(graphs)
     del graphs
     monkeypatch.setenv("BASEBOARD_CUDA_GRAPHS", "0")
-    eager = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16)
+    eager = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16, async_scheduling=False)
     assert eager.engine.runner.graphs is None
     assert tokens(eager) == with_graphs
     del eager
