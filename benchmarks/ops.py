@@ -235,7 +235,7 @@ def sweep_decode(attention, step, run, kv_bytes, smoke) -> list[dict]:
              (128, 4, 3), (128, 8, 2), (128, 8, 3)]
     for block_n, warps, stages in tiles[:2] if smoke else tiles:
         for per_sm in (2, 4, 8):
-            attention.decode_config = DecodeConfig(block_n, warps, stages, 32, 512)
+            attention.decode_config = DecodeConfig(block_n, warps, stages, 32)
             attention.decode_programs = per_sm * sms
             metadata = attention.build_metadata(step)
             ms = timed(lambda: run(metadata), smoke)

@@ -17,7 +17,6 @@ if torch.cuda.is_available():  # a GPU runs the kernels for real: tests/*/test_*
     pytest.skip("interpreter tests are for machines without a GPU", allow_module_level=True)
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (tests/conftest.py)
 
-import dataclasses  # noqa: E402
 import random  # noqa: E402
 
 import triton.language as tl  # noqa: E402
@@ -36,7 +35,6 @@ from baseboard.kernels.triton import kv_cache as triton_kv_cache  # noqa: E402
 from baseboard.kernels.triton import norm as triton_norm  # noqa: E402
 from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
-from baseboard.kernels.triton.decode import DECODE_CONFIG  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
 from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
 from baseboard.resolve import resolve  # noqa: E402
@@ -151,9 +149,6 @@ def run_step(spec, triton_attention, batch, cache, dtype):
     assert torch.equal(cache.nan_to_num(-7.0), want_cache.nan_to_num(-7.0))
 
 
-# splits over these tests' short contexts (the default keeps partitions of 512 keys or more)
-SHORT_PARTITIONS = dataclasses.replace(DECODE_CONFIG, min_partition=32)
-
 ATTENTION_CASES = [
     # dtype, q heads, kv heads, head_dim, block_size, query_lens, context_lens
     (torch.float32, 4, 2, 64, 16, [1, 1, 7, 20], [50, 130, 7, 90]),  # GQA, cached prefixes
@@ -173,7 +168,6 @@ def test_attention_matches_reference(case, decode_programs):
                          dtype, torch.device("cpu"), max_num_seqs=4, max_model_len=320)
     attention = triton_attention.TritonAttention(spec)
     attention.decode_programs = decode_programs
-    attention.decode_config = SHORT_PARTITIONS
     batch = make_batch(query_lens, context_lens, block_size, 40, random.Random(0))
     cache = poisoned_cache(attention.kv_cache_shape(40), batch, block_size, dtype)
     run_step(spec, attention, batch, cache, dtype)
@@ -193,15 +187,6 @@ def test_attention_reuses_its_buffers_across_steps():
         run_step(spec, attention, batch, cache, torch.float32)
 
 
-def test_decode_splits_leave_partitions_of_min_partition_keys():
-    """A split needs room in the longest context; many programs alone do not split."""
-    def splits(max_model_len):
-        return triton_attention.decode_splits(1, 2, DECODE_CONFIG, 1024, max_model_len)
-    assert splits(300) == 1
-    assert splits(2 * DECODE_CONFIG.min_partition) == 2
-    assert splits(10 ** 6) == DECODE_CONFIG.max_splits
-
-
 def test_decode_steps_of_one_size_share_launches_and_buffers():
     """What CUDA-graph replay needs: the same split count and the same buffer addresses for
     every decode step of a batch size, whatever the contexts (short ones leave empty
@@ -210,7 +195,6 @@ def test_decode_steps_of_one_size_share_launches_and_buffers():
                          max_num_seqs=4, max_model_len=320)
     attention = triton_attention.TritonAttention(spec)
     attention.decode_programs = 64
-    attention.decode_config = SHORT_PARTITIONS
     rng, seen = random.Random(2), []
     for context_lens in ([5, 9], [300, 170]):
         batch = make_batch([1, 1], context_lens, 16, 40, rng)

@@ -89,8 +89,7 @@ class TritonAttention:
         self._copied = torch.cuda.Event() if pinned else None
         self._workspace: tuple[torch.Tensor, ...] = ()
         self._reserve_workspace(decode_workspace_rows(
-            seqs, spec.num_kv_heads, self.decode_config, self.decode_programs,
-            spec.max_model_len))
+            seqs, spec.num_kv_heads, self.decode_config, self.decode_programs))
 
     def _reserve_workspace(self, seq_partitions: int) -> None:
         """Room for the decode partials of ``seq_partitions`` (sequence, partition) pairs;
@@ -142,7 +141,7 @@ class TritonAttention:
         if self._copied is not None:
             self._copied.record()
         splits = decode_splits(num_decodes, s.num_kv_heads, self.decode_config,
-                               self.decode_programs, s.max_model_len)
+                               self.decode_programs)
         self._reserve_workspace(num_decodes * splits)
         buf = self._ints
         return TritonAttentionMetadata(

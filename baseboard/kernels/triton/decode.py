@@ -24,26 +24,20 @@ class DecodeConfig:
     num_warps: int
     num_stages: int
     max_splits: int  # partitions per sequence at most
-    # keys per partition at least: below this the merge kernel costs more than the split
-    # saves (a batch-1 step of a 0.5B model with short contexts spent 4% of it merging)
-    min_partition: int
 
 
 # Measured on an H100 (B32, 32/8 heads, D128, context 4096): 32 keys a step and 2 stages
 # keep a program's shared memory small, so the split grid runs in one wave; 64 keys and
 # 3 stages left a tail wave and lost 8%.
-DECODE_CONFIG = DecodeConfig(block_n=32, num_warps=4, num_stages=2, max_splits=32,
-                            min_partition=512)
+DECODE_CONFIG = DecodeConfig(block_n=32, num_warps=4, num_stages=2, max_splits=32)
 
 
 def decode_splits(num_seqs: int, num_kv_heads: int, config: DecodeConfig,
-                  target_programs: int, max_model_len: int) -> int:
-    """Partitions per sequence so that about ``target_programs`` programs run, no more than
-    the longest context has room for. It depends on the batch size alone, so a captured CUDA
-    graph stays right as the contexts grow."""
+                  target_programs: int) -> int:
+    """Partitions per sequence so that about ``target_programs`` programs run. It depends on
+    the batch size alone, so a captured CUDA graph stays right as the contexts grow."""
     want = triton.cdiv(target_programs, max(num_seqs * num_kv_heads, 1))
-    room = triton.cdiv(max_model_len, config.min_partition)
-    return max(1, min(want, room, config.max_splits))
+    return max(1, min(want, config.max_splits))
 
 
 @triton.jit
@@ -118,9 +112,9 @@ def _merge_kernel(part_o_ptr, part_m_ptr, part_l_ptr, o_ptr, o_tok_stride, o_hea
 
 
 def decode_workspace_rows(max_num_seqs: int, num_kv_heads: int, config: DecodeConfig,
-                          target_programs: int, max_model_len: int) -> int:
+                          target_programs: int) -> int:
     """The most (sequence, partition) pairs any batch of up to ``max_num_seqs`` decodes uses."""
-    return max(b * decode_splits(b, num_kv_heads, config, target_programs, max_model_len)
+    return max(b * decode_splits(b, num_kv_heads, config, target_programs)
                for b in range(1, max_num_seqs + 1))
 
 
