@@ -130,7 +130,7 @@ def main() -> None:
             gc.collect()
             torch.cuda.empty_cache()
             peer = {b: bench_transformers(directory, int(b), vocab)
-                    for b in args.peer_batches.split(",")}
+                    for b in args.peer_batches.split(",") if b}
         for b, tps in ours.items():
             row = {"model": shape, "batch": int(b), "baseboard_tok_s": tps,
                    "transformers_tok_s": peer.get(b), "floor_tok_s": floor * int(b),

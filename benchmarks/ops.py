@@ -2,10 +2,12 @@
 
 Paged decode attention against torch SDPA on contiguous K/V (GB/s of K/V read), paged
 causal prefill against SDPA (TFLOP/s), norms / rotary / silu / sampling against the torch
-references (GB/s). ``--sweep`` also times several tile configurations of the attention
+references (GB/s), the one-row GEMM (the decode of one sequence) of two model shapes
+against cuBLAS through torch (GB/s of weight read). ``--sweep`` also times several tile configurations of the attention
 kernels. Prints tables and ratios; writes everything as JSON.
 
-    python benchmarks/ops.py [--sweep] [--json PATH]   (PATH defaults to $OUT/ops.json)
+    python benchmarks/ops.py [--sweep] [--only gemv,...] [--json PATH]
+                                                        (PATH defaults to $OUT/ops.json)
     python benchmarks/ops.py --smoke                    (tiny shapes on the CPU, through
                                                          Triton's interpreter: checks the script)
 """
@@ -31,7 +33,9 @@ import triton  # noqa: E402
 
 from baseboard.core.attention import AttentionBatch, AttentionSpec, SamplingTensors  # noqa: E402
 from baseboard.kernels.torch import activation, norm, rotary, sampling  # noqa: E402
+from baseboard.kernels.torch import gemm  # noqa: E402
 from baseboard.kernels.torch.attention import TorchAttention  # noqa: E402
+from baseboard.kernels.triton import gemm as t_gemm  # noqa: E402
 from baseboard.kernels.triton import activation as t_activation  # noqa: E402
 from baseboard.kernels.triton import norm as t_norm  # noqa: E402
 from baseboard.kernels.triton import rotary as t_rotary  # noqa: E402
@@ -365,6 +369,43 @@ def bench_small_ops(device, smoke) -> list[dict]:
     return rows_out
 
 
+# ---------------------------------------------------------------- one-row GEMM
+
+# (model, layer, N, K, bias, float32 output): Qwen2.5-0.5B and Llama-3-8B decode weights
+GEMV_SHAPES = [("qwen2.5-0.5b", "qkv", 1152, 896, True, False),
+               ("qwen2.5-0.5b", "o", 896, 896, False, False),
+               ("qwen2.5-0.5b", "gate_up", 9728, 896, False, False),
+               ("qwen2.5-0.5b", "down", 896, 4864, False, False),
+               ("qwen2.5-0.5b", "lm_head", 151936, 896, False, True),
+               ("llama3-8b", "qkv", 6144, 4096, False, False),
+               ("llama3-8b", "o", 4096, 4096, False, False),
+               ("llama3-8b", "gate_up", 28672, 4096, False, False),
+               ("llama3-8b", "down", 4096, 14336, False, False),
+               ("llama3-8b", "lm_head", 128256, 4096, False, True)]
+
+
+def bench_gemv(device, smoke) -> list[dict]:
+    rows = []
+    for model, layer, n, k, bias, fp32 in GEMV_SHAPES[:2] if smoke else GEMV_SHAPES:
+        weight = torch.randn(n, k, dtype=BF16, device=device) * 0.02
+        state = gemm.Gemm.prepare(weight, torch.randn(n, dtype=BF16, device=device)
+                                  if bias else None)
+        x = torch.randn(1, k, dtype=BF16, device=device)
+        out_dtype = torch.float32 if fp32 else None
+        ours = t_gemm.Gemm.apply(state, x, out_dtype)
+        want = gemm.Gemm.apply(state, x, out_dtype)
+        times = timed_rounds({"triton": lambda: t_gemm.Gemm.apply(state, x, out_dtype),
+                              "cublas": lambda: gemm.Gemm.apply(state, x, out_dtype)}, smoke)
+        nbytes = weight.numel() * 2
+        rows.append(dict(model=model, layer=layer, n=n, k=k, triton_us=1e3 * times["triton"],
+                         cublas_us=1e3 * times["cublas"],
+                         triton_gbs=nbytes / times["triton"] / 1e6,
+                         cublas_gbs=nbytes / times["cublas"] / 1e6,
+                         speedup=times["cublas"] / times["triton"],
+                         rel_error=rel_error(ours.float(), want.float())))
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -386,21 +427,8 @@ def environment(device) -> dict:
     return info
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep", action="store_true", help="time tile configurations too")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
-    parser.add_argument("--json", default=None, help="output path (default $OUT/ops.json)")
-    args = parser.parse_args()
-    device = torch.device("cpu" if args.smoke else "cuda")
-    torch.manual_seed(0)
-    report = dict(environment=environment(device), command=" ".join(sys.argv))
-    print(json.dumps(report["environment"]))
-
-    report["correctness"] = correctness(device, args.smoke)
-    print("\ncorrectness (relative error against the torch reference)")
-    print(table(report["correctness"], ["op", "shape", "dtype", "rel_error", "ok"]))
-
+def attention_benchmarks(device, args, report: dict) -> None:
+    """Paged decode and prefill against SDPA, printed with their ratios."""
     decode_shape = {} if not args.smoke else dict(batch=2, heads=4, kv_heads=2, context=256,
                                                   head_dim=64)
     report["decode"] = bench_decode(device, args.smoke, sweep=args.sweep, **decode_shape)
@@ -413,7 +441,6 @@ def main() -> None:
     gqa_shape = dict(kv_heads=8) if not args.smoke else dict(batch=2, heads=4, kv_heads=2,
                                                              seq=96, head_dim=64)
     report["prefill_gqa"] = bench_prefill(device, args.smoke, **gqa_shape)
-    report["small_ops"] = bench_small_ops(device, args.smoke)
 
     for name in ("decode", "decode_long"):
         print(f"\n{name}: " + json.dumps({k: v for k, v in report[name].items()
@@ -426,8 +453,6 @@ def main() -> None:
         if "sweep" in report[name]:
             print(table(report[name]["sweep"], ["block_m", "block_n", "num_warps",
                                                 "num_stages", "ms", "tflops", "error"]))
-    print("\nsmall ops (bf16; sampling float32 logits)")
-    print(table(report["small_ops"], ["op", "triton_ms", "torch_ms", "triton_gbs", "speedup"]))
     d, p = report["decode"], report["prefill"]
     print(f"\npaged decode: {d['triton_gbs']:.0f} GB/s vs SDPA {d['sdpa_gqa_gbs']:.0f} GB/s "
           f"with enable_gqa (ratio {d['ratio_vs_sdpa_bandwidth']:.2f}, target >= 0.9); "
@@ -438,6 +463,39 @@ def main() -> None:
           + ", ".join(f"{k[5:-7]} {v:.0f}" for k, v in p.items()
                       if k.startswith("sdpa_") and k.endswith("_tflops") and k != "sdpa_tflops"
                       and isinstance(v, float)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweep", action="store_true", help="time tile configurations too")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
+    parser.add_argument("--json", default=None, help="output path (default $OUT/ops.json)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated sections: correctness, attention, small, gemv")
+    args = parser.parse_args()
+    sections = set(args.only.split(",")) if args.only else {"correctness", "attention",
+                                                            "small", "gemv"}
+    device = torch.device("cpu" if args.smoke else "cuda")
+    torch.manual_seed(0)
+    report = dict(environment=environment(device), command=" ".join(sys.argv))
+    print(json.dumps(report["environment"]))
+
+    if "correctness" in sections:
+        report["correctness"] = correctness(device, args.smoke)
+        print("\ncorrectness (relative error against the torch reference)")
+        print(table(report["correctness"], ["op", "shape", "dtype", "rel_error", "ok"]))
+    if "attention" in sections:
+        attention_benchmarks(device, args, report)
+    if "small" in sections:
+        report["small_ops"] = bench_small_ops(device, args.smoke)
+        print("\nsmall ops (bf16; sampling float32 logits)")
+        print(table(report["small_ops"], ["op", "triton_ms", "torch_ms", "triton_gbs",
+                                          "speedup"]))
+    if "gemv" in sections:
+        report["gemv"] = bench_gemv(device, args.smoke)
+        print("\none-row GEMM (bf16 weight; the lm_head writes float32)")
+        print(table(report["gemv"], ["model", "layer", "n", "k", "triton_us", "cublas_us",
+                                     "triton_gbs", "cublas_gbs", "speedup", "rel_error"]))
 
     path = args.json or (os.path.join(os.environ["OUT"], "ops.json") if "OUT" in os.environ
                          else None)

@@ -30,6 +30,7 @@ _MODULES = {
     "silu_and_mul": "activation:silu_and_mul",
     "attention": "attention:TritonAttention",
     "sample": "sampling:sample",
+    "gemm": "gemm:Gemm",
 }
 
 

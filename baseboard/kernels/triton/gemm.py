@@ -1,0 +1,68 @@
+"""Dense GEMM for one row: a Triton GEMV, and cuBLAS (through torch) for more rows.
+
+A decode step of one sequence multiplies one row by every weight; cuBLAS's kernels for that
+shape split K and reduce in a second kernel, or leave SMs idle on narrow weights. The GEMV
+streams each weight once: a program takes BLOCK_N rows of it, multiplies them by the input
+row in float32 and sums at the end. The tile is tuned per weight shape on first use
+(``triton.autotune``: at load, in the warm-up before CUDA graphs are captured).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..torch.gemm import Gemm as TorchGemm
+from ..torch.gemm import LinearWeights
+from .records import interpreting
+
+# (BLOCK_N, BLOCK_K, num_warps): narrow weights want short rows for enough programs
+_TILES = ((4, 1024, 4), (8, 512, 4), (8, 1024, 4), (16, 512, 4), (16, 256, 4), (32, 256, 4),
+          (8, 2048, 8), (16, 1024, 8))
+_CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w) for n, k, w in
+            (_TILES[:1] if interpreting() else _TILES)]
+
+
+@triton.autotune(configs=_CONFIGS, key=["N", "K"])
+@triton.jit
+def _gemv_kernel(x_ptr, w_ptr, w_stride, bias_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    cols = tl.arange(0, BLOCK_K)
+    w_rows = w_ptr + rows.to(tl.int64)[:, None] * w_stride
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    for start in range(0, K, BLOCK_K):
+        k = start + cols
+        k_ok = k < K
+        x = tl.load(x_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+        w = tl.load(w_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        acc += w.to(tl.float32) * x[None, :]
+    y = tl.sum(acc, 1)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+
+
+class Gemm:
+    """y = x @ weight.T + bias; one row through the GEMV, more through cuBLAS."""
+
+    prepare = staticmethod(TorchGemm.prepare)
+
+    @staticmethod
+    def apply(state: LinearWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        weight = state.weight
+        if x.dim() != 2 or x.shape[0] != 1 or weight.stride(1) != 1 or x.dtype != weight.dtype:
+            return TorchGemm.apply(state, x, out_dtype)
+        n, k = weight.shape
+        y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
+        bias = state.bias
+        x = x.contiguous()
+        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+        _gemv_kernel[grid](x, weight, weight.stride(0), bias if bias is not None else x, y,
+                           n, k, HAS_BIAS=bias is not None)
+        return y
