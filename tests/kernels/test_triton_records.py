@@ -15,7 +15,7 @@ from baseboard.platforms.cpu.platform import CpuPlatform
 from baseboard.platforms.cuda.platform import CudaPlatform
 
 TRITON_OPS = {"rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mul", "attention",
-              "sample"}
+              "sample", "gemm"}
 
 
 def records(platform: str = "cuda", **kwargs) -> dict[str, Impl]:
