@@ -117,7 +117,7 @@ def main() -> None:
             prefill_profile(llm, vocab)
     graphs = llm.engine.runner.graphs
     for size in map(int, args.batches.split(",")):
-        graph, _ = graphs.graphs[next(s for s in graphs.sizes if s >= size)]
+        graph, _ = graphs.graphs[(False, next(s for s in graphs.decode_sizes if s >= size))]
         torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(100):

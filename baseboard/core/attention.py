@@ -20,9 +20,11 @@ class AttentionSpec:
     device: torch.device
     max_num_seqs: int  # sizes of fixed metadata buffers (CUDA graphs replay them)
     max_model_len: int
-    # Decode steps replay CUDA graphs: build_metadata must fill the same device buffers
-    # every step and keep every scalar it returns independent of the context lengths.
+    # Steps replay CUDA graphs (decodes, and one-sequence prefills of up to max_graph_tokens
+    # tokens): for them build_metadata must fill the same device buffers every step and keep
+    # every scalar it returns independent of the context lengths.
     cuda_graphs: bool = False
+    max_graph_tokens: int = 0
 
 
 @dataclass

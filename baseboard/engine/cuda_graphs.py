@@ -1,21 +1,27 @@
-"""CUDA graphs for decode steps.
+"""CUDA graphs for decode steps and for one-sequence prefills.
 
-At load, one graph is captured per batch size in ``capture_sizes(max_num_seqs)``; a
-decode step of n sequences replays the smallest captured size >= n, padded with dummy
-sequences that read and write only a reserved cache block (``pad_block``), so the
-attention implementation needs no special case for padding. Graph-safe attention
-implementations keep every scalar of their metadata independent of the step's context
-lengths when ``AttentionSpec.cuda_graphs`` is set, and fill persistent buffers in
-``build_metadata`` (see the Triton attention).
+At load, one graph is captured per decode batch size in ``capture_sizes(max_num_seqs)``
+and per prefill length in ``prefill_sizes(...)``. A decode step of n sequences replays the
+smallest captured size >= n, padded with dummy sequences that read and write only a
+reserved cache block (``pad_block``). A prefill of one sequence (the first step of a lone
+request, where launching each kernel from Python would cost more than running it) replays
+the smallest captured length >= its tokens: the padding tokens come after the real ones,
+so causal attention keeps them out of every real token's result, and they write their keys
+and values to the reserved block. The attention implementation needs no special case for
+either padding. Graph-safe attention implementations keep every scalar of their metadata
+independent of the step's context lengths when ``AttentionSpec.cuda_graphs`` is set, and
+fill persistent buffers in ``build_metadata`` (see the Triton attention).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from ..core.attention import AttentionBatch
+
+PREFILL_SIZES = (16, 32, 64, 128, 256, 512)
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -25,30 +31,49 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
     return capped
 
 
-class DecodeGraphs:
-    """Captured decode forwards; ``run`` replays the one that fits."""
+def prefill_sizes(max_num_batched_tokens: int, max_model_len: int) -> list[int]:
+    """Prefill lengths captured: powers of two up to 512 tokens; past that the device's
+    work outweighs the launches."""
+    return [s for s in PREFILL_SIZES if s <= min(max_num_batched_tokens, max_model_len)]
+
+
+class StepGraphs:
+    """Captured forwards; ``run`` replays the one that ``fit`` chose."""
 
     def __init__(self, model: Any, attention: Any, kv_caches: list[torch.Tensor],
-                 max_num_seqs: int, pad_block: int, block_size: int, device: torch.device):
+                 decode_sizes: list[int], prefill_sizes: list[int], pad_block: int,
+                 block_size: int, max_model_len: int, device: torch.device):
         self.model = model
         self.attention = attention
         self.kv_caches = kv_caches
         self.pad_block = pad_block
         self.pad_slot = pad_block * block_size
-        self.sizes = capture_sizes(max_num_seqs)
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.decode_sizes = decode_sizes
+        self.prefill_sizes = prefill_sizes
         # token ids [0] and positions [1] of the replayed step, written before ``run``
-        self.inputs = torch.zeros(2, max_num_seqs, dtype=torch.long, device=device)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        width = max(decode_sizes + prefill_sizes)
+        self.inputs = torch.zeros(2, width, dtype=torch.long, device=device)
+        self.graphs: dict[tuple[bool, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
-        for size in reversed(self.sizes):  # largest first: smaller ones reuse its pool
-            self._capture(size)
+        keys = [(False, n) for n in decode_sizes] + [(True, t) for t in prefill_sizes]
+        for key in sorted(keys, key=lambda k: -k[1]):  # largest first: the rest reuse its pool
+            self._capture(*key)
 
     def _padding(self, count: int) -> AttentionBatch:
+        """``count`` one-token sequences in the reserved block."""
         return AttentionBatch([1] * count, [1] * count, [[self.pad_block]] * count,
                               [self.pad_slot] * count)
 
-    def _capture(self, size: int) -> None:
-        metadata = self.attention.build_metadata(self._padding(size))
+    def _capture(self, prefill: bool, size: int) -> None:
+        if prefill:  # one sequence of ``size`` tokens in the reserved block
+            blocks = -(-size // self.block_size)
+            batch = AttentionBatch([size], [size], [[self.pad_block] * blocks],
+                                   [self.pad_slot] * size)
+        else:
+            batch = self._padding(size)
+        metadata = self.attention.build_metadata(batch)
         args = (self.inputs[0, :size], self.inputs[1, :size], self.kv_caches, metadata)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -58,19 +83,36 @@ class DecodeGraphs:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             hidden = self.model.forward(*args)
-        self.graphs[size] = (graph, hidden)
+        self.graphs[(prefill, size)] = (graph, hidden)
 
-    def fits(self, num_seqs: int) -> bool:
-        return num_seqs <= self.sizes[-1]
+    def fit(self, batch: AttentionBatch) -> Optional[tuple[bool, int]]:
+        """The captured graph that can run ``batch`` (padded), or None."""
+        num_seqs, num_tokens = len(batch.query_lens), len(batch.slot_mapping)
+        if num_tokens == num_seqs:
+            return next(((False, s) for s in self.decode_sizes if s >= num_seqs), None)
+        if num_seqs != 1:
+            return None
+        size = next((s for s in self.prefill_sizes if s >= num_tokens), None)
+        # the padded context must stay within the block table's max_model_len
+        if size is None or batch.context_lens[0] + size - num_tokens > self.max_model_len:
+            return None
+        return (True, size)
 
-    def run(self, n: int, batch: AttentionBatch) -> torch.Tensor:
-        """Replay the decode step of ``batch`` (query_len 1 each, its token ids and positions
-        in ``inputs[:, :n]``) -> hidden [n, hidden]."""
-        size = next(s for s in self.sizes if s >= n)
-        pad = self._padding(size - n)
-        self.attention.build_metadata(AttentionBatch(
-            batch.query_lens + pad.query_lens, batch.context_lens + pad.context_lens,
-            batch.block_tables + pad.block_tables, batch.slot_mapping + pad.slot_mapping))
-        graph, hidden = self.graphs[size]
+    def run(self, key: tuple[bool, int], batch: AttentionBatch) -> torch.Tensor:
+        """Replay graph ``key`` for ``batch``, whose token ids and positions are in
+        ``inputs[:, :tokens]`` -> hidden [tokens, hidden]."""
+        prefill, size = key
+        tokens = len(batch.slot_mapping)
+        if prefill:
+            pad = size - tokens
+            padded = AttentionBatch([size], [batch.context_lens[0] + pad], batch.block_tables,
+                                    batch.slot_mapping + [self.pad_slot] * pad)
+        else:
+            pad = self._padding(size - tokens)
+            padded = AttentionBatch(
+                batch.query_lens + pad.query_lens, batch.context_lens + pad.context_lens,
+                batch.block_tables + pad.block_tables, batch.slot_mapping + pad.slot_mapping)
+        self.attention.build_metadata(padded)
+        graph, hidden = self.graphs[key]
         graph.replay()
-        return hidden[:n]
+        return hidden[:tokens]

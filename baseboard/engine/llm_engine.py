@@ -18,6 +18,7 @@ from ..core.errors import ConfigError, ModelError, RequestError
 from ..core.settings import read_settings
 from ..resolve import Resolution, load_catalog, resolve
 from .block_manager import BlockManager
+from .cuda_graphs import prefill_sizes
 from .detokenizer import IncrementalDetokenizer
 from .kv_budget import activation_bytes, block_bytes, kv_cache_budget, num_kv_blocks
 from .model_runner import ModelRunner, SampledTokens
@@ -108,11 +109,14 @@ class LLMEngine:
             raise ConfigError(f"max_num_batched_tokens={batched} is less than max_model_len="
                               f"{self.max_model_len}; a whole prompt must fit one step.")
 
+        graphs = self.resolution.context.cuda_graphs
         spec = AttentionSpec(num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
                              head_dim=config.head_dim, scale=config.head_dim ** -0.5,
                              block_size=block_size, dtype=self.dtype, device=self.device,
                              max_num_seqs=max_num_seqs, max_model_len=self.max_model_len,
-                             cuda_graphs=self.resolution.context.cuda_graphs)
+                             cuda_graphs=graphs,
+                             max_graph_tokens=max(prefill_sizes(batched, self.max_model_len),
+                                                  default=0) if graphs else 0)
         attention = self.plan.attention(spec)
         self.model = checkpoint.model_class(config, self.plan, attention, self.dtype,
                                             self.device)
@@ -139,7 +143,9 @@ class LLMEngine:
         self.runner = ModelRunner(self.model, attention, self.plan, num_blocks, block_size,
                                   config.num_layers, config.vocab_size, max_num_seqs,
                                   self.dtype, self.device, self.generator,
-                                  cuda_graphs=spec.cuda_graphs)
+                                  cuda_graphs=spec.cuda_graphs,
+                                  max_num_batched_tokens=batched,
+                                  max_model_len=self.max_model_len)
         eos = set(config.eos_token_ids)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
             eos.add(self.tokenizer.eos_token_id)

@@ -16,7 +16,7 @@ import torch
 
 from ..core.attention import AttentionBatch, SamplingTensors
 from ..core.selection import Plan
-from .cuda_graphs import DecodeGraphs
+from .cuda_graphs import StepGraphs, capture_sizes, prefill_sizes
 from .sequence import Sequence
 
 
@@ -26,7 +26,8 @@ class ModelRunner:
     def __init__(self, model: Any, attention: Any, plan: Plan, num_blocks: int,
                  block_size: int, num_layers: int, vocab_size: int, max_num_seqs: int,
                  dtype: torch.dtype, device: torch.device, generator: torch.Generator,
-                 cuda_graphs: bool = False):
+                 cuda_graphs: bool = False, max_num_batched_tokens: int = 0,
+                 max_model_len: int = 0):
         self.model = model
         self.attention = attention
         self.sample = plan.sample
@@ -45,12 +46,13 @@ class ModelRunner:
         self.greedy_top_k = torch.zeros(max_num_seqs, dtype=torch.long, device=device)
         self.greedy_top_p = torch.ones(max_num_seqs, dtype=torch.float32, device=device)
         self.noise: Optional[torch.Tensor] = None  # [max_num_seqs, V] Exp(1), made on first use
-        self.graphs: Optional[DecodeGraphs] = None
+        self.graphs: Optional[StepGraphs] = None
         if cuda_graphs:
             with torch.inference_mode():
-                self.graphs = DecodeGraphs(model, attention, self.kv_caches, max_num_seqs,
-                                           pad_block=num_blocks, block_size=block_size,
-                                           device=device)
+                self.graphs = StepGraphs(
+                    model, attention, self.kv_caches, capture_sizes(max_num_seqs),
+                    prefill_sizes(max_num_batched_tokens, max_model_len), pad_block=num_blocks,
+                    block_size=block_size, max_model_len=max_model_len, device=device)
 
     def make_batch(self, seqs: list[Sequence]) -> tuple[list[int], list[int], AttentionBatch]:
         """Token ids, positions and the AttentionBatch of one step (decodes first)."""
@@ -131,13 +133,12 @@ class ModelRunner:
         """Start one step for ``seqs``; the tokens they sample are read back later. Token
         -1 - r in a sequence stands for row r of ``previous``, the step launched before."""
         input_ids, positions, batch = self.make_batch(seqs)
-        replay = self.graphs is not None and len(input_ids) == len(seqs) \
-            and self.graphs.fits(len(seqs))  # a decode step: replay its graph
+        graph = self.graphs.fit(batch) if self.graphs is not None else None
         inputs = self.upload([input_ids, positions],
-                             out=self.graphs.inputs[:, :len(seqs)] if replay else None)
+                             out=self.graphs.inputs[:, :len(input_ids)] if graph else None)
         self._fill_placeholders(inputs[0], input_ids, previous)
-        if replay:
-            hidden = self.graphs.run(len(seqs), batch)
+        if graph:
+            hidden = self.graphs.run(graph, batch)
         else:
             metadata = self.attention.build_metadata(batch)
             hidden = self.model.forward(inputs[0], inputs[1], self.kv_caches,

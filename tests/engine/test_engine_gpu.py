@@ -16,9 +16,9 @@ PROMPTS = ["Paris is the capital", "Grüße aus Köln!", "The quick brown fox " 
            "emoji 🙂 too", "The lazy dog"]
 
 
-def tokens(llm):
+def tokens(llm, prompts=PROMPTS):
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
-    return [o.outputs[0].token_ids for o in llm.generate(PROMPTS, params)]
+    return [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
 
 
 def test_triton_and_graphs_match_the_references(llama_head64, monkeypatch):
@@ -27,6 +27,16 @@ def test_triton_and_graphs_match_the_references(llama_head64, monkeypatch):
     assert graphs.plan.decisions["attention"].selected == "triton"
     assert graphs.engine.runner.graphs is not None and graphs.engine.async_scheduling
     with_graphs = tokens(graphs)
+    # one request at a time: its prefill replays a prefill graph (the second time over a
+    # cached prefix), padded past its tokens
+    replayed = []
+    run = graphs.engine.runner.graphs.run
+    monkeypatch.setattr(graphs.engine.runner.graphs, "run",
+                        lambda key, batch: replayed.append(key) or run(key, batch))
+    for _ in range(2):
+        assert [tokens(graphs, [p])[0] for p in PROMPTS] == with_graphs
+    assert sum(prefill for prefill, _ in replayed) == 2 * len(PROMPTS)
+    assert graphs.engine.block_manager.num_cache_hit_tokens > 0
     del graphs
     monkeypatch.setenv("BASEBOARD_CUDA_GRAPHS", "0")
     eager = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16, async_scheduling=False)

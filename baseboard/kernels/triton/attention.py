@@ -79,13 +79,15 @@ class TritonAttention:
         self._header = 2 * seqs + 1
         self._ints = torch.zeros(self._header + seqs * self.max_blocks, dtype=torch.int32,
                                  device=spec.device)
-        self._slots = torch.zeros(seqs, dtype=torch.int64, device=spec.device)
+        self._slots = torch.zeros(max(seqs, spec.max_graph_tokens), dtype=torch.int64,
+                                  device=spec.device)
         # Host staging for the two copies, pinned so they run asynchronously; written with
         # numpy (a tenth of the cost of torch CPU ops at these sizes). A buffer is written
         # again only once the copy that read it has finished (_copied).
         pinned = spec.device.type == "cuda"
         self._ints_host = torch.zeros(self._ints.numel(), dtype=torch.int32, pin_memory=pinned)
-        self._slots_host = torch.zeros(seqs, dtype=torch.int64, pin_memory=pinned)
+        self._slots_host = torch.zeros(self._slots.numel(), dtype=torch.int64,
+                                       pin_memory=pinned)
         self._copied = torch.cuda.Event() if pinned else None
         self._workspace: tuple[torch.Tensor, ...] = ()
         self._reserve_workspace(decode_workspace_rows(
@@ -130,7 +132,7 @@ class TritonAttention:
         for row, table in enumerate(batch.block_tables):
             ints[header + row * width:header + row * width + len(table)] = table
         self._ints[:size].copy_(self._ints_host[:size], non_blocking=True)
-        if num_tokens <= self._slots.numel():  # decode steps: the persistent buffers
+        if num_tokens <= self._slots.numel():  # the persistent buffers (graphed steps)
             self._slots_host.numpy()[:num_tokens] = batch.slot_mapping
             slot_mapping = self._slots[:num_tokens]
             slot_mapping.copy_(self._slots_host[:num_tokens], non_blocking=True)
