@@ -3,8 +3,8 @@
 Paged decode attention against torch SDPA on contiguous K/V (GB/s of K/V read), paged
 causal prefill against SDPA (TFLOP/s), norms / rotary / silu / sampling against the torch
 references (GB/s), the one-row GEMM (the decode of one sequence) of two model shapes
-against cuBLAS through torch (GB/s of weight read). ``--sweep`` also times several tile configurations of the attention
-kernels. Prints tables and ratios; writes everything as JSON.
+against cuBLAS through torch (GB/s of weight read). ``--sweep`` also times several tile
+configurations of the attention kernels. Prints tables and ratios; writes everything as JSON.
 
     python benchmarks/ops.py [--sweep] [--only gemv,...] [--json PATH]
                                                         (PATH defaults to $OUT/ops.json)

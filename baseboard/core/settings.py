@@ -79,6 +79,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Launch each step before reading the previous step's tokens back, so the host's "
             "work overlaps the device's; default: on for accelerators, off on the CPU.",
             "bool"),
+    Setting("BASEBOARD_PDL", _bool, True,
+            "Launch the Triton kernels with programmatic dependent launch on GPUs that have it "
+            "(Hopper and later): each kernel starts while the one before it finishes.", "bool"),
     Setting("BASEBOARD_GPU_MEMORY_UTILIZATION", _fraction, 0.9,
             "Fraction of the accelerator's memory baseboard may use (weights, activations, KV cache).",
             "float"),

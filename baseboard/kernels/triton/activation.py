@@ -6,13 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import last_dim_contiguous
+from .common import last_dim_contiguous, pdl_options, pdl_prologue
 
 BLOCK = 1024
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, x_stride, out_ptr, out_stride, inner, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, x_stride, out_ptr, out_stride, inner, BLOCK: tl.constexpr,
+                         PDL: tl.constexpr):
+    pdl_prologue(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inner
@@ -32,5 +34,6 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty((rows.shape[0], inner), dtype=x.dtype, device=x.device)
     if rows.shape[0]:
         _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(inner, BLOCK))](
-            rows, rows.stride(0), out, out.stride(0), inner, BLOCK=BLOCK, num_warps=4)
+            rows, rows.stride(0), out, out.stride(0), inner, BLOCK=BLOCK, num_warps=4,
+            **pdl_options(x.device))
     return out.view(*x.shape[:-1], inner)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
+from ...core.settings import read_settings
 from .records import interpreting
+
+try:  # programmatic dependent launch: Hopper and later, Triton >= 3.3
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older Triton
+    gdc_launch_dependents = gdc_wait = None
 
 TORCH_TO_TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
@@ -36,3 +44,28 @@ def mma(a, b, acc, UPCAST: tl.constexpr):
         result = tl.dot(a, b, acc)
     return result
 
+
+
+@functools.cache
+def _supports_pdl(device: torch.device) -> bool:
+    return (gdc_wait is not None and device.type == "cuda" and not interpreting()
+            and read_settings()["BASEBOARD_PDL"] and torch.version.cuda is not None
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def pdl_options(device: torch.device) -> dict:
+    """Launch options of every kernel here: with programmatic dependent launch (Hopper and
+    later) a kernel is launched while the one before it is still running and waits in
+    ``pdl_prologue``, which hides the launch gap between the small kernels that make up a
+    batch-1 decode step."""
+    return {"PDL": True, "launch_pdl": True} if _supports_pdl(device) else {"PDL": False}
+
+
+@triton.jit
+def pdl_prologue(PDL: tl.constexpr):
+    """First in every kernel: wait until the kernel before has finished (its writes are
+    visible and it reads nothing this one writes), then let the next kernel launch. Every
+    kernel waits, so each one also finishes after all earlier ones."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()

@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .common import pdl_options, pdl_prologue
 from .paged import attend_tile
 
 
@@ -47,7 +48,8 @@ def _decode_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_he
                    tables_ptr, table_stride, seq_lens_ptr, qk_scale, num_q_heads,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                    D_PAD: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                   SPLIT: tl.constexpr, UPCAST: tl.constexpr):
+                   SPLIT: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
+    pdl_prologue(PDL)
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -95,7 +97,8 @@ def _decode_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_he
 @triton.jit(do_not_specialize=["num_splits"])  # changes with the batch size
 def _merge_kernel(part_o_ptr, part_m_ptr, part_l_ptr, o_ptr, o_tok_stride, o_head_stride,
                   num_q_heads, num_splits, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-                  SPLITS_PAD: tl.constexpr):
+                  SPLITS_PAD: tl.constexpr, PDL: tl.constexpr):
+    pdl_prologue(PDL)
     seq = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     splits = tl.arange(0, SPLITS_PAD)
@@ -140,9 +143,10 @@ def decode_attention(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
         block_tables, block_tables.stride(0), seq_lens, qk_scale, num_q_heads,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         D_PAD=d_pad, PAGE=kv_cache.shape[2], BLOCK_N=config.block_n, SPLIT=splits > 1,
-        UPCAST=upcast, num_warps=config.num_warps, num_stages=config.num_stages)
+        UPCAST=upcast, num_warps=config.num_warps, num_stages=config.num_stages,
+        **pdl_options(q.device))
     if splits > 1:
         _merge_kernel[(num_seqs, num_q_heads)](
             part_o, part_m, part_l, out, out.stride(0), out.stride(1), num_q_heads, splits,
             HEAD_DIM=head_dim, D_PAD=d_pad, SPLITS_PAD=triton.next_power_of_2(splits),
-            num_warps=4)
+            num_warps=4, **pdl_options(q.device))

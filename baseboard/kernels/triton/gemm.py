@@ -17,6 +17,7 @@ import triton.language as tl
 
 from ..torch.gemm import Gemm as TorchGemm
 from ..torch.gemm import LinearWeights
+from .common import pdl_options, pdl_prologue
 from .records import interpreting
 
 # (BLOCK_N, BLOCK_K, num_warps): narrow weights want short rows for enough programs
@@ -29,7 +30,8 @@ _CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w) for n, k, w
 @triton.autotune(configs=_CONFIGS, key=["N", "K"])
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, w_stride, bias_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    pdl_prologue(PDL)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     cols = tl.arange(0, BLOCK_K)
@@ -64,5 +66,5 @@ class Gemm:
         x = x.contiguous()
         grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
         _gemv_kernel[grid](x, weight, weight.stride(0), bias if bias is not None else x, y,
-                           n, k, HAS_BIAS=bias is not None)
+                           n, k, HAS_BIAS=bias is not None, **pdl_options(x.device))
         return y

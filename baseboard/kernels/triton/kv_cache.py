@@ -6,12 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .common import pdl_options, pdl_prologue
+
 
 @triton.jit
 def _write_kv_kernel(k_ptr, k_tok_stride, k_head_stride, v_ptr, v_tok_stride, v_head_stride,
                      cache_ptr, kv_stride, block_stride, slot_stride, head_stride, slot_ptr,
                      num_kv_heads, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-                     PAGE: tl.constexpr, BLOCK_H: tl.constexpr):
+                     PAGE: tl.constexpr, BLOCK_H: tl.constexpr, PDL: tl.constexpr):
+    pdl_prologue(PDL)
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token).to(tl.int64)
     if slot >= 0:  # a negative slot marks a padding token (CUDA-graph batches)
@@ -42,4 +45,4 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
         kv_cache, kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3),
         slot_mapping, num_kv_heads, HEAD_DIM=head_dim, D_PAD=triton.next_power_of_2(head_dim),
         PAGE=kv_cache.shape[2], BLOCK_H=min(8, triton.next_power_of_2(num_kv_heads)),
-        num_warps=4)
+        num_warps=4, **pdl_options(k.device))

@@ -6,11 +6,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import last_dim_contiguous, num_warps_for
+from .common import last_dim_contiguous, num_warps_for, pdl_options, pdl_prologue
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, x_stride, w_ptr, out_ptr, out_stride, K, eps, BLOCK: tl.constexpr):
+def _rms_norm_kernel(x_ptr, x_stride, w_ptr, out_ptr, out_stride, K, eps, BLOCK: tl.constexpr,
+                     PDL: tl.constexpr):
+    pdl_prologue(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < K
@@ -23,7 +25,8 @@ def _rms_norm_kernel(x_ptr, x_stride, w_ptr, out_ptr, out_stride, K, eps, BLOCK:
 
 @triton.jit
 def _fused_add_rms_norm_kernel(x_ptr, x_stride, r_ptr, r_stride, w_ptr, K, eps,
-                               BLOCK: tl.constexpr):
+                               BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl_prologue(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < K
@@ -50,7 +53,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if rows.shape[0]:
         _rms_norm_kernel[(rows.shape[0],)](rows, rows.stride(0), weight, out, out.stride(0),
                                            rows.shape[1], eps, BLOCK=block,
-                                           num_warps=num_warps_for(block))
+                                           num_warps=num_warps_for(block),
+                                           **pdl_options(x.device))
     return out.view(x.shape)
 
 
@@ -63,5 +67,5 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     if rows.shape[0]:
         _fused_add_rms_norm_kernel[(rows.shape[0],)](
             rows, rows.stride(0), res, res.stride(0), weight, rows.shape[1], eps,
-            BLOCK=block, num_warps=num_warps_for(block))
+            BLOCK=block, num_warps=num_warps_for(block), **pdl_options(x.device))
     return rows.view(x.shape), res.view(residual.shape)

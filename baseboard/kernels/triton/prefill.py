@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .common import pdl_options, pdl_prologue
 from .paged import attend_tile
 
 
@@ -60,7 +61,8 @@ def _prefill_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_h
                     token_offset, qk_scale,
                     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                     D_PAD: tl.constexpr, PAGE: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
+                    BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
+    pdl_prologue(PDL)
     BLOCK_Q: tl.constexpr = BLOCK_M // GROUP_PAD
     # the last tiles of a sequence see the most keys: start them first
     tile = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -130,4 +132,4 @@ def prefill_attention(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor
         qk_scale, GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim,
         D_PAD=triton.next_power_of_2(head_dim), PAGE=kv_cache.shape[2], BLOCK_M=config.block_m,
         BLOCK_N=config.block_n, UPCAST=upcast, num_warps=config.num_warps,
-        num_stages=config.num_stages)
+        num_stages=config.num_stages, **pdl_options(q.device))

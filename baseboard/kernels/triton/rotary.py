@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import last_dim_contiguous
+from .common import last_dim_contiguous, pdl_options, pdl_prologue
 
 
 @triton.jit
@@ -25,7 +25,9 @@ def _rotate_heads(ptr, tok_stride, head_stride, token, num_heads, cos, sin, half
 @triton.jit
 def _rotary_kernel(pos_ptr, q_ptr, q_tok_stride, q_head_stride, k_ptr, k_tok_stride,
                    k_head_stride, cache_ptr, cache_stride, num_q_heads, num_k_heads,
-                   HALF: tl.constexpr, HALF_PAD: tl.constexpr, BLOCK_H: tl.constexpr):
+                   HALF: tl.constexpr, HALF_PAD: tl.constexpr, BLOCK_H: tl.constexpr,
+                   PDL: tl.constexpr):
+    pdl_prologue(PDL)
     token = tl.program_id(0).to(tl.int64)
     position = tl.load(pos_ptr + token)
     cols = tl.arange(0, HALF_PAD)
@@ -51,5 +53,6 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
             positions, q, q.stride(0), q.stride(1), k, k.stride(0), k.stride(1),
             cos_sin_cache, cos_sin_cache.stride(0), num_q_heads, k.shape[1],
             HALF=half, HALF_PAD=triton.next_power_of_2(half),
-            BLOCK_H=min(16, triton.next_power_of_2(max(num_q_heads, k.shape[1]))), num_warps=4)
+            BLOCK_H=min(16, triton.next_power_of_2(max(num_q_heads, k.shape[1]))), num_warps=4,
+            **pdl_options(q.device))
     return q, k

@@ -18,6 +18,7 @@ import triton.language as tl
 
 from ...core.attention import SamplingTensors
 from ..torch.sampling import sample as sample_with_filters
+from .common import pdl_options, pdl_prologue
 
 BLOCK = 1024  # values a program reads per step
 MAX_CHUNKS = 32  # programs per row at most
@@ -41,9 +42,10 @@ def _argmax_range(row_ptr, start, end, BLOCK: tl.constexpr):
 @triton.jit
 def _chunk_kernel(logits_ptr, stride, noise_ptr, noise_stride, temperature_ptr,
                   top_ptr, top_index_ptr, score_ptr, score_index_ptr, V, CHUNK,
-                  SAMPLED: tl.constexpr, BLOCK: tl.constexpr):
+                  SAMPLED: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     """Per (row, chunk): the largest logit and its index; for a sampled row also the
     largest exp(x / t - top / t) / noise (top: the chunk's largest logit) and its index."""
+    pdl_prologue(PDL)
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     part = row * tl.num_programs(1) + chunk
@@ -77,8 +79,9 @@ def _chunk_kernel(logits_ptr, stride, noise_ptr, noise_stride, temperature_ptr,
 
 @triton.jit
 def _pick_kernel(top_ptr, top_index_ptr, score_ptr, score_index_ptr, temperature_ptr, out_ptr,
-                 num_chunks, SAMPLED: tl.constexpr, CHUNKS_PAD: tl.constexpr):
+                 num_chunks, SAMPLED: tl.constexpr, CHUNKS_PAD: tl.constexpr, PDL: tl.constexpr):
     """Each row's token from its chunks' results (the first chunk wins a tie)."""
+    pdl_prologue(PDL)
     row = tl.program_id(0).to(tl.int64)
     chunks = tl.arange(0, CHUNKS_PAD)
     ok = chunks < num_chunks
@@ -120,8 +123,9 @@ def sample(logits: torch.Tensor, params: SamplingTensors) -> torch.Tensor:
     _chunk_kernel[(num_rows, num_chunks)](
         logits, logits.stride(0), noise, noise.stride(0), params.temperature, values[0],
         indices[0], values[1], indices[1], vocab, chunk, SAMPLED=sampled, BLOCK=BLOCK,
-        num_warps=4)
+        num_warps=4, **pdl_options(logits.device))
     _pick_kernel[(num_rows,)](values[0], indices[0], values[1], indices[1], params.temperature,
                               out, num_chunks, SAMPLED=sampled,
-                              CHUNKS_PAD=triton.next_power_of_2(num_chunks), num_warps=1)
+                              CHUNKS_PAD=triton.next_power_of_2(num_chunks), num_warps=1,
+                              **pdl_options(logits.device))
     return out
