@@ -156,6 +156,7 @@ ATTENTION_CASES = [
     (torch.bfloat16, 2, 2, 80, 16, [1, 13, 150], [40, 13, 170]),  # padded D, 2 query tiles
     (torch.float16, 6, 2, 64, 32, [5, 1], [5, 1]),  # group of 3 (padded), prefills only
     (torch.bfloat16, 8, 2, 128, 16, [1, 1, 1], [1, 65, 300]),  # decodes only
+    (torch.bfloat16, 4, 2, 80, 16, [1, 150, 9], [33, 150, 9]),  # prefills from 0: dense
 ]
 
 
@@ -171,6 +172,20 @@ def test_attention_matches_reference(case, decode_programs):
     batch = make_batch(query_lens, context_lens, block_size, 40, random.Random(0))
     cache = poisoned_cache(attention.kv_cache_shape(40), batch, block_size, dtype)
     run_step(spec, attention, batch, cache, dtype)
+
+
+def test_prefills_with_nothing_cached_read_the_steps_own_keys():
+    """The dense prefill kernel serves steps whose prefills all start at position 0, unless
+    the step may replay a CUDA graph (whose kernels were fixed at capture)."""
+    def dense(query_lens, context_lens, **graphs):
+        spec = AttentionSpec(4, 2, 64, 0.125, 16, torch.float32, torch.device("cpu"),
+                             max_num_seqs=4, max_model_len=320, **graphs)
+        batch = make_batch(query_lens, context_lens, 16, 40, random.Random(0))
+        return triton_attention.TritonAttention(spec).build_metadata(batch).dense_prefill
+    assert dense([1, 20, 7], [50, 20, 7])
+    assert not dense([1, 20, 7], [50, 90, 7])  # a cached prefix: through the block table
+    assert not dense([20], [20], cuda_graphs=True, max_graph_tokens=32)
+    assert dense([40], [40], cuda_graphs=True, max_graph_tokens=32)
 
 
 def test_attention_reuses_its_buffers_across_steps():

@@ -7,7 +7,9 @@ on an H100 (decode B32 ctx 4096: 2661 vs 2669 GB/s; prefill 279.5 vs 279.0 TFLOP
 the reference layout stays.
 
 A step runs up to four kernels: the KV write, split decode and its merge (the decodes come
-first in the batch), and prefill (the rest, over cached prefixes too). Per-step metadata
+first in the batch), and prefill (the rest: over the paged cache when a prefill has a cached
+prefix or the step replays a CUDA graph, else over the step's own keys and values, which
+reads faster). Per-step metadata
 lives in persistent device buffers sized by ``max_num_seqs`` and ``max_model_len``, filled
 by one host-to-device copy of int32 values and one of the slot mapping; a decode step's
 launches depend on its number of sequences alone, so a captured CUDA graph of it can be
@@ -29,6 +31,7 @@ from .common import last_dim_contiguous, upcast_dots
 from .decode import DECODE_CONFIG, decode_attention, decode_splits, decode_workspace_rows
 from .kv_cache import write_kv
 from .prefill import prefill_attention, prefill_config
+from .prefill_dense import dense_prefill_attention
 from .records import BLOCK_SIZES, HEAD_SIZES, INTERPRETER_HEAD_SIZES, interpreting
 
 PROGRAMS_PER_MULTIPROCESSOR = 4  # decode splits until about this many programs per SM run
@@ -43,6 +46,7 @@ class TritonAttentionMetadata:
     seq_lens: torch.Tensor  # [B] int32 context lengths
     prefill_query_start: torch.Tensor  # [B - num_decodes + 1] int32, from the first prefill
     block_tables: torch.Tensor  # [B, max_blocks] int32
+    dense_prefill: bool  # every prefill starts at position 0 and the step is not graphed
 
 
 def _multiprocessors(device: torch.device) -> int:
@@ -142,6 +146,9 @@ class TritonAttention:
                 s.device, non_blocking=True)
         if self._copied is not None:
             self._copied.record()
+        from_start = all(q == c for q, c in zip(batch.query_lens[num_decodes:],
+                                                batch.context_lens[num_decodes:]))
+        graphed = s.cuda_graphs and num_tokens <= s.max_graph_tokens
         splits = decode_splits(num_decodes, s.num_kv_heads, self.decode_config,
                                self.decode_programs)
         self._reserve_workspace(num_decodes * splits)
@@ -151,7 +158,8 @@ class TritonAttention:
             slot_mapping=slot_mapping,
             seq_lens=buf[:num_seqs],
             prefill_query_start=buf[s.max_num_seqs:s.max_num_seqs + len(starts)],
-            block_tables=buf[header:header + s.max_num_seqs * width].view(-1, width)[:num_seqs])
+            block_tables=buf[header:header + s.max_num_seqs * width].view(-1, width)[:num_seqs],
+            dense_prefill=from_start and not graphed)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: TritonAttentionMetadata) -> torch.Tensor:
@@ -164,7 +172,12 @@ class TritonAttention:
             decode_attention(q, out, kv_cache, metadata.block_tables[:num_decodes],
                              metadata.seq_lens[:num_decodes], metadata.decode_splits,
                              self._workspace, self.qk_scale, self.decode_config, self.upcast)
-        if metadata.num_tokens > num_decodes:
+        if metadata.num_tokens > num_decodes and metadata.dense_prefill:
+            dense_prefill_attention(q, k, v, out, metadata.prefill_query_start,
+                                    metadata.seq_lens.shape[0] - num_decodes,
+                                    metadata.num_tokens - num_decodes, num_decodes,
+                                    self.qk_scale, self.upcast)
+        elif metadata.num_tokens > num_decodes:
             prefill_attention(q, out, kv_cache, metadata.block_tables[num_decodes:],
                               metadata.prefill_query_start, metadata.seq_lens[num_decodes:],
                               metadata.num_tokens - num_decodes, num_decodes, self.qk_scale,
