@@ -41,7 +41,14 @@ def attend_tile(q, m_i, l_i, acc, start, table, k_base, v_base, block_stride, sl
         v = tl.load(v_ptrs, mask=dim_ok[None, :], other=0.0)
     else:
         v = tl.load(v_ptrs)
-    # the scale is applied inside the exponent (one fused multiply-add per score)
+    return fold_tile(scores, v, m_i, l_i, acc, qk_scale, UPCAST)
+
+
+@triton.jit
+def fold_tile(scores, v, m_i, l_i, acc, qk_scale, UPCAST: tl.constexpr):
+    """Fold a tile's raw scores [M, N] and values [N, D_PAD] into the running maximum m_i,
+    sum l_i and output acc. The scale is applied inside the exponent (one fused
+    multiply-add per score)."""
     m_new = tl.maximum(m_i, tl.max(scores, 1) * qk_scale)
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(scores * qk_scale - m_new[:, None])

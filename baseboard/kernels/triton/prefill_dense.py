@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .common import mma, pdl_options, pdl_prologue
+from .paged import fold_tile
 from .prefill import _find_sequence
 from .records import interpreting
 
@@ -51,12 +52,7 @@ def _dense_tile(q, m_i, l_i, acc, start, k_ptrs, v_ptrs, k_tok_stride, v_tok_str
         v = tl.load(v_ptrs + v_offsets[:, None], mask=dim_ok[None, :], other=0.0)
     else:
         v = tl.load(v_ptrs + v_offsets[:, None])
-    m_new = tl.maximum(m_i, tl.max(scores, 1) * qk_scale)
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(scores * qk_scale - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = mma(p.to(v.dtype), v, acc * alpha[:, None], UPCAST)
-    return m_new, l_i, acc
+    return fold_tile(scores, v, m_i, l_i, acc, qk_scale, UPCAST)
 
 
 @triton.autotune(configs=_CONFIGS, key=["HEAD_DIM", "GROUP"])
