@@ -110,13 +110,12 @@ class LLMEngine:
                               f"{self.max_model_len}; a whole prompt must fit one step.")
 
         graphs = self.resolution.context.cuda_graphs
+        graph_prefills = prefill_sizes(batched, self.max_model_len) if graphs else []
         spec = AttentionSpec(num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
                              head_dim=config.head_dim, scale=config.head_dim ** -0.5,
                              block_size=block_size, dtype=self.dtype, device=self.device,
                              max_num_seqs=max_num_seqs, max_model_len=self.max_model_len,
-                             cuda_graphs=graphs,
-                             max_graph_tokens=max(prefill_sizes(batched, self.max_model_len),
-                                                  default=0) if graphs else 0)
+                             cuda_graphs=graphs, max_graph_tokens=max(graph_prefills, default=0))
         attention = self.plan.attention(spec)
         self.model = checkpoint.model_class(config, self.plan, attention, self.dtype,
                                             self.device)
@@ -143,8 +142,7 @@ class LLMEngine:
         self.runner = ModelRunner(self.model, attention, self.plan, num_blocks, block_size,
                                   config.num_layers, config.vocab_size, max_num_seqs,
                                   self.dtype, self.device, self.generator,
-                                  cuda_graphs=spec.cuda_graphs,
-                                  max_num_batched_tokens=batched,
+                                  cuda_graphs=spec.cuda_graphs, graph_prefills=graph_prefills,
                                   max_model_len=self.max_model_len)
         eos = set(config.eos_token_ids)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:

@@ -16,7 +16,7 @@ import torch
 
 from ..core.attention import AttentionBatch, SamplingTensors
 from ..core.selection import Plan
-from .cuda_graphs import StepGraphs, capture_sizes, prefill_sizes
+from .cuda_graphs import StepGraphs, capture_sizes
 from .sequence import Sequence
 
 
@@ -26,7 +26,7 @@ class ModelRunner:
     def __init__(self, model: Any, attention: Any, plan: Plan, num_blocks: int,
                  block_size: int, num_layers: int, vocab_size: int, max_num_seqs: int,
                  dtype: torch.dtype, device: torch.device, generator: torch.Generator,
-                 cuda_graphs: bool = False, max_num_batched_tokens: int = 0,
+                 cuda_graphs: bool = False, graph_prefills: Optional[list[int]] = None,
                  max_model_len: int = 0):
         self.model = model
         self.attention = attention
@@ -51,7 +51,7 @@ class ModelRunner:
             with torch.inference_mode():
                 self.graphs = StepGraphs(
                     model, attention, self.kv_caches, capture_sizes(max_num_seqs),
-                    prefill_sizes(max_num_batched_tokens, max_model_len), pad_block=num_blocks,
+                    graph_prefills or [], pad_block=num_blocks,
                     block_size=block_size, max_model_len=max_model_len, device=device)
 
     def make_batch(self, seqs: list[Sequence]) -> tuple[list[int], list[int], AttentionBatch]:

@@ -80,7 +80,7 @@ def finish_check(seq: Sequence, token: int, eos_ids: frozenset[int],
         reason = "stop"
     elif token in params.stop_ids:
         reason, stop_reason = "stop", token
-    elif seq.num_output_tokens >= params.max_tokens or seq.num_known_tokens >= max_model_len:
+    elif seq.ends_by_length(seq.num_known_tokens, max_model_len):
         reason = "length"
     if not params.detokenize:
         if reason is not None:

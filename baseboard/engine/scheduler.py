@@ -40,7 +40,7 @@ class Scheduler:
         preempted = False
         while self.running:
             seq = self.running.popleft()
-            if seq.at_length_limit(self.max_model_len):  # its pending token is its last
+            if seq.ends_by_length(len(seq), self.max_model_len):  # its pending token is last
                 kept.append(seq)
                 continue
             while not self.block_manager.can_append(seq):

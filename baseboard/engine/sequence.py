@@ -73,11 +73,11 @@ class Sequence:
             del self.token_ids[-self.num_pending:]
             self.num_pending = 0
 
-    def at_length_limit(self, max_model_len: int) -> bool:
-        """Whether the tokens so far, pending ones included, end the sequence by length, so
-        that no step needs to be computed for it any more."""
-        return len(self) >= max_model_len \
-            or len(self) - self.num_prompt_tokens >= self.params.max_tokens
+    def ends_by_length(self, num_tokens: int, max_model_len: int) -> bool:
+        """Whether the sequence ends by length once it has ``num_tokens`` tokens:
+        max_tokens generated or max_model_len reached."""
+        return num_tokens >= max_model_len \
+            or num_tokens - self.num_prompt_tokens >= self.params.max_tokens
 
     @property
     def prompt_token_ids(self) -> list[int]:

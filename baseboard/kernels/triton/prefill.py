@@ -38,9 +38,13 @@ def prefill_config(d_pad: int, group_pad: int) -> PrefillConfig:
 
 
 @triton.jit
-def _find_sequence(query_start_ptr, tile, num_seqs, BLOCK_Q: tl.constexpr):
-    """Sequence i owns the tiles from query_start[i] // BLOCK_Q + i on (a bound that leaves a
-    few idle tiles but needs no host-side table): binary search for the owner of ``tile``."""
+def query_tile(query_start_ptr, num_seqs, BLOCK_Q: tl.constexpr):
+    """(sequence, its first query among the prefill tokens, its query count, the index of
+    this program's tile of BLOCK_Q queries within it). Sequence i owns the tiles from
+    query_start[i] // BLOCK_Q + i on (a bound that leaves a few idle tiles but needs no
+    host-side table): a binary search finds the owner. The last tiles of a sequence see the
+    most keys, so they start first."""
+    tile = tl.num_programs(0) - 1 - tl.program_id(0)
     lo = tl.zeros([], tl.int32)
     hi = num_seqs + lo
     while lo < hi:
@@ -49,7 +53,10 @@ def _find_sequence(query_start_ptr, tile, num_seqs, BLOCK_Q: tl.constexpr):
             lo = mid + 1
         else:
             hi = mid
-    return lo - 1
+    seq = lo - 1
+    q_start = tl.load(query_start_ptr + seq)
+    q_len = tl.load(query_start_ptr + seq + 1) - q_start
+    return seq, q_start, q_len, tile - q_start // BLOCK_Q - seq
 
 
 # Counts that change from step to step are not specialized on (Triton would compile a
@@ -64,13 +71,8 @@ def _prefill_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_h
                     BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
     pdl_prologue(PDL)
     BLOCK_Q: tl.constexpr = BLOCK_M // GROUP_PAD
-    # the last tiles of a sequence see the most keys: start them first
-    tile = tl.num_programs(0) - 1 - tl.program_id(0)
     kv_head = tl.program_id(1)
-    seq = _find_sequence(query_start_ptr, tile, num_seqs, BLOCK_Q)
-    q_start = tl.load(query_start_ptr + seq)
-    q_len = tl.load(query_start_ptr + seq + 1) - q_start
-    q_tile = tile - q_start // BLOCK_Q - seq
+    seq, q_start, q_len, q_tile = query_tile(query_start_ptr, num_seqs, BLOCK_Q)
     if q_tile * BLOCK_Q < q_len:
         context = tl.load(seq_lens_ptr + seq)
         rows = tl.arange(0, BLOCK_M)

@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .common import mma, pdl_options, pdl_prologue
 from .paged import fold_tile
-from .prefill import _find_sequence
+from .prefill import query_tile
 from .records import interpreting
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages), tuned per head size and group on first use
@@ -64,12 +64,8 @@ def _dense_prefill_kernel(q_ptr, q_tok_stride, q_head_stride, k_ptr, k_tok_strid
                           HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, UPCAST: tl.constexpr,
                           PDL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pdl_prologue(PDL)
-    tile = tl.num_programs(0) - 1 - tl.program_id(0)  # the longest rows first
     head = tl.program_id(1)
-    seq = _find_sequence(query_start_ptr, tile, num_seqs, BLOCK_M)
-    q_start = tl.load(query_start_ptr + seq)
-    q_len = tl.load(query_start_ptr + seq + 1) - q_start
-    q_tile = tile - q_start // BLOCK_M - seq
+    _, q_start, q_len, q_tile = query_tile(query_start_ptr, num_seqs, BLOCK_M)
     if q_tile * BLOCK_M < q_len:
         rows = q_tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_ok = rows < q_len
