@@ -284,9 +284,9 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
 
     dense_out = torch.empty_like(q)
 
-    def dense():
+    def dense(tma=None):
         dense_prefill_attention(q, k, v, dense_out, metadata.prefill_query_start, batch,
-                                tokens, 0, attention.qk_scale, attention.upcast)
+                                tokens, 0, attention.qk_scale, attention.upcast, tma=tma)
 
     expected = sdpa().transpose(1, 2).reshape(tokens, heads, head_dim)
     error = rel_error(out, expected)
@@ -298,12 +298,14 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
     dense()
     flops = 4 * batch * heads * seq * seq * head_dim / 2
     times = timed_rounds({"paged": kernel_only(attention.prefill_config), "dense": dense,
+                          "dense_pointers": lambda: dense(tma=False),
                           "forward": lambda: attention.forward(q, k, v, cache, metadata),
                           "sdpa": sdpa}, smoke)
     result = dict(shape=dict(batch=batch, heads=heads, kv_heads=kv_heads, seq=seq,
                              head_dim=head_dim, block_size=block_size),
                   rel_error_vs_sdpa=error, paged_rel_error_vs_sdpa=paged_error,
                   triton_ms=times["dense"], triton_tflops=flops / times["dense"] / 1e9,
+                  pointers_tflops=flops / times["dense_pointers"] / 1e9,
                   paged_ms=times["paged"], paged_tflops=flops / times["paged"] / 1e9,
                   triton_forward_ms=times["forward"],
                   triton_forward_tflops=flops / times["forward"] / 1e9,

@@ -33,6 +33,7 @@ from baseboard.kernels.triton import activation as triton_activation  # noqa: E4
 from baseboard.kernels.triton import attention as triton_attention  # noqa: E402
 from baseboard.kernels.triton import kv_cache as triton_kv_cache  # noqa: E402
 from baseboard.kernels.triton import norm as triton_norm  # noqa: E402
+from baseboard.kernels.triton import prefill_dense  # noqa: E402
 from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
@@ -164,6 +165,19 @@ ATTENTION_CASES = [
                          f"-bs{c[4]}".replace("torch.", ""))
 @pytest.mark.parametrize("decode_programs", [1, 1024], ids=["one-partition", "split"])
 def test_attention_matches_reference(case, decode_programs):
+    check_attention_case(case, decode_programs)
+
+
+@pytest.mark.parametrize("tma", [True, False], ids=["tensor-descriptors", "pointers"])
+def test_dense_prefill_reads_tiles_by_descriptor_or_by_pointer(tma, monkeypatch):
+    """The dense kernel reads tiles through tensor descriptors on Hopper and later, by
+    pointer elsewhere: both agree with the reference, over a padded head size and a
+    sequence whose last key tile runs into the next sequence's tokens."""
+    monkeypatch.setattr(prefill_dense, "_copy_engine", lambda device: tma)
+    check_attention_case((torch.bfloat16, 6, 2, 80, 16, [150, 9, 40], [150, 9, 40]), 1)
+
+
+def check_attention_case(case, decode_programs):
     dtype, num_heads, num_kv_heads, head_dim, block_size, query_lens, context_lens = case
     spec = AttentionSpec(num_heads, num_kv_heads, head_dim, head_dim ** -0.5, block_size,
                          dtype, torch.device("cpu"), max_num_seqs=4, max_model_len=320)
