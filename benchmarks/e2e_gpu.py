@@ -3,7 +3,8 @@
 Random bf16 weights (Llama-3-8B and Qwen2.5-0.5B shapes), prompt 128 tokens, 128 new
 tokens, greedy, ignore_eos. Also the bandwidth floor: weight bytes / measured copy bandwidth.
 
-    python benchmarks/e2e_gpu.py [--models llama3-8b,qwen2.5-0.5b] [--json PATH]
+    python benchmarks/e2e_gpu.py [--models llama3-8b,qwen2.5-0.5b] [--variants default,...]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import tempfile
 import time
+from unittest import mock
 
 import torch
 
@@ -28,6 +31,12 @@ SHAPES = {
                          tie_word_embeddings=True),
 }
 PROMPT_LEN, NEW_TOKENS = 128, 128
+# baseboard configurations to measure: (settings, backend choices)
+VARIANTS = {
+    "default": ({}, None),
+    "eager-triton": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "triton"}),
+    "eager-flashinfer": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "flashinfer"}),
+}
 
 
 def copy_bandwidth() -> float:
@@ -111,6 +120,7 @@ def main() -> None:
     parser.add_argument("--models", default="qwen2.5-0.5b,llama3-8b")
     parser.add_argument("--batches", default="1,32,128")
     parser.add_argument("--peer-batches", default="1,32")
+    parser.add_argument("--variants", default="default", help=", ".join(VARIANTS))
     parser.add_argument("--json")
     args = parser.parse_args()
     from baseboard import LLM
@@ -122,28 +132,34 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as directory:
             nbytes = make_checkpoint(shape, directory)
             floor = bandwidth / nbytes
-            llm = LLM(model=directory, dtype="bfloat16", max_num_seqs=128,
-                      max_model_len=PROMPT_LEN + NEW_TOKENS + 16, skip_tokenizer_init=True)
-            ours = {b: bench_baseboard(llm, int(b), vocab) for b in args.batches.split(",")}
-            plan = llm.plan.selected()
-            del llm
-            gc.collect()
-            torch.cuda.empty_cache()
+            ours, plans = {}, {}
+            for variant in args.variants.split(","):
+                settings, backends = VARIANTS[variant]
+                with mock.patch.dict(os.environ, settings):
+                    llm = LLM(model=directory, dtype="bfloat16", max_num_seqs=128,
+                              max_model_len=PROMPT_LEN + NEW_TOKENS + 16,
+                              skip_tokenizer_init=True, backends=backends)
+                    for b in args.batches.split(","):
+                        ours[variant, b] = bench_baseboard(llm, int(b), vocab)
+                plans[variant] = llm.plan.selected()
+                del llm
+                gc.collect()
+                torch.cuda.empty_cache()
             peer = {b: bench_transformers(directory, int(b), vocab)
                     for b in args.peer_batches.split(",") if b}
-        for b, tps in ours.items():
-            row = {"model": shape, "batch": int(b), "baseboard_tok_s": tps,
+        for (variant, b), tps in ours.items():
+            row = {"model": shape, "variant": variant, "batch": int(b), "baseboard_tok_s": tps,
                    "transformers_tok_s": peer.get(b), "floor_tok_s": floor * int(b),
-                   "weight_bytes": nbytes, "plan": plan}
+                   "weight_bytes": nbytes, "plan": plans[variant]}
             rows.append(row)
     print(f"copy bandwidth: {bandwidth / 1e12:.2f} TB/s")
-    print(f"{'model':<14}{'batch':>6}{'baseboard':>12}{'transformers':>14}{'ratio':>8}"
-          f"{'floor (b=1)':>12}{'% floor':>9}")
+    print(f"{'model':<14}{'variant':<18}{'batch':>6}{'baseboard':>12}{'transformers':>14}"
+          f"{'ratio':>8}{'floor (b=1)':>12}{'% floor':>9}")
     for r in rows:
         peer = r["transformers_tok_s"]
         ratio = f"{r['baseboard_tok_s'] / peer:.2f}" if peer else "-"
         pct = f"{100 * r['baseboard_tok_s'] / r['floor_tok_s']:.0f}%" if r["batch"] == 1 else "-"
-        print(f"{r['model']:<14}{r['batch']:>6}{r['baseboard_tok_s']:>12.1f}"
+        print(f"{r['model']:<14}{r['variant']:<18}{r['batch']:>6}{r['baseboard_tok_s']:>12.1f}"
               f"{(f'{peer:.1f}' if peer else '-'):>14}{ratio:>8}"
               f"{r['floor_tok_s'] / r['batch']:>12.1f}{pct:>9}")
     if args.json:

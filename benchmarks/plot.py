@@ -15,7 +15,7 @@ def plot_e2e(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results["rows"]
+    rows = [r for r in results["rows"] if r.get("variant", "default") == "default"]
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6))
     for ax, model in zip(axes if len(models) > 1 else [axes], models):

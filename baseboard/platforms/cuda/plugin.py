@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
-from ...core.registry import Impl
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ...core.registry import Impl, distribution_installed
 from ...kernels.triton.records import triton_impls
 from ...plugins import hookimpl
 from .platform import CudaPlatform
 
 BASEBOARD_CONTRACT = 1
+FLASHINFER_HEAD_SIZES = (64, 128, 256)
+
+
+def _nvcc_reason() -> Optional[str]:
+    """None when FlashInfer can build its kernels: a prebuilt cache, or nvcc where it looks."""
+    if distribution_installed("flashinfer-jit-cache"):
+        return None
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    if shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").exists():
+        return None
+    return ("FlashInfer compiles its kernels with nvcc on first use and none was found (on "
+            "PATH or under CUDA_HOME); install the CUDA toolkit or flashinfer-jit-cache")
+
+
+def flashinfer_reason(ctx: Any) -> Optional[str]:
+    """None when FlashInfer's attention can serve ``ctx``; unknown fields pass."""
+    if ctx.dtype not in (torch.bfloat16, torch.float16):
+        return f"dtype {str(ctx.dtype).replace('torch.', '')} is not bfloat16 or float16"
+    if ctx.head_dim is not None and ctx.head_dim not in FLASHINFER_HEAD_SIZES:
+        return (f"head size {ctx.head_dim} is not one of "
+                f"{', '.join(map(str, FLASHINFER_HEAD_SIZES))}")
+    return _nvcc_reason()
+
+
+FLASHINFER = Impl(
+    op="attention", name="flashinfer",
+    loader="baseboard.platforms.cuda.flashinfer_attention:FlashInferAttention",
+    platforms=("cuda",), priority=60, requires=("flashinfer-python",),
+    supports=flashinfer_reason, cuda_graph_safe=False,
+    doc="FlashInfer's paged attention (FA3 prefill on Hopper), planned per step on the host")
 
 
 @hookimpl
@@ -17,4 +54,4 @@ def baseboard_platforms():
 
 @hookimpl
 def baseboard_ops() -> list[Impl]:
-    return triton_impls(("cuda",), priority=50)
+    return [*triton_impls(("cuda",), priority=50), FLASHINFER]
