@@ -43,6 +43,7 @@ from baseboard.kernels.triton import sampling as t_sampling  # noqa: E402
 from baseboard.kernels.triton.attention import TritonAttention  # noqa: E402
 from baseboard.kernels.triton.decode import DecodeConfig  # noqa: E402
 from baseboard.kernels.triton.prefill import PrefillConfig, prefill_attention  # noqa: E402
+from baseboard.kernels.triton import prefill_dense  # noqa: E402
 from baseboard.kernels.triton.prefill_dense import dense_prefill_attention  # noqa: E402
 
 BF16 = torch.bfloat16
@@ -334,8 +335,22 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
                 entry = dict(ms=ms, tflops=flops / ms / 1e9)
             except Exception as exc:  # e.g. out of shared memory: record, keep sweeping
                 entry = dict(error=repr(exc)[:160])
-            result["sweep"].append(dict(block_m=block_m, block_n=block_n, num_warps=warps,
-                                        num_stages=stages, **entry))
+            result["sweep"].append(dict(kernel="paged", block_m=block_m, block_n=block_n,
+                                        num_warps=warps, num_stages=stages, **entry))
+        # the dense kernel, one tile at a time: its autotuner holding only that tile
+        kernel = prefill_dense._dense_prefill_kernel
+        all_configs = kernel.configs
+        for config in all_configs[:2] if smoke else all_configs:
+            kernel.configs = [config]
+            kernel.cache.clear()
+            ms = timed(dense, smoke)
+            result["sweep"].append(dict(kernel="dense", block_m=config.kwargs["BLOCK_M"],
+                                        block_n=config.kwargs["BLOCK_N"],
+                                        num_warps=config.num_warps,
+                                        num_stages=config.num_stages, ms=ms,
+                                        tflops=flops / ms / 1e9))
+        kernel.configs = all_configs
+        kernel.cache.clear()
     return result
 
 
@@ -472,7 +487,7 @@ def attention_benchmarks(device, args, report: dict) -> None:
         print(f"\n{name}: " + json.dumps({k: v for k, v in report[name].items()
                                           if k != "sweep"}, default=str))
         if "sweep" in report[name]:
-            print(table(report[name]["sweep"], ["block_m", "block_n", "num_warps",
+            print(table(report[name]["sweep"], ["kernel", "block_m", "block_n", "num_warps",
                                                 "num_stages", "ms", "tflops", "error"]))
     d, p = report["decode"], report["prefill"]
     print(f"\npaged decode: {d['triton_gbs']:.0f} GB/s vs SDPA {d['sdpa_gqa_gbs']:.0f} GB/s "
