@@ -28,11 +28,13 @@ class CudaPlatform(Platform):
     dist_backend: str = "nccl"
     supports_cuda_graphs: bool = True
     preferences: dict = field(default_factory=lambda: {
-        "attention": ("flashinfer", "flash_attn", "triton"),
+        # FlashInfer's kernels measured faster than Triton's on an H100 (docs/benchmarks.md);
+        # it is a candidate only where installed and CUDA graphs are off
+        "attention": ("flashinfer", "triton"),
         "rms_norm": ("triton",), "fused_add_rms_norm": ("triton",),
         "rotary_embedding": ("triton",), "silu_and_mul": ("triton",), "sample": ("triton",),
     })
-    doc: str = "NVIDIA GPUs through torch's CUDA build; Triton kernels."
+    doc: str = "NVIDIA GPUs through torch's CUDA build; Triton kernels, FlashInfer if installed."
 
     def detect(self) -> Detection:
         return gpu_detection(want_hip=False)
