@@ -177,6 +177,22 @@ def test_dense_prefill_reads_tiles_by_descriptor_or_by_pointer(tma, monkeypatch)
     check_attention_case((torch.bfloat16, 6, 2, 80, 16, [150, 9, 40], [150, 9, 40]), 1)
 
 
+def test_dense_prefill_takes_heads_in_any_layout():
+    """Keys whose heads are not adjacent within a token (here head-major) give the output
+    of the same keys laid out as a model's projection does."""
+    tokens, q_heads, kv_heads, head_dim = 40, 4, 2, 32
+    q = torch.randn(tokens, q_heads, head_dim)
+    k, v = (torch.randn(kv_heads, tokens, head_dim).transpose(0, 1) for _ in range(2))
+    starts = torch.tensor([0, 25, 40], dtype=torch.int32)
+    outs = []
+    for keys, values in ((k, v), (k.contiguous(), v.contiguous())):
+        out = torch.zeros_like(q)
+        prefill_dense.dense_prefill_attention(q, keys, values, out, starts, 2, tokens, 0,
+                                              0.25, False)
+        outs.append(out)
+    assert outs[1].abs().sum() > 0 and torch.equal(outs[0], outs[1])
+
+
 def check_attention_case(case, decode_programs):
     dtype, num_heads, num_kv_heads, head_dim, block_size, query_lens, context_lens = case
     spec = AttentionSpec(num_heads, num_kv_heads, head_dim, head_dim ** -0.5, block_size,

@@ -28,6 +28,7 @@ TILES = ((128, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (12
          (64, 32, 4, 2))
 _INTERPRETER_TILES = ((128, 32, 4, 2),)
 
+
 def _set_tile_shapes(nargs):
     """Autotune pre-hook: tensor descriptors copy tiles of the configuration being run."""
     if nargs["TMA"]:
@@ -135,9 +136,15 @@ def _copy_engine(device: torch.device) -> bool:
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
+def _adjacent_heads(x: torch.Tensor) -> torch.Tensor:
+    """x itself when each token's heads are adjacent, as in the views of a projection output
+    that models hand over (the kernel reads [T, H x D] rows); else a copy that makes them so."""
+    return x if x.stride(2) == 1 and x.stride(1) == x.shape[2] else x.contiguous()
+
+
 def _as_matrix(x: torch.Tensor, tma: bool):
-    """x [T, H, D] as the [T, H x D] matrix the kernel reads (a tensor descriptor with TMA,
-    whose tile shape _set_tile_shapes fills in per configuration)."""
+    """x [T, H, D] as the [T, H x D] matrix the kernel reads: a tensor descriptor with TMA
+    (its tile shape is filled in per configuration by _set_tile_shapes), else x itself."""
     if not tma:
         return x
     return TensorDescriptor(x, [x.shape[0], x.shape[1] * x.shape[2]], [x.stride(0), 1],
@@ -151,13 +158,11 @@ def dense_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Attention of the prefill tokens q[token_offset:token_offset + num_tokens] into out,
     over k and v of the same tokens (every prefill sequence starts at position 0).
 
-    q, k, v [T, H, D] with each token's heads adjacent (views into a wider projection
-    output are fine); out [T, Hq, D]; query_start [P + 1] int32 offsets among the prefill
+    q, out [T, Hq, D]; k, v [T, Hk, D] (any strides with a dense last dim: views into a
+    projection output cost no copy); query_start [P + 1] int32 offsets among the prefill
     tokens, from 0. ``tma`` forces the tile copies on or off (default: by device).
     """
-    for x in (q, k, v):
-        if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
-            raise ValueError(f"each token's heads must be adjacent; got strides {x.stride()}")
+    q, k, v = _adjacent_heads(q), _adjacent_heads(k), _adjacent_heads(v)
     tma = _copy_engine(q.device) if tma is None else tma
     num_q_heads, head_dim = q.shape[1], q.shape[2]
     grid = lambda meta: (num_tokens // meta["BLOCK_M"] + num_seqs, num_q_heads)  # noqa: E731
