@@ -44,7 +44,6 @@ from baseboard.kernels.triton.attention import TritonAttention  # noqa: E402
 from baseboard.kernels.triton.decode import DecodeConfig  # noqa: E402
 from baseboard.kernels.triton.prefill import PrefillConfig, prefill_attention  # noqa: E402
 from baseboard.kernels.triton import prefill_dense  # noqa: E402
-from baseboard.kernels.triton.prefill_dense import dense_prefill_attention  # noqa: E402
 
 BF16 = torch.bfloat16
 RTOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-4}
@@ -286,8 +285,9 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
     dense_out = torch.empty_like(q)
 
     def dense(tma=None):
-        dense_prefill_attention(q, k, v, dense_out, metadata.prefill_query_start, batch,
-                                tokens, 0, attention.qk_scale, attention.upcast, tma=tma)
+        prefill_dense.dense_prefill_attention(q, k, v, dense_out, metadata.prefill_query_start,
+                                              batch, tokens, 0, attention.qk_scale,
+                                              attention.upcast, tma=tma)
 
     expected = sdpa().transpose(1, 2).reshape(tokens, heads, head_dim)
     error = rel_error(out, expected)

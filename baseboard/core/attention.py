@@ -26,6 +26,11 @@ class AttentionSpec:
     cuda_graphs: bool = False
     max_graph_tokens: int = 0
 
+    def standard_kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
+        """The cache layout of every built-in implementation: [2 (keys, values), num_blocks,
+        block_size, Hk, D], each token's head D contiguous values."""
+        return (2, num_blocks, self.block_size, self.num_kv_heads, self.head_dim)
+
 
 @dataclass
 class AttentionBatch:
@@ -46,6 +51,13 @@ class AttentionBatch:
     @property
     def num_decodes(self) -> int:
         return next((i for i, n in enumerate(self.query_lens) if n != 1), len(self.query_lens))
+
+    @property
+    def prefills_from_start(self) -> bool:
+        """Whether every prefill of the step starts at position 0 (nothing of it cached), so
+        its keys and values are all among the step's own."""
+        first = self.num_decodes
+        return all(q == c for q, c in zip(self.query_lens[first:], self.context_lens[first:]))
 
 
 @dataclass

@@ -53,8 +53,7 @@ class TorchAttention:
         self.spec = spec
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
-        s = self.spec
-        return (2, num_blocks, s.block_size, s.num_kv_heads, s.head_dim)
+        return self.spec.standard_kv_cache_shape(num_blocks)
 
     def build_metadata(self, batch: AttentionBatch) -> PagedMetadata:
         device = self.spec.device

@@ -109,8 +109,7 @@ class TritonAttention:
                            torch.empty(rows, dtype=torch.float32, device=device))
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
-        s = self.spec
-        return (2, num_blocks, s.block_size, s.num_kv_heads, s.head_dim)
+        return self.spec.standard_kv_cache_shape(num_blocks)
 
     def build_metadata(self, batch: AttentionBatch) -> TritonAttentionMetadata:
         """Host work is O(sequences + blocks) in numpy, then two asynchronous copies."""
@@ -146,8 +145,6 @@ class TritonAttention:
                 s.device, non_blocking=True)
         if self._copied is not None:
             self._copied.record()
-        from_start = all(q == c for q, c in zip(batch.query_lens[num_decodes:],
-                                                batch.context_lens[num_decodes:]))
         graphed = s.cuda_graphs and num_tokens <= s.max_graph_tokens
         splits = decode_splits(num_decodes, s.num_kv_heads, self.decode_config,
                                self.decode_programs)
@@ -159,7 +156,7 @@ class TritonAttention:
             seq_lens=buf[:num_seqs],
             prefill_query_start=buf[s.max_num_seqs:s.max_num_seqs + len(starts)],
             block_tables=buf[header:header + s.max_num_seqs * width].view(-1, width)[:num_seqs],
-            dense_prefill=from_start and not graphed)
+            dense_prefill=batch.prefills_from_start and not graphed)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: TritonAttentionMetadata) -> torch.Tensor:

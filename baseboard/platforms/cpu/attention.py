@@ -71,8 +71,7 @@ class CpuPagedAttention:
         self._attention = native.library().bb_attention
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
-        s = self.spec
-        return (2, num_blocks, s.block_size, s.num_kv_heads, s.head_dim)
+        return self.spec.standard_kv_cache_shape(num_blocks)
 
     def build_metadata(self, batch: AttentionBatch) -> CpuPagedMetadata:
         s = self.spec

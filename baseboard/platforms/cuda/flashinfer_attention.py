@@ -54,8 +54,7 @@ class FlashInferAttention:
         self._copied = torch.cuda.Event()
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
-        s = self.spec
-        return (2, num_blocks, s.block_size, s.num_kv_heads, s.head_dim)
+        return self.spec.standard_kv_cache_shape(num_blocks)
 
     def _pages(self, batch: AttentionBatch, seqs: slice):
         """(indptr on the host, page ids on the device, last page fill on the host)."""
@@ -77,7 +76,7 @@ class FlashInferAttention:
             self._decode.plan(indptr, pages, last, *heads, s.block_size, q_data_type=s.dtype,
                               sm_scale=s.scale)
         queries = batch.query_lens[num_decodes:]
-        ragged = all(q == c for q, c in zip(queries, batch.context_lens[num_decodes:]))
+        ragged = batch.prefills_from_start
         if queries:
             qo_indptr = torch.tensor([0, *accumulate(queries)], dtype=torch.int32)
             if ragged:
