@@ -28,18 +28,16 @@ from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16, GroupQuantWeights,
 from .gemm import Avx512Gemm, PackedLinear, pack_linear
 
 
-def _dense(groups: GroupQuantWeights, dtype: torch.dtype) -> PackedLinear:
-    return pack_linear(dequantize_groups(groups, dtype), groups.bias)
-
-
 class DequantW4A16:
     """4-bit codes (0..15 per uint8) with group scales and offsets, run as bf16."""
 
-    @staticmethod
-    def prepare(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+    dtype = torch.bfloat16  # of the dense weight, and of the model this serves
+
+    @classmethod
+    def prepare(cls, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
                 group_size: int, bias: Optional[torch.Tensor]) -> PackedLinear:
         groups = GemmW4A16.prepare(qweight, scales, offsets, group_size, bias)
-        return _dense(groups, torch.bfloat16)
+        return pack_linear(dequantize_groups(groups, cls.dtype), groups.bias)
 
     apply = staticmethod(Avx512Gemm.apply)
 
@@ -47,32 +45,24 @@ class DequantW4A16:
 class DequantW8A16:
     """int8 codes with group (or per-channel) scales, run as bf16."""
 
-    @staticmethod
-    def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
+    dtype = torch.bfloat16
+
+    @classmethod
+    def prepare(cls, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                 bias: Optional[torch.Tensor]) -> PackedLinear:
-        return _dense(GemmW8A16.prepare(qweight, scales, group_size, bias), torch.bfloat16)
+        groups = GemmW8A16.prepare(qweight, scales, group_size, bias)
+        return pack_linear(dequantize_groups(groups, cls.dtype), groups.bias)
 
     apply = staticmethod(Avx512Gemm.apply)
 
 
-class DequantW4A16Float32:
+class DequantW4A16Float32(DequantW4A16):
     """4-bit codes dequantized once to float32, for float32 models. 4 bytes per weight."""
 
-    @staticmethod
-    def prepare(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
-                group_size: int, bias: Optional[torch.Tensor]) -> PackedLinear:
-        groups = GemmW4A16.prepare(qweight, scales, offsets, group_size, bias)
-        return _dense(groups, torch.float32)
-
-    apply = staticmethod(Avx512Gemm.apply)
+    dtype = torch.float32
 
 
-class DequantW8A16Float32:
+class DequantW8A16Float32(DequantW8A16):
     """int8 codes dequantized once to float32, for float32 models."""
 
-    @staticmethod
-    def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
-                bias: Optional[torch.Tensor]) -> PackedLinear:
-        return _dense(GemmW8A16.prepare(qweight, scales, group_size, bias), torch.float32)
-
-    apply = staticmethod(Avx512Gemm.apply)
+    dtype = torch.float32
