@@ -149,7 +149,8 @@ def resolve(*, platform: Optional[str] = None, backends: Mapping[str, str] | Non
     ctx = SelectionContext(platform=chosen.platform,
                            dtype=dtype or chosen.platform.default_dtype(),
                            head_dim=head_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                           block_size=block_size, cuda_graphs=cuda_graphs)
+                           block_size=block_size or chosen.platform.kv_block_size,
+                           cuda_graphs=cuda_graphs)
     choices = explicit_choices(settings, backends, cli_backends, plan_file, plan_path or "")
     plan = select_plan(catalog.registry, ctx, choices)
     return Resolution(settings, catalog, chosen, ctx, plan)

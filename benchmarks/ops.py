@@ -43,7 +43,8 @@ from baseboard.kernels.triton import sampling as t_sampling  # noqa: E402
 from baseboard.kernels.triton.attention import TritonAttention  # noqa: E402
 from baseboard.kernels.triton.decode import DecodeConfig  # noqa: E402
 from baseboard.kernels.triton.prefill import PrefillConfig, prefill_attention  # noqa: E402
-from baseboard.kernels.triton import prefill_dense  # noqa: E402
+from baseboard.kernels.triton import prefill_tiled  # noqa: E402
+from baseboard.kernels.triton.prefill_tiled import paged_tile_prefill_attention  # noqa: E402
 
 BF16 = torch.bfloat16
 RTOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-4}
@@ -137,8 +138,9 @@ def correctness(device, smoke: bool) -> list[dict]:
         x = torch.randn(37, 2 * (14336 if not smoke else 1100), dtype=dtype, device=device)
         add("silu_and_mul", list(x.shape), dtype,
             rel_error(t_activation.silu_and_mul(x), activation.silu_and_mul(x)))
-        cases = [(32, 8, 128, 16), (8, 1, 64, 32), (16, 4, 80, 16), (8, 8, 96, 16),
-                 (8, 2, 256, 16), (28, 4, 128, 16)]
+        cases = [(32, 8, 128, 16), (8, 1, 64, 64), (16, 4, 80, 16), (8, 8, 96, 16),
+                 (8, 2, 256, 16), (28, 4, 128, 16), (32, 8, 128, 64), (16, 4, 80, 64),
+                 (8, 2, 256, 64), (8, 1, 64, 32)]
         for heads, kv_heads, head_dim, block_size in cases[:2] if smoke or dtype != BF16 \
                 else cases:
             query_lens = [1, 1, 1, 300, 17] if not smoke else [1, 1, 9]
@@ -252,26 +254,37 @@ def sweep_decode(attention, step, run, kv_bytes, smoke) -> list[dict]:
 
 
 def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_dim=128,
-                  block_size=16, sweep=False) -> dict:
+                  sweep=False) -> dict:
+    """Causal prefill of ``batch`` prompts of ``seq`` tokens: the dense kernel (a prompt's
+    first step), then the same queries over the paged cache, gathered from blocks of 16
+    and read a tile at a time from blocks of 64 (a cached prefix, a graphed prefill)."""
     gen = torch.Generator().manual_seed(2)
-    spec = AttentionSpec(heads, kv_heads, head_dim, head_dim ** -0.5, block_size, BF16, device,
-                         max_num_seqs=batch, max_model_len=seq)
-    attention = TritonAttention(spec)
-    num_blocks = batch * seq // block_size + 1
-    step = paged_batch([seq] * batch, [seq] * batch, block_size, num_blocks, gen)
     tokens = batch * seq
     q = torch.randn(tokens, heads, head_dim, dtype=BF16, device=device)
     k = torch.randn(tokens, kv_heads, head_dim, dtype=BF16, device=device)
     v = torch.randn_like(k)
-    cache = torch.empty(attention.kv_cache_shape(num_blocks), dtype=BF16, device=device)
-    metadata = attention.build_metadata(step)
-    out = attention.forward(q, k, v, cache, metadata)  # also fills the cache
 
-    def kernel_only(config):
-        return lambda: prefill_attention(q, out, cache, metadata.block_tables,
-                                         metadata.prefill_query_start, metadata.seq_lens,
-                                         tokens, 0, attention.qk_scale, config,
-                                         attention.upcast)
+    def paged_setup(block_size):
+        spec = AttentionSpec(heads, kv_heads, head_dim, head_dim ** -0.5, block_size, BF16,
+                             device, max_num_seqs=batch, max_model_len=seq)
+        attention = TritonAttention(spec)
+        num_blocks = batch * seq // block_size + 1
+        step = paged_batch([seq] * batch, [seq] * batch, block_size, num_blocks, gen)
+        cache = torch.empty(attention.kv_cache_shape(num_blocks), dtype=BF16, device=device)
+        metadata = attention.build_metadata(step)
+        out = attention.forward(q, k, v, cache, metadata)  # also fills the cache
+        prefill = paged_tile_prefill_attention if attention.whole_tile_pages \
+            else prefill_attention
+        paged_out = torch.empty_like(q)
+
+        def run(config=attention.prefill_config):
+            prefill(q, paged_out, cache, metadata.block_tables, metadata.prefill_query_start,
+                    metadata.seq_lens, tokens, 0, attention.qk_scale, config, attention.upcast)
+        run()
+        return attention, metadata, cache, out, paged_out, run
+
+    attention, metadata, cache, out, gathered_out, gathered = paged_setup(16)
+    *_, tiles_out, tiles = paged_setup(64)
 
     def bhsd(x):
         return x.view(batch, seq, -1, head_dim).transpose(1, 2).contiguous()
@@ -285,29 +298,26 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
     dense_out = torch.empty_like(q)
 
     def dense(tma=None):
-        prefill_dense.dense_prefill_attention(q, k, v, dense_out, metadata.prefill_query_start,
+        prefill_tiled.dense_prefill_attention(q, k, v, dense_out, metadata.prefill_query_start,
                                               batch, tokens, 0, attention.qk_scale,
                                               attention.upcast, tma=tma)
 
     expected = sdpa().transpose(1, 2).reshape(tokens, heads, head_dim)
-    error = rel_error(out, expected)
-    paged_out = torch.empty_like(q)
-    prefill_attention(q, paged_out, cache, metadata.block_tables, metadata.prefill_query_start,
-                      metadata.seq_lens, tokens, 0, attention.qk_scale,
-                      attention.prefill_config, attention.upcast)
-    paged_error = rel_error(paged_out, expected)
-    dense()
     flops = 4 * batch * heads * seq * seq * head_dim / 2
-    times = timed_rounds({"paged": kernel_only(attention.prefill_config), "dense": dense,
+    times = timed_rounds({"paged": gathered, "paged_tiles": tiles, "dense": dense,
                           "dense_pointers": lambda: dense(tma=False),
                           "forward": lambda: attention.forward(q, k, v, cache, metadata),
                           "sdpa": sdpa}, smoke)
     result = dict(shape=dict(batch=batch, heads=heads, kv_heads=kv_heads, seq=seq,
-                             head_dim=head_dim, block_size=block_size),
-                  rel_error_vs_sdpa=error, paged_rel_error_vs_sdpa=paged_error,
+                             head_dim=head_dim),
+                  rel_error_vs_sdpa=rel_error(out, expected),
+                  paged_rel_error_vs_sdpa=rel_error(gathered_out, expected),
+                  paged_tiles_rel_error_vs_sdpa=rel_error(tiles_out, expected),
                   triton_ms=times["dense"], triton_tflops=flops / times["dense"] / 1e9,
                   pointers_tflops=flops / times["dense_pointers"] / 1e9,
                   paged_ms=times["paged"], paged_tflops=flops / times["paged"] / 1e9,
+                  paged_tiles_ms=times["paged_tiles"],
+                  paged_tiles_tflops=flops / times["paged_tiles"] / 1e9,
                   triton_forward_ms=times["forward"],
                   triton_forward_tflops=flops / times["forward"] / 1e9,
                   sdpa_ms=times["sdpa"], sdpa_tflops=flops / times["sdpa"] / 1e9)
@@ -323,35 +333,44 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
             except RuntimeError as exc:
                 result[f"sdpa_{backend.name.lower()}_tflops"] = f"unavailable: {exc}"[:120]
     result["ratio_vs_sdpa"] = result["triton_tflops"] / result["sdpa_tflops"]
+    result["paged_tiles_ratio_vs_sdpa"] = result["paged_tiles_tflops"] / result["sdpa_tflops"]
     if sweep:
-        configs = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 8, 4), (128, 128, 8, 2),
-                   (128, 128, 8, 3), (128, 32, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
-                   (64, 128, 4, 2)]
-        result["sweep"] = []
-        for block_m, block_n, warps, stages in configs[:2] if smoke else configs:
-            config = PrefillConfig(block_m, block_n, warps, stages)
-            try:
-                ms = timed(kernel_only(config), smoke)
-                entry = dict(ms=ms, tflops=flops / ms / 1e9)
-            except Exception as exc:  # e.g. out of shared memory: record, keep sweeping
-                entry = dict(error=repr(exc)[:160])
-            result["sweep"].append(dict(kernel="paged", block_m=block_m, block_n=block_n,
-                                        num_warps=warps, num_stages=stages, **entry))
-        # the dense kernel, one tile at a time: its autotuner holding only that tile
-        kernel = prefill_dense._dense_prefill_kernel
-        all_configs = kernel.configs
-        for config in all_configs[:2] if smoke else all_configs:
-            kernel.configs = [config]
-            kernel.cache.clear()
-            ms = timed(dense, smoke)
-            result["sweep"].append(dict(kernel="dense", block_m=config.kwargs["BLOCK_M"],
-                                        block_n=config.kwargs["BLOCK_N"],
-                                        num_warps=config.num_warps,
-                                        num_stages=config.num_stages, ms=ms,
-                                        tflops=flops / ms / 1e9))
-        kernel.configs = all_configs
-        kernel.cache.clear()
+        result["sweep"] = sweep_prefill(gathered, tiles, dense, flops, smoke)
     return result
+
+
+def sweep_prefill(gathered, tiles, dense, flops, smoke) -> list[dict]:
+    """Tile configurations of each prefill kernel, timed one at a time."""
+    rows = []
+
+    def add(kernel, block_m, block_n, warps, stages, fn):
+        try:
+            ms = timed(fn, smoke)
+            entry = dict(ms=ms, tflops=flops / ms / 1e9)
+        except Exception as exc:  # e.g. out of shared memory: record, keep sweeping
+            entry = dict(error=repr(exc)[:160])
+        rows.append(dict(kernel=kernel, block_m=block_m, block_n=block_n, num_warps=warps,
+                         num_stages=stages, **entry))
+
+    gathered_configs = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3),
+                        (128, 32, 8, 3)]
+    tile_configs = [(128, 64, 4, 2), (128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3),
+                    (128, 32, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2)]
+    for kernel, run, configs in (("paged", gathered, gathered_configs),
+                                 ("paged_tiles", tiles, tile_configs)):
+        for m, n, w, s in configs[:2] if smoke else configs:
+            add(kernel, m, n, w, s, lambda: run(PrefillConfig(m, n, w, s)))
+    # the dense kernel, one tile at a time: its autotuner holding only that tile
+    kernel = prefill_tiled._dense_prefill_kernel
+    all_configs = kernel.configs
+    for config in all_configs[:2] if smoke else all_configs:
+        kernel.configs = [config]
+        kernel.cache.clear()
+        add("dense", config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps,
+            config.num_stages, dense)
+    kernel.configs = all_configs
+    kernel.cache.clear()
+    return rows
 
 
 # ---------------------------------------------------------------- small ops
@@ -495,8 +514,10 @@ def attention_benchmarks(device, args, report: dict) -> None:
           f"SDPA on K/V repeated to {d['shape']['heads']} heads streams "
           f"{d['sdpa_mha_gbs']:.0f} GB/s (ratio {d['ratio_vs_sdpa_mha_bandwidth']:.2f})")
     print(f"prefill (a prompt's first step, dense kernel): {p['triton_tflops']:.0f} TFLOP/s "
-          f"(over the paged cache: {p['paged_tflops']:.0f}) vs SDPA {p['sdpa_tflops']:.0f} "
-          f"(ratio {p['ratio_vs_sdpa']:.2f}, target >= 0.85); SDPA backends: "
+          f"vs SDPA {p['sdpa_tflops']:.0f} (ratio {p['ratio_vs_sdpa']:.2f}, target >= 0.85); "
+          f"over the paged cache, blocks of 64: {p['paged_tiles_tflops']:.0f} (ratio "
+          f"{p['paged_tiles_ratio_vs_sdpa']:.2f}), blocks of 16: {p['paged_tflops']:.0f}; "
+          f"SDPA backends: "
           + ", ".join(f"{k[5:-7]} {v:.0f}" for k, v in p.items()
                       if k.startswith("sdpa_") and k.endswith("_tflops") and k != "sdpa_tflops"
                       and isinstance(v, float)))

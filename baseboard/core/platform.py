@@ -29,6 +29,7 @@ class Platform:
     dist_backend: str = "gloo"
     supports_cuda_graphs: bool = False
     supported_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
+    kv_block_size: int = 16  # tokens per KV-cache block unless the user sets one
     preferences: dict[str, tuple[str, ...]] = field(default_factory=dict)
     requires: tuple[str, ...] = ()  # distributions this platform needs installed
     doc: str = ""
@@ -59,5 +60,6 @@ class Platform:
             "capability": self.capability() if present else "", "dist_backend": self.dist_backend,
             "supports_cuda_graphs": self.supports_cuda_graphs,
             "supported_dtypes": [str(d).replace("torch.", "") for d in self.supported_dtypes],
+            "kv_block_size": self.kv_block_size,
             "plugin": self.plugin,
         }

@@ -31,7 +31,7 @@ class LLM:
     max_num_seqs     sequences run together in one step
     max_model_len    prompt + completion tokens per sequence (default: the model's limit)
     kv_cache_memory  bytes for the KV cache; None sizes it from the platform's memory
-    block_size       tokens per KV-cache block
+    block_size       tokens per KV-cache block (default: the platform's, 64 on CUDA, else 16)
     seed             seed of the engine's generator (requests without their own seed)
     skip_tokenizer_init  load no tokenizer: prompts must be token ids, and
                      SamplingParams(detokenize=False) (for checkpoints without one)
@@ -42,7 +42,7 @@ class LLM:
     def __init__(self, model: str, dtype: Union[None, str, torch.dtype] = None,
                  platform: Optional[str] = None, backends: Optional[Mapping[str, str]] = None,
                  max_num_seqs: int = 256, max_model_len: Optional[int] = None,
-                 kv_cache_memory: Optional[int] = None, block_size: int = 16,
+                 kv_cache_memory: Optional[int] = None, block_size: Optional[int] = None,
                  seed: Optional[int] = None, *, max_num_batched_tokens: Optional[int] = None,
                  cli_backends: Optional[Mapping[str, str]] = None,
                  plan_path: Optional[str] = None, skip_tokenizer_init: bool = False,

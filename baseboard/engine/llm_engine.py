@@ -71,7 +71,7 @@ class LLMEngine:
                  plan_path: Optional[str] = None, max_num_seqs: int = 256,
                  max_model_len: Optional[int] = None,
                  max_num_batched_tokens: Optional[int] = None,
-                 kv_cache_memory: Optional[int] = None, block_size: int = 16,
+                 kv_cache_memory: Optional[int] = None, block_size: Optional[int] = None,
                  seed: Optional[int] = None, skip_tokenizer_init: bool = False,
                  async_scheduling: Optional[bool] = None):
         _check_positive(max_num_seqs=max_num_seqs, block_size=block_size,
@@ -90,6 +90,7 @@ class LLMEngine:
         self.plan = self.resolution.plan
         target = self.resolution.platform.platform
         self.dtype = self.resolution.context.dtype  # the platform's default when not given
+        block_size = self.resolution.context.block_size  # likewise
         if self.dtype not in target.supported_dtypes:
             raise ConfigError(f"dtype {self.dtype} is not supported on platform {target.name} "
                               f"(supported: {', '.join(map(str, target.supported_dtypes))}).")

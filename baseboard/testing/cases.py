@@ -28,7 +28,8 @@ GROUP_SHAPES = ((64, 128, 32, False), (96, 80, 32, True), (96, 80, 96, False),
                 (257, 129, 257, True))  # (K, N, group size G, bias); G = K is per-channel
 CHANNEL_SHAPES = ((64, 128, False), (96, 80, True), (257, 129, True))  # (K, N, bias)
 ATTENTION_CONFIGS = ((4, 4, 64, 16), (8, 2, 128, 16), (8, 1, 64, 32),
-                     (6, 2, 80, 16))  # (Hq, Hk, D, block size): MHA, GQA, MQA, odd D
+                     (6, 2, 80, 16), (8, 2, 128, 64))
+# (Hq, Hk, D, block size): MHA, GQA, MQA, odd D, blocks holding whole key tiles
 VOCAB_SIZES = (257, 1000)
 # mixed: every kind of row; plain: temperatures only, with the no_top_k / no_top_p
 # flags set; greedy: all_greedy and no noise

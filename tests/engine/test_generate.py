@@ -121,3 +121,11 @@ def test_skip_tokenizer_init_takes_token_ids_only(tiny_llama):
         llm.generate("Paris", ids_only)
     with pytest.raises(RequestError, match="detokenize=False"):
         llm.generate({"prompt_token_ids": [5, 6, 7]}, SamplingParams(max_tokens=4))
+
+
+def test_the_kv_cache_blocks_are_the_platforms_unless_given(tiny_llama):
+    """The example plugin's sim platform asks for blocks of 32 tokens; cpu's are 16."""
+    for platform, block_size, want in (("sim", None, 32), ("sim", 64, 64), ("cpu", None, 16)):
+        llm = LLM(str(tiny_llama[0]), platform=platform, max_num_seqs=2, block_size=block_size)
+        assert llm.engine.block_manager.block_size == want
+        assert llm.engine.runner.attention.spec.block_size == want

@@ -33,7 +33,7 @@ from baseboard.kernels.triton import activation as triton_activation  # noqa: E4
 from baseboard.kernels.triton import attention as triton_attention  # noqa: E402
 from baseboard.kernels.triton import kv_cache as triton_kv_cache  # noqa: E402
 from baseboard.kernels.triton import norm as triton_norm  # noqa: E402
-from baseboard.kernels.triton import prefill_dense  # noqa: E402
+from baseboard.kernels.triton import prefill_tiled  # noqa: E402
 from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
@@ -158,6 +158,8 @@ ATTENTION_CASES = [
     (torch.float16, 6, 2, 64, 32, [5, 1], [5, 1]),  # group of 3 (padded), prefills only
     (torch.bfloat16, 8, 2, 128, 16, [1, 1, 1], [1, 65, 300]),  # decodes only
     (torch.bfloat16, 4, 2, 80, 16, [1, 150, 9], [33, 150, 9]),  # prefills from 0: dense
+    # blocks of 64: cached prefixes read a whole key tile per block lookup
+    (torch.float16, 6, 2, 80, 64, [1, 70, 3, 40], [90, 200, 67, 40]),
 ]
 
 
@@ -173,8 +175,17 @@ def test_dense_prefill_reads_tiles_by_descriptor_or_by_pointer(tma, monkeypatch)
     """The dense kernel reads tiles through tensor descriptors on Hopper and later, by
     pointer elsewhere: both agree with the reference, over a padded head size and a
     sequence whose last key tile runs into the next sequence's tokens."""
-    monkeypatch.setattr(prefill_dense, "_copy_engine", lambda device: tma)
+    monkeypatch.setattr(prefill_tiled, "_copy_engine", lambda device: tma)
     check_attention_case((torch.bfloat16, 6, 2, 80, 16, [150, 9, 40], [150, 9, 40]), 1)
+
+
+@pytest.mark.parametrize("tma", [True, False], ids=["tensor-descriptors", "pointers"])
+def test_prefill_over_whole_tile_pages_by_descriptor_or_by_pointer(tma, monkeypatch):
+    """Blocks of 64 tokens are read a tile at a time, through tensor descriptors or by
+    pointer: both agree with the reference where queries start mid-block, a last block is
+    partly written (NaN past the context) and the head size is padded."""
+    monkeypatch.setattr(prefill_tiled, "_copy_engine", lambda device: tma)
+    check_attention_case((torch.bfloat16, 4, 4, 80, 64, [100, 5, 64], [230, 69, 130]), 1)
 
 
 def test_dense_prefill_takes_heads_in_any_layout():
@@ -187,7 +198,7 @@ def test_dense_prefill_takes_heads_in_any_layout():
     outs = []
     for keys, values in ((k, v), (k.contiguous(), v.contiguous())):
         out = torch.zeros_like(q)
-        prefill_dense.dense_prefill_attention(q, keys, values, out, starts, 2, tokens, 0,
+        prefill_tiled.dense_prefill_attention(q, keys, values, out, starts, 2, tokens, 0,
                                               0.25, False)
         outs.append(out)
     assert outs[1].abs().sum() > 0 and torch.equal(outs[0], outs[1])

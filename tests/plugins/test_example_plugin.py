@@ -38,6 +38,12 @@ def test_its_platform_prefers_its_gemm_and_the_trace_says_why():
     assert res.plan.decisions["rms_norm"].selected == "torch"
 
 
+def test_its_platform_sets_the_default_block_size_and_the_user_overrides_it():
+    assert resolve(platform="sim", environ={}).context.block_size == 32
+    assert resolve(platform="sim", block_size=16, environ={}).context.block_size == 16
+    assert resolve(platform="cpu", environ={}).context.block_size == 16
+
+
 def test_it_wins_by_priority_over_the_reference():
     catalog = resolve(environ={}).catalog
     plain_sim = type(catalog.platforms["sim"])(preferences={})

@@ -9,7 +9,8 @@ the reference layout stays.
 A step runs up to four kernels: the KV write, split decode and its merge (the decodes come
 first in the batch), and prefill (the rest: over the paged cache when a prefill has a cached
 prefix or the step replays a CUDA graph, else over the step's own keys and values, which
-reads faster). Per-step metadata
+reads faster; over the cache, blocks of a multiple of 64 tokens are read a whole tile at a
+time, smaller ones gathered key by key). Per-step metadata
 lives in persistent device buffers sized by ``max_num_seqs`` and ``max_model_len``, filled
 by one host-to-device copy of int32 values and one of the slot mapping; a decode step's
 launches depend on its number of sequences alone, so a captured CUDA graph of it can be
@@ -31,7 +32,8 @@ from .common import last_dim_contiguous, upcast_dots
 from .decode import DECODE_CONFIG, decode_attention, decode_splits, decode_workspace_rows
 from .kv_cache import write_kv
 from .prefill import prefill_attention, prefill_config
-from .prefill_dense import dense_prefill_attention
+from .prefill_tiled import (TILED_PAGE, dense_prefill_attention, paged_tile_config,
+                            paged_tile_prefill_attention)
 from .records import BLOCK_SIZES, HEAD_SIZES, INTERPRETER_HEAD_SIZES, interpreting
 
 PROGRAMS_PER_MULTIPROCESSOR = 4  # decode splits until about this many programs per SM run
@@ -72,7 +74,12 @@ class TritonAttention:
         self.spec = spec
         d_pad = triton.next_power_of_2(spec.head_dim)
         group_pad = triton.next_power_of_2(spec.num_heads // spec.num_kv_heads)
-        self.prefill_config = prefill_config(d_pad, group_pad)
+        # blocks holding whole key tiles are read a tile at a time, smaller ones gathered
+        self.whole_tile_pages = spec.block_size % TILED_PAGE == 0
+        if self.whole_tile_pages:
+            self.prefill_config = paged_tile_config(spec.head_dim)
+        else:
+            self.prefill_config = prefill_config(d_pad, group_pad)
         self.decode_config = DECODE_CONFIG
         self.decode_programs = PROGRAMS_PER_MULTIPROCESSOR * _multiprocessors(spec.device)
         self.qk_scale = spec.scale * math.log2(math.e)
@@ -175,8 +182,10 @@ class TritonAttention:
                                     metadata.num_tokens - num_decodes, num_decodes,
                                     self.qk_scale, self.upcast)
         elif metadata.num_tokens > num_decodes:
-            prefill_attention(q, out, kv_cache, metadata.block_tables[num_decodes:],
-                              metadata.prefill_query_start, metadata.seq_lens[num_decodes:],
-                              metadata.num_tokens - num_decodes, num_decodes, self.qk_scale,
-                              self.prefill_config, self.upcast)
+            paged_prefill = (paged_tile_prefill_attention if self.whole_tile_pages
+                             else prefill_attention)
+            paged_prefill(q, out, kv_cache, metadata.block_tables[num_decodes:],
+                          metadata.prefill_query_start, metadata.seq_lens[num_decodes:],
+                          metadata.num_tokens - num_decodes, num_decodes, self.qk_scale,
+                          self.prefill_config, self.upcast)
         return out

@@ -27,6 +27,9 @@ class CudaPlatform(Platform):
     priority: int = 100
     dist_backend: str = "nccl"
     supports_cuda_graphs: bool = True
+    # blocks of 64 hold whole key tiles, which Triton's prefill over cached prefixes reads
+    # with the copy engine instead of gathering key by key (docs/benchmarks.md)
+    kv_block_size: int = 64
     preferences: dict = field(default_factory=lambda: {
         # FlashInfer's kernels measured faster than Triton's on an H100 (docs/benchmarks.md);
         # it is a candidate only where installed and CUDA graphs are off

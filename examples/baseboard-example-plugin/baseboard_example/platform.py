@@ -22,6 +22,7 @@ class SimPlatform(Platform):
     priority: int = 1
     dist_backend: str = "gloo"
     supported_dtypes: tuple = (torch.float32, torch.bfloat16)
+    kv_block_size: int = 32  # the KV-cache block size its kernels would want by default
     # its own GEMM first, whatever the priorities of other installed plugins
     preferences: dict = field(default_factory=lambda: {"gemm": ("transposed",)})
     doc: str = "An accelerator simulated on the host CPU (example plugin)."
