@@ -31,11 +31,12 @@ SHAPES = {
                          tie_word_embeddings=True),
 }
 PROMPT_LEN, NEW_TOKENS = 128, 128
-# baseboard configurations to measure: (settings, backend choices)
+# baseboard configurations to measure: (settings, backend choices, KV block size)
 VARIANTS = {
-    "default": ({}, None),
-    "eager-triton": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "triton"}),
-    "eager-flashinfer": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "flashinfer"}),
+    "default": ({}, None, None),
+    "blocks-16": ({}, None, 16),
+    "eager-triton": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "triton"}, None),
+    "eager-flashinfer": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "flashinfer"}, None),
 }
 
 
@@ -134,11 +135,12 @@ def main() -> None:
             floor = bandwidth / nbytes
             ours, plans = {}, {}
             for variant in args.variants.split(","):
-                settings, backends = VARIANTS[variant]
+                settings, backends, block_size = VARIANTS[variant]
                 with mock.patch.dict(os.environ, settings):
                     llm = LLM(model=directory, dtype="bfloat16", max_num_seqs=128,
                               max_model_len=PROMPT_LEN + NEW_TOKENS + 16,
-                              skip_tokenizer_init=True, backends=backends)
+                              skip_tokenizer_init=True, backends=backends,
+                              block_size=block_size)
                     for b in args.batches.split(","):
                         ours[variant, b] = bench_baseboard(llm, int(b), vocab)
                 plans[variant] = llm.plan.selected()

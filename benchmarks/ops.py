@@ -490,6 +490,8 @@ def attention_benchmarks(device, args, report: dict) -> None:
     long_shape = dict(batch=2, context=32768) if not args.smoke else dict(
         batch=1, heads=4, kv_heads=2, context=512, head_dim=64)
     report["decode_long"] = bench_decode(device, args.smoke, **long_shape)
+    report["decode_blocks64"] = bench_decode(device, args.smoke, block_size=64,
+                                             **decode_shape)
     prefill_shape = {} if not args.smoke else dict(batch=2, heads=2, kv_heads=2, seq=96,
                                                    head_dim=64)
     report["prefill"] = bench_prefill(device, args.smoke, sweep=args.sweep, **prefill_shape)
@@ -497,7 +499,7 @@ def attention_benchmarks(device, args, report: dict) -> None:
                                                              seq=96, head_dim=64)
     report["prefill_gqa"] = bench_prefill(device, args.smoke, **gqa_shape)
 
-    for name in ("decode", "decode_long"):
+    for name in ("decode", "decode_long", "decode_blocks64"):
         print(f"\n{name}: " + json.dumps({k: v for k, v in report[name].items()
                                           if k != "sweep"}, default=str))
         if "sweep" in report[name]:
