@@ -88,9 +88,10 @@ def _attend_keys(q, m_i, l_i, acc, start, k, v, kv_row_stride, first, table, kv_
                  MASK: tl.constexpr, LAST: tl.constexpr, UPCAST: tl.constexpr):
     """Keys start..start+BLOCK_N-1 of the sequence folded into the running softmax (see
     paged.fold_tile); with MASK, the query at position p sees key n only when n <= p, which
-    also hides the keys from ``context`` on from every real query. LAST: the tile runs past
-    the context, into slots of its block that may never have been written (NaN), so a
-    tile copied whole has those values zeroed (masked scores alone would leave 0 x NaN)."""
+    also hides the keys from ``context`` on from every real query. LAST (for tiles copied
+    whole from the cache): the tile runs past the context, into slots of its block that may
+    never have been written (NaN), whose values are zeroed (masked scores alone would
+    leave 0 x NaN)."""
     if PAGE:
         row = tl.load(table + start // PAGE) * PAGE + start % PAGE
     else:
@@ -103,7 +104,7 @@ def _attend_keys(q, m_i, l_i, acc, start, k, v, kv_row_stride, first, table, kv_
         scores = tl.where(key_ids[None, :] <= positions[:, None], scores, float("-inf"))
     values = _load_rows(v, kv_row_stride, row, kv_col, context - start, BLOCK_N, HEAD_DIM,
                         D_PAD, TMA, MASK)
-    if LAST and PAGE and TMA:  # only here: it keeps the others' values out of registers
+    if LAST:  # only here: it keeps the other tiles' values out of registers
         values = tl.where((key_ids < context)[:, None], values, 0.0)
     return fold_tile(scores, values, m_i, l_i, acc, qk_scale, UPCAST)
 
@@ -141,22 +142,26 @@ def _tiled_prefill_kernel(q, q_tok_stride, k, v, kv_row_stride, o_ptr, o_tok_str
         acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
         end = tl.minimum(context, first_position + BLOCK_M)
         unmasked_end = first_position // BLOCK_N * BLOCK_N
-        whole_end = context // BLOCK_N * BLOCK_N  # tiles before it end within the context
+        if PAGE and TMA:  # the tile past the context's end, if any, gets a loop of its own
+            masked_end = tl.minimum(end, context // BLOCK_N * BLOCK_N)
+        else:
+            masked_end = end
         for start in range(0, unmasked_end, BLOCK_N):
             m_i, l_i, acc = _attend_keys(q_rows, m_i, l_i, acc, start, k, v, kv_row_stride,
                                          first, table, kv_col, positions, context, qk_scale,
                                          PAGE, BLOCK_N, HEAD_DIM, D_PAD, TMA, False, False,
                                          UPCAST)
-        for start in range(unmasked_end, tl.minimum(end, whole_end), BLOCK_N):
+        for start in range(unmasked_end, masked_end, BLOCK_N):
             m_i, l_i, acc = _attend_keys(q_rows, m_i, l_i, acc, start, k, v, kv_row_stride,
                                          first, table, kv_col, positions, context, qk_scale,
                                          PAGE, BLOCK_N, HEAD_DIM, D_PAD, TMA, True, False,
                                          UPCAST)
-        for start in range(whole_end, end, BLOCK_N):  # at most one
-            m_i, l_i, acc = _attend_keys(q_rows, m_i, l_i, acc, start, k, v, kv_row_stride,
-                                         first, table, kv_col, positions, context, qk_scale,
-                                         PAGE, BLOCK_N, HEAD_DIM, D_PAD, TMA, True, True,
-                                         UPCAST)
+        if PAGE and TMA:
+            for start in range(masked_end, end, BLOCK_N):  # at most one
+                m_i, l_i, acc = _attend_keys(q_rows, m_i, l_i, acc, start, k, v,
+                                             kv_row_stride, first, table, kv_col, positions,
+                                             context, qk_scale, PAGE, BLOCK_N, HEAD_DIM,
+                                             D_PAD, TMA, True, True, UPCAST)
         out = acc / l_i[:, None]
         rows = first_row + tl.arange(0, BLOCK_M)
         tokens = (first + rows).to(tl.int64)
