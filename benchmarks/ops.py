@@ -42,9 +42,8 @@ from baseboard.kernels.triton import rotary as t_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as t_sampling  # noqa: E402
 from baseboard.kernels.triton.attention import TritonAttention  # noqa: E402
 from baseboard.kernels.triton.decode import DecodeConfig  # noqa: E402
-from baseboard.kernels.triton.prefill import PrefillConfig, prefill_attention  # noqa: E402
+from baseboard.kernels.triton.prefill import PrefillConfig  # noqa: E402
 from baseboard.kernels.triton import prefill_tiled  # noqa: E402
-from baseboard.kernels.triton.prefill_tiled import paged_tile_prefill_attention  # noqa: E402
 
 BF16 = torch.bfloat16
 RTOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-4}
@@ -273,13 +272,12 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
         cache = torch.empty(attention.kv_cache_shape(num_blocks), dtype=BF16, device=device)
         metadata = attention.build_metadata(step)
         out = attention.forward(q, k, v, cache, metadata)  # also fills the cache
-        prefill = paged_tile_prefill_attention if attention.whole_tile_pages \
-            else prefill_attention
         paged_out = torch.empty_like(q)
 
         def run(config=attention.prefill_config):
-            prefill(q, paged_out, cache, metadata.block_tables, metadata.prefill_query_start,
-                    metadata.seq_lens, tokens, 0, attention.qk_scale, config, attention.upcast)
+            attention.paged_prefill(q, paged_out, cache, metadata.block_tables,
+                                    metadata.prefill_query_start, metadata.seq_lens, tokens, 0,
+                                    attention.qk_scale, config, attention.upcast)
         run()
         return attention, metadata, cache, out, paged_out, run
 

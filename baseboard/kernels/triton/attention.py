@@ -75,10 +75,11 @@ class TritonAttention:
         d_pad = triton.next_power_of_2(spec.head_dim)
         group_pad = triton.next_power_of_2(spec.num_heads // spec.num_kv_heads)
         # blocks holding whole key tiles are read a tile at a time, smaller ones gathered
-        self.whole_tile_pages = spec.block_size % TILED_PAGE == 0
-        if self.whole_tile_pages:
+        if spec.block_size % TILED_PAGE == 0:
+            self.paged_prefill = paged_tile_prefill_attention
             self.prefill_config = paged_tile_config(spec.head_dim)
         else:
+            self.paged_prefill = prefill_attention
             self.prefill_config = prefill_config(d_pad, group_pad)
         self.decode_config = DECODE_CONFIG
         self.decode_programs = PROGRAMS_PER_MULTIPROCESSOR * _multiprocessors(spec.device)
@@ -182,10 +183,8 @@ class TritonAttention:
                                     metadata.num_tokens - num_decodes, num_decodes,
                                     self.qk_scale, self.upcast)
         elif metadata.num_tokens > num_decodes:
-            paged_prefill = (paged_tile_prefill_attention if self.whole_tile_pages
-                             else prefill_attention)
-            paged_prefill(q, out, kv_cache, metadata.block_tables[num_decodes:],
-                          metadata.prefill_query_start, metadata.seq_lens[num_decodes:],
-                          metadata.num_tokens - num_decodes, num_decodes, self.qk_scale,
-                          self.prefill_config, self.upcast)
+            self.paged_prefill(q, out, kv_cache, metadata.block_tables[num_decodes:],
+                               metadata.prefill_query_start, metadata.seq_lens[num_decodes:],
+                               metadata.num_tokens - num_decodes, num_decodes, self.qk_scale,
+                               self.prefill_config, self.upcast)
         return out

@@ -45,7 +45,6 @@ def mma(a, b, acc, UPCAST: tl.constexpr):
     return result
 
 
-
 @functools.cache
 def _supports_pdl(device: torch.device) -> bool:
     return (gdc_wait is not None and device.type == "cuda" and not interpreting()

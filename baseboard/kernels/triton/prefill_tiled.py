@@ -217,10 +217,11 @@ def dense_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         k, v = k.contiguous(), v.contiguous()
     num_q_heads, head_dim = q.shape[1], q.shape[2]
     grid = lambda meta: (num_tokens // meta["BLOCK_M"] + num_seqs, num_q_heads)  # noqa: E731
+    no_table = no_context = query_start  # PAGE=0: never read
     _dense_prefill_kernel[grid](
         _as_matrix(q, tma), q.stride(0), _as_matrix(k, tma), _as_matrix(v, tma), k.stride(0),
-        out, out.stride(0), out.stride(1), query_start, num_seqs, token_offset, query_start, 0,
-        query_start, qk_scale, GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim,
+        out, out.stride(0), out.stride(1), query_start, num_seqs, token_offset, no_table, 0,
+        no_context, qk_scale, GROUP=num_q_heads // k.shape[1], HEAD_DIM=head_dim,
         D_PAD=triton.next_power_of_2(head_dim), PAGE=0, TMA=tma, UPCAST=upcast,
         **pdl_options(q.device))
 
