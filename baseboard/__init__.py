@@ -16,7 +16,7 @@ def __getattr__(name: str):
 
         return getattr(engine, name)
     if name == "resolve":
-        from .resolve import resolve
+        from .frontend.resolve import resolve
 
         return resolve
     raise AttributeError(f"module 'baseboard' has no attribute {name!r}")

@@ -27,7 +27,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .info import collect, render
+    from .frontend.info import collect, render
 
     info = collect(platform=args.platform, cli_backends=backend_flags(args.backend),
                    plan_path=args.plan)
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--save-plan", metavar="FILE", help="write the resolved plan as JSON")
     info.set_defaults(run=_info)
     try:
-        from .engine.cli import add_generate_arguments, run_generate
+        from .frontend.generate import add_generate_arguments, run_generate
     except ImportError:
         return parser
     generate = commands.add_parser("generate", help="generate text (streams to stdout)")

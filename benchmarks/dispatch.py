@@ -25,7 +25,7 @@ def _direct(fn, x, w, calls: int) -> float:
 
 def dispatch_ratio(rounds: int = 15, calls: int = 20000) -> dict:
     from baseboard.kernels.torch.norm import rms_norm
-    from baseboard.resolve import resolve
+    from baseboard.frontend.resolve import resolve
 
     plan = resolve(platform="cpu", backends={"rms_norm": "torch"}).plan
     x, w = torch.randn(1, 64), torch.randn(64)

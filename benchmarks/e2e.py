@@ -44,7 +44,7 @@ BATCH = 8
 
 
 def smollm2_gguf() -> Path:
-    from baseboard.engine.cli import default_model
+    from baseboard.frontend.generate import default_model
 
     return default_model()
 

@@ -41,55 +41,50 @@ SUPPORTED_CONTRACTS = (1,)
 class OpSpec:
     name: str
     kind: str  # "function" | "weight" | "attention"
-    reference: str  # "module:attribute" of the torch reference implementation
     doc: str
 
 
-def _ref(module: str, attr: str) -> str:
-    return f"baseboard.kernels.torch.{module}:{attr}"
-
-
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
-    OpSpec("rms_norm", "function", _ref("norm", "rms_norm"),
+    OpSpec("rms_norm", "function",
            "rms_norm(x [T, K], weight [K], eps: float) -> [T, K], same dtype as x; "
            "computed in float32: x * rsqrt(mean(x^2) + eps) * weight."),
-    OpSpec("fused_add_rms_norm", "function", _ref("norm", "fused_add_rms_norm"),
+    OpSpec("fused_add_rms_norm", "function",
            "fused_add_rms_norm(x [T, K], residual [T, K], weight [K], eps: float) -> "
            "(rms_norm(x + residual), x + residual). May reuse the storage of x and residual."),
-    OpSpec("rotary_embedding", "function", _ref("rotary", "rotary_embedding"),
+    OpSpec("rotary_embedding", "function",
            "rotary_embedding(positions [T] int64, q [T, Hq, D], k [T, Hk, D], "
            "cos_sin_cache [max_position, D] float32 (cos in the first D/2 columns, sin in the "
            "last D/2)) -> (q, k) rotated in the rotate-half (GPT-NeoX / Hugging Face Llama) "
            "style. May rotate q and k in place."),
-    OpSpec("silu_and_mul", "function", _ref("activation", "silu_and_mul"),
+    OpSpec("silu_and_mul", "function",
            "silu_and_mul(x [T, 2I]) -> [T, I] = silu(x[:, :I]) * x[:, I:]."),
-    OpSpec("gemm", "weight", _ref("gemm", "Gemm"),
+    OpSpec("gemm", "weight",
            "prepare(weight [N, K], bias [N] | None) -> state; apply(state, x [T, K], out_dtype) -> [T, N] "
            "= x @ weight.T + bias, in x's dtype."),
-    OpSpec("gemm_w4a16", "weight", _ref("quant_gemm", "GemmW4A16"),
+    OpSpec("gemm_w4a16", "weight",
            "prepare(qweight [N, K] uint8 holding 0..15, scales [N, K/G], offsets [N, K/G], "
            "group_size: int, bias [N] | None) -> state; apply(state, x [T, K], out_dtype) -> [T, N]. "
            "The weight is w[n, k] = qweight[n, k] * scales[n, k/G] + offsets[n, k/G] "
            "(GPTQ/AWQ: offset = -zero * scale; GGUF Q4_0: -8 * d; Q4_1: m)."),
-    OpSpec("gemm_w8a16", "weight", _ref("quant_gemm", "GemmW8A16"),
+    OpSpec("gemm_w8a16", "weight",
            "prepare(qweight [N, K] int8, scales [N, K/G], group_size: int, bias [N] | None) -> "
            "state; apply(state, x [T, K], out_dtype) -> [T, N] with w[n, k] = qweight[n, k] * scales[n, k/G]. "
            "G = K is per-channel."),
-    OpSpec("gemm_w8a8_int8", "weight", _ref("quant_gemm", "GemmW8A8Int8"),
+    OpSpec("gemm_w8a8_int8", "weight",
            "prepare(qweight [N, K] int8, scales [N] float32, bias [N] | None) -> state; "
            "apply(state, x [T, K], out_dtype) -> [T, N]: x is quantized per token to int8 "
            "(scale = amax/127), multiplied in integers and rescaled."),
-    OpSpec("gemm_w8a8_fp8", "weight", _ref("quant_gemm", "GemmW8A8Fp8"),
+    OpSpec("gemm_w8a8_fp8", "weight",
            "prepare(qweight [N, K] float8_e4m3fn, scales [N] float32, bias [N] | None) -> state; "
            "apply(state, x [T, K], out_dtype) -> [T, N]: x is quantized per token to float8_e4m3fn "
            "(scale = amax/448) and multiplied with float32 accumulation."),
-    OpSpec("attention", "attention", _ref("attention", "TorchAttention"),
+    OpSpec("attention", "attention",
            "A class: __init__(spec: AttentionSpec); kv_cache_shape(num_blocks) -> shape of one "
            "layer's cache; build_metadata(batch: AttentionBatch) -> metadata (once per step); "
            "forward(q [T, Hq, D], k [T, Hk, D], v [T, Hk, D], kv_cache, metadata) -> [T, Hq, D]: "
            "writes k and v to the cache at batch.slot_mapping, then each new token attends "
            "causally to its sequence's whole context (cached prefix included)."),
-    OpSpec("sample", "function", _ref("sampling", "sample"),
+    OpSpec("sample", "function",
            "sample(logits [B, V] float32, params: SamplingTensors) -> [B] int64. Rows with "
            "temperature 0 take the argmax; the others keep the top-k tokens (ties kept), then "
            "the smallest top-p nucleus of the tempered softmax, and take argmax(probs / noise) "

@@ -11,6 +11,7 @@ from .errors import RegistrationError, did_you_mean
 from .ops import OPS
 
 ANY_PLATFORM = "*"
+REFERENCE_NAME = "torch"  # the name of every op's reference implementation
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,11 @@ class Registry:
 
     def for_op(self, op: str) -> list[Impl]:
         return [impl for (o, _, _), impl in self.impls.items() if o == op]
+
+    def reference(self, op: str) -> Impl:
+        """The op's plain-torch reference, registered by the core plugin."""
+        found = next((impl for impl in self.for_op(op) if impl.name == REFERENCE_NAME), None)
+        if found is None:
+            raise RegistrationError(f"op {op!r} has no {REFERENCE_NAME!r} reference "
+                                    f"implementation; the core plugin registers one for every op.")
+        return found

@@ -174,7 +174,7 @@ def decide(registry: Registry, ctx: SelectionContext, op: str,
     return impl, OpDecision(op, impl.name, impl.plugin, why, candidates)
 
 
-def bind(impl: Impl) -> Any:
+def bind(impl: Impl, reference: Impl) -> Any:
     """Import an implementation and check it against its op's reference."""
     spec = OPS[impl.op]
     where = f"{impl.op}={impl.name} (plugin {impl.plugin!r}, {impl.loader})"
@@ -182,9 +182,8 @@ def bind(impl: Impl) -> Any:
         loaded = impl.load()
     except Exception as exc:
         raise RegistrationError(f"{where} could not be imported: {exc!r}") from exc
-    if impl.name != "torch":
-        reference = Impl(op=impl.op, name="torch", loader=spec.reference).load()
-        check_signature(spec, loaded, reference, where)
+    if impl is not reference:
+        check_signature(spec, loaded, reference.load(), where)
     return loaded
 
 
@@ -195,5 +194,5 @@ def select_plan(registry: Registry, ctx: SelectionContext,
     for op in OPS:
         impl, decision = decide(registry, ctx, op, choices.get(op))
         decisions[op] = decision
-        bound[op] = bind(impl)
+        bound[op] = bind(impl, registry.reference(op))
     return Plan(ctx.platform.name, decisions, bound)

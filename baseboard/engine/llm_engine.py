@@ -16,7 +16,7 @@ import torch
 from ..core.attention import AttentionSpec
 from ..core.errors import ConfigError, ModelError, RequestError
 from ..core.settings import read_settings
-from ..resolve import Resolution, load_catalog, resolve
+from ..frontend.resolve import Resolution, load_catalog, resolve
 from .block_manager import BlockManager
 from .cuda_graphs import prefill_sizes
 from .detokenizer import IncrementalDetokenizer

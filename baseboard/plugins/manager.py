@@ -14,7 +14,7 @@ from ..core.ops import SUPPORTED_CONTRACTS
 from . import hookspecs
 
 CORE_PLUGIN = "baseboard"
-CORE_MODULE = "baseboard.core_plugin"
+CORE_MODULE = "baseboard.builtin.plugin"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ..core.registry import Impl
 from ..core.selection import SelectionContext, bind, decide
 from ..core.settings import read_settings
 from ..plugins.catalog import Catalog
-from ..resolve import choose_platform, load_catalog
+from ..frontend.resolve import choose_platform, load_catalog
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Kit:
         key = (impl.op, impl.name, impl.platforms)
         if key not in self._bound:
             try:
-                self._bound[key] = bind(impl)
+                self._bound[key] = bind(impl, self.catalog.registry.reference(impl.op))
             except BaseboardError as exc:
                 self._bound[key] = exc
         value = self._bound[key]
@@ -84,7 +84,7 @@ class Kit:
 
     def reference(self, op: str) -> Any:
         """The op's torch reference, as the core plugin registers it."""
-        return self.bound(next(i for i in self.catalog.registry.for_op(op) if i.name == "torch"))
+        return self.bound(self.catalog.registry.reference(op))
 
 
 def open_kit(plugins: list[str], platform: Optional[str],

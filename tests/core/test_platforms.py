@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from baseboard.core.errors import PlatformError, PluginError
-from baseboard.resolve import resolve
+from baseboard.frontend.resolve import resolve
 
 
 def test_cpu_is_detected_without_a_gpu():

@@ -12,7 +12,8 @@ from baseboard.core.platform import Detection, Platform
 from baseboard.core.registry import Impl, Registry
 from baseboard.core.selection import Choice, SelectionContext, parse_backend_spec, select_plan
 from baseboard.kernels.torch import norm
-from baseboard.resolve import resolve
+from baseboard.builtin.plugin import reference_impls
+from baseboard.frontend.resolve import resolve
 
 
 @dataclass
@@ -29,8 +30,8 @@ def halves_only(ctx):
 
 def reference_registry(*extra: Impl) -> Registry:
     registry = Registry()
-    for spec in OPS.values():
-        registry.add(Impl(spec.name, "torch", spec.reference), "baseboard")
+    for impl in reference_impls():
+        registry.add(impl, "baseboard")
     for impl in extra:
         registry.add(impl, "testplugin")
     return registry

@@ -7,7 +7,7 @@ import pytest
 from baseboard import LLM, SamplingParams
 from baseboard.cli import main
 from baseboard.core.errors import ModelError
-from baseboard.engine import cli
+from baseboard.frontend import generate as cli
 
 
 def test_generate_streams_the_greedy_completion_and_reports_speed(tiny_llama, capsys):

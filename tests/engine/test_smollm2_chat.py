@@ -5,7 +5,7 @@ import pytest
 
 from baseboard import LLM, SamplingParams
 from baseboard.core.errors import ModelError
-from baseboard.engine.cli import default_model
+from baseboard.frontend.generate import default_model
 
 
 def test_smollm2_knows_the_capital_of_france():

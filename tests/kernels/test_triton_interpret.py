@@ -21,7 +21,7 @@ import random  # noqa: E402
 
 import triton.language as tl  # noqa: E402
 
-from baseboard import core_plugin  # noqa: E402
+from baseboard.builtin import plugin as core_plugin  # noqa: E402
 from baseboard.core.attention import AttentionBatch, AttentionSpec, SamplingTensors  # noqa: E402
 from baseboard.core.errors import SelectionError  # noqa: E402
 from baseboard.core.registry import Registry  # noqa: E402
@@ -38,7 +38,7 @@ from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
 from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
-from baseboard.resolve import resolve  # noqa: E402
+from baseboard.frontend.resolve import resolve  # noqa: E402
 
 if type(tl.sum).__name__ != "InterpretedFunction":
     pytest.fail("triton was imported (by a module collected earlier) before this module set "

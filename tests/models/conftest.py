@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from baseboard.core.ops import OPS
-from baseboard.resolve import resolve
+from baseboard.frontend.resolve import resolve
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from baseboard.core.errors import PluginError, RegistrationError
-from baseboard.resolve import resolve
+from baseboard.frontend.resolve import resolve
 
 GOOD = """
     from baseboard.core.registry import Impl

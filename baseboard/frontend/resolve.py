@@ -13,12 +13,12 @@ from typing import Mapping, Optional
 
 import torch
 
-from .core.errors import ConfigError, PlatformError, did_you_mean
-from .core.ops import OPS
-from .core.platform import Detection, Platform
-from .core.selection import Choice, Plan, SelectionContext, parse_backend_spec, select_plan
-from .core.settings import Settings, read_settings
-from .plugins.catalog import Catalog, build_catalog
+from ..core.errors import ConfigError, PlatformError, did_you_mean
+from ..core.ops import OPS
+from ..core.platform import Detection, Platform
+from ..core.selection import Choice, Plan, SelectionContext, parse_backend_spec, select_plan
+from ..core.settings import Settings, read_settings
+from ..plugins.catalog import Catalog, build_catalog
 
 SHORTCUTS = {"BASEBOARD_ATTENTION_BACKEND": "attention", "BASEBOARD_GEMM_BACKEND": "gemm",
              "BASEBOARD_SAMPLE_BACKEND": "sample"}

@@ -50,8 +50,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Load the model, stream each prompt's completion, report tokens per second."""
-    from .llm import LLM
-    from .sampling_params import SamplingParams
+    from ..engine.llm import LLM
+    from ..engine.sampling_params import SamplingParams
 
     cli_backends: dict[str, str] = {}
     for value in args.backend or []:

@@ -1,0 +1,1 @@
+"""What users reach: plan resolution, `baseboard info` and `baseboard generate`."""
