@@ -25,9 +25,9 @@ def _direct(fn, x, w, calls: int) -> float:
 
 def dispatch_ratio(rounds: int = 15, calls: int = 20000) -> dict:
     from baseboard.kernels.torch.norm import rms_norm
-    from baseboard.frontend.resolve import resolve
+    from baseboard.frontend.resolve import resolve_plan
 
-    plan = resolve(platform="cpu", backends={"rms_norm": "torch"}).plan
+    plan = resolve_plan(platform="cpu", backends={"rms_norm": "torch"}).plan
     x, w = torch.randn(1, 64), torch.randn(64)
     direct, planned = [], []
     with torch.inference_mode():

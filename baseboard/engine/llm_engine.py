@@ -16,7 +16,7 @@ import torch
 from ..core.attention import AttentionSpec
 from ..core.errors import ConfigError, ModelError, RequestError
 from ..core.settings import read_settings
-from ..frontend.resolve import Resolution, load_catalog, resolve
+from ..frontend.resolve import Resolution, load_catalog, resolve_plan
 from .block_manager import BlockManager
 from .cuda_graphs import prefill_sizes
 from .detokenizer import IncrementalDetokenizer
@@ -82,7 +82,7 @@ class LLMEngine:
         catalog = load_catalog(read_settings())
         checkpoint = load_checkpoint(model, catalog)
         config = self.config = checkpoint.config
-        self.resolution: Resolution = resolve(
+        self.resolution: Resolution = resolve_plan(
             platform=platform, backends=backends, cli_backends=cli_backends,
             plan_path=plan_path, dtype=parse_dtype(dtype) or checkpoint_dtype(checkpoint),
             head_dim=config.head_dim, num_heads=config.num_heads,

@@ -30,9 +30,9 @@ def versions() -> dict[str, str | None]:
 
 def collect(**resolve_args: Any) -> dict[str, Any]:
     """Everything `baseboard info` shows, as one JSON-ready dict."""
-    from .resolve import resolve
+    from .resolve import resolve_plan
 
-    resolution = resolve(**resolve_args)
+    resolution = resolve_plan(**resolve_args)
     chosen = resolution.platform
     catalog = resolution.catalog
     settings = resolution.settings

@@ -116,7 +116,7 @@ def explicit_choices(settings: Settings, arguments: Mapping[str, str] | None,
     return choices
 
 
-def resolve(*, platform: Optional[str] = None, backends: Mapping[str, str] | None = None,
+def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] | None = None,
             cli_backends: Mapping[str, str] | None = None, plan_path: Optional[str] = None,
             dtype: Optional[torch.dtype] = None, head_dim: Optional[int] = None,
             num_heads: Optional[int] = None, num_kv_heads: Optional[int] = None,

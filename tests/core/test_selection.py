@@ -13,7 +13,7 @@ from baseboard.core.registry import Impl, Registry
 from baseboard.core.selection import Choice, SelectionContext, parse_backend_spec, select_plan
 from baseboard.kernels.torch import norm
 from baseboard.builtin.plugin import reference_impls
-from baseboard.frontend.resolve import resolve
+from baseboard.frontend.resolve import resolve_plan
 
 
 @dataclass
@@ -139,10 +139,10 @@ def test_backend_spec_parses_several_ops():
         "gemm": "torch", "attention": "triton"}
 
 
-# --- through resolve(): environment, CLI and argument precedence, plans ---
+# --- through resolve_plan(): environment, CLI and argument precedence, plans ---
 
 def test_env_shortcut_and_spec_select():
-    res = resolve(environ={"BASEBOARD_BACKEND": "gemm=torch",
+    res = resolve_plan(environ={"BASEBOARD_BACKEND": "gemm=torch",
                            "BASEBOARD_ATTENTION_BACKEND": "torch"})
     assert res.plan.decisions["attention"].why == "explicit choice (BASEBOARD_ATTENTION_BACKEND)"
     assert res.plan.decisions["gemm"].why == "explicit choice (BASEBOARD_BACKEND)"
@@ -150,28 +150,28 @@ def test_env_shortcut_and_spec_select():
 
 def test_contradicting_env_vars_are_an_error():
     with pytest.raises(ConfigError, match="contradicts"):
-        resolve(environ={"BASEBOARD_BACKEND": "gemm=torch", "BASEBOARD_GEMM_BACKEND": "other"})
+        resolve_plan(environ={"BASEBOARD_BACKEND": "gemm=torch", "BASEBOARD_GEMM_BACKEND": "other"})
 
 
 def test_argument_beats_cli_beats_env():
     env = {"BASEBOARD_ATTENTION_BACKEND": "nonexistent-env"}
-    res = resolve(environ=env, cli_backends={"attention": "nonexistent-cli"},
+    res = resolve_plan(environ=env, cli_backends={"attention": "nonexistent-cli"},
                   backends={"attention": "torch"})
     assert res.plan.decisions["attention"].why == "explicit choice (argument backends=)"
     with pytest.raises(SelectionError, match="--backend asks for attention='nonexistent-cli'"):
-        resolve(environ=env, cli_backends={"attention": "nonexistent-cli"})
+        resolve_plan(environ=env, cli_backends={"attention": "nonexistent-cli"})
 
 
 def test_unknown_backend_name_through_env():
     with pytest.raises(SelectionError, match="BASEBOARD_GEMM_BACKEND asks for gemm='nope'"):
-        resolve(environ={"BASEBOARD_GEMM_BACKEND": "nope"})
+        resolve_plan(environ={"BASEBOARD_GEMM_BACKEND": "nope"})
 
 
 def test_plan_round_trips_through_json(tmp_path):
-    first = resolve(environ={})
+    first = resolve_plan(environ={})
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(first.plan.to_json()))
-    replayed = resolve(environ={"BASEBOARD_PLAN": str(path)})
+    replayed = resolve_plan(environ={"BASEBOARD_PLAN": str(path)})
     assert replayed.plan.selected() == first.plan.selected()
     assert all(d.why.startswith("explicit choice (plan file") for d in
                replayed.plan.decisions.values())
@@ -181,11 +181,11 @@ def test_plan_that_cannot_be_met_is_an_error(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({"platform": "cpu", "selected": {"attention": "gone"}}))
     with pytest.raises(SelectionError, match="plan file .*attention='gone'"):
-        resolve(plan_path=str(path), environ={})
+        resolve_plan(plan_path=str(path), environ={})
 
 
 def test_corrupt_plan_file(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not a readable plan file.*--save-plan"):
-        resolve(environ={"BASEBOARD_PLAN": str(path)})
+        resolve_plan(environ={"BASEBOARD_PLAN": str(path)})

@@ -22,7 +22,8 @@ import random  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from baseboard.builtin import plugin as core_plugin  # noqa: E402
-from baseboard.core.attention import AttentionBatch, AttentionSpec, SamplingTensors  # noqa: E402
+from baseboard.core.attention import AttentionBatch, AttentionSpec  # noqa: E402
+from baseboard.core.sampling import SamplingTensors  # noqa: E402
 from baseboard.core.errors import SelectionError  # noqa: E402
 from baseboard.core.registry import Registry  # noqa: E402
 from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
@@ -38,7 +39,7 @@ from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
 from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
-from baseboard.frontend.resolve import resolve  # noqa: E402
+from baseboard.frontend.resolve import resolve_plan  # noqa: E402
 
 if type(tl.sum).__name__ != "InterpretedFunction":
     pytest.fail("triton was imported (by a module collected earlier) before this module set "
@@ -321,9 +322,9 @@ def test_cpu_rejects_the_triton_kernels_without_the_interpreter(monkeypatch):
 
 def test_resolve_on_cpu_honours_the_triton_choice(monkeypatch):
     backends = {op: "triton" for op in TRITON_CHOICES}
-    resolution = resolve(platform="cpu", backends=backends, dtype=torch.float32, head_dim=32,
+    resolution = resolve_plan(platform="cpu", backends=backends, dtype=torch.float32, head_dim=32,
                          block_size=16, num_heads=4, num_kv_heads=2)
     assert {op: resolution.plan.selected()[op] for op in backends} == backends
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(SelectionError, match="TRITON_INTERPRET"):
-        resolve(platform="cpu", backends=backends, dtype=torch.float32)
+        resolve_plan(platform="cpu", backends=backends, dtype=torch.float32)

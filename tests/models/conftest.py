@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from baseboard.core.ops import OPS
-from baseboard.frontend.resolve import resolve
+from baseboard.frontend.resolve import resolve_plan
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -17,7 +17,7 @@ SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @pytest.fixture(scope="session")
 def resolution():
     """cpu platform, float32, every op pinned to its torch reference."""
-    return resolve(platform="cpu", dtype=torch.float32, backends={op: "torch" for op in OPS})
+    return resolve_plan(platform="cpu", dtype=torch.float32, backends={op: "torch" for op in OPS})
 
 
 @pytest.fixture(scope="session")

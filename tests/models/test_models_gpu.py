@@ -8,7 +8,7 @@ import torch
 
 from baseboard.core.ops import OPS
 from baseboard.models.loader import load_checkpoint
-from baseboard.frontend.resolve import resolve
+from baseboard.frontend.resolve import resolve_plan
 from paged_runner import PagedRunner
 from tiny_models import save_tiny, tiny_hf_model, transformers_from_gguf, write_gguf
 
@@ -45,7 +45,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["safetensors", "gguf"])
 def test_reference_ops_on_the_gpu_match_transformers(kind, checkpoints):
-    resolution = resolve(platform="cuda", dtype=torch.float32,
+    resolution = resolve_plan(platform="cuda", dtype=torch.float32,
                          backends={op: "torch" for op in OPS})
     path, hf = checkpoints[kind]
     got = run_on_gpu(load_checkpoint(path, resolution.catalog), resolution.plan, torch.float32)
@@ -54,7 +54,7 @@ def test_reference_ops_on_the_gpu_match_transformers(kind, checkpoints):
 
 @pytest.mark.parametrize("kind", ["safetensors", "gguf"])
 def test_platform_choices_in_bfloat16_stay_close_to_transformers(kind, checkpoints):
-    resolution = resolve(platform="cuda", dtype=torch.bfloat16, head_dim=64, num_heads=4,
+    resolution = resolve_plan(platform="cuda", dtype=torch.bfloat16, head_dim=64, num_heads=4,
                          num_kv_heads=2, block_size=BLOCK_SIZE)
     path, hf = checkpoints[kind]
     got = run_on_gpu(load_checkpoint(path, resolution.catalog), resolution.plan, torch.bfloat16)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from baseboard.core.errors import PlatformError, PluginError, SelectionError
 from baseboard.core.registry import distribution_installed
 from baseboard.core.selection import SelectionContext, decide
-from baseboard.frontend.resolve import resolve
+from baseboard.frontend.resolve import resolve_plan
 from baseboard.testing.sandbox import run_pytest
 
 GEMM = "transposed"
@@ -22,14 +22,14 @@ def example_installed():
 
 
 def test_the_example_is_discovered_from_its_installed_distribution():
-    record = resolve(environ={}).catalog.plugins.record("example")
+    record = resolve_plan(environ={}).catalog.plugins.record("example")
     assert (record.distribution, record.version, record.status) == (
         "baseboard-example-plugin", "0.1.0", "loaded")
     assert record.module == "baseboard_example.plugin"
 
 
 def test_its_platform_prefers_its_gemm_and_the_trace_says_why():
-    res = resolve(platform="sim", environ={})
+    res = resolve_plan(platform="sim", environ={})
     decision = res.plan.decisions["gemm"]
     assert (decision.selected, decision.plugin) == (GEMM, "example")
     assert decision.why == "preferred by platform sim"
@@ -39,13 +39,13 @@ def test_its_platform_prefers_its_gemm_and_the_trace_says_why():
 
 
 def test_its_platform_sets_the_default_block_size_and_the_user_overrides_it():
-    assert resolve(platform="sim", environ={}).context.block_size == 32
-    assert resolve(platform="sim", block_size=16, environ={}).context.block_size == 16
-    assert resolve(platform="cpu", environ={}).context.block_size == 16
+    assert resolve_plan(platform="sim", environ={}).context.block_size == 32
+    assert resolve_plan(platform="sim", block_size=16, environ={}).context.block_size == 16
+    assert resolve_plan(platform="cpu", environ={}).context.block_size == 16
 
 
 def test_it_wins_by_priority_over_the_reference():
-    catalog = resolve(environ={}).catalog
+    catalog = resolve_plan(environ={}).catalog
     plain_sim = type(catalog.platforms["sim"])(preferences={})
     _, decision = decide(catalog.registry, SelectionContext(plain_sim), "gemm", None)
     assert decision.selected == GEMM
@@ -53,7 +53,7 @@ def test_it_wins_by_priority_over_the_reference():
 
 
 def test_the_simulated_platform_is_present_but_never_detected_over_cpu():
-    res = resolve(environ={})
+    res = resolve_plan(environ={})
     assert res.platform.detections["sim"].present
     assert res.platform.platform.name != "sim"
 
@@ -63,7 +63,7 @@ def test_the_simulated_platform_is_present_but_never_detected_over_cpu():
     ({"BASEBOARD_BACKEND": f"gemm={GEMM}"}, "BASEBOARD_BACKEND"),
 ])
 def test_users_select_it_on_cpu_by_environment(environ, source):
-    res = resolve(platform="cpu", dtype=torch.float32, environ=environ)
+    res = resolve_plan(platform="cpu", dtype=torch.float32, environ=environ)
     decision = res.plan.decisions["gemm"]
     assert (decision.selected, decision.why) == (GEMM, f"explicit choice ({source})")
     weight, bias, x = torch.randn(24, 40), torch.randn(24), torch.randn(3, 40)
@@ -75,8 +75,8 @@ def test_asked_for_where_supports_rejects_it_is_an_error_listing_candidates():
     with pytest.raises(SelectionError, match=r"gemm='transposed', which cannot run here: dtype "
                                              r"torch.float16 is not supported.*Candidates: "
                                              r".*torch \(baseboard\): ok"):
-        resolve(platform="cpu", dtype=torch.float16, environ={"BASEBOARD_GEMM_BACKEND": GEMM})
-    decision = resolve(platform="cpu", dtype=torch.float16, environ={}).plan.decisions["gemm"]
+        resolve_plan(platform="cpu", dtype=torch.float16, environ={"BASEBOARD_GEMM_BACKEND": GEMM})
+    decision = resolve_plan(platform="cpu", dtype=torch.float16, environ={}).plan.decisions["gemm"]
     assert decision.selected == "torch"
 
 
@@ -107,28 +107,28 @@ def test_asked_for_on_a_platform_it_does_not_support_is_an_error_listing_candida
     site.install("null-dist", {"null": "null_plugin"}, {"null_plugin": NULL_PLATFORM})
     with pytest.raises(SelectionError, match=r"gemm='transposed', which cannot run here: runs on "
                                              r"cpu, sim, not on null\. Candidates: "):
-        resolve(platform="null", environ={"BASEBOARD_GEMM_BACKEND": GEMM})
-    assert resolve(platform="null", environ={}).plan.decisions["gemm"].selected == "torch"
+        resolve_plan(platform="null", environ={"BASEBOARD_GEMM_BACKEND": GEMM})
+    assert resolve_plan(platform="null", environ={}).plan.decisions["gemm"].selected == "torch"
 
 
 def test_disabled_it_registers_nothing_and_asking_for_it_says_so():
     disabled = {"BASEBOARD_DISABLE_PLUGINS": "example"}
-    res = resolve(environ=disabled)
+    res = resolve_plan(environ=disabled)
     assert res.catalog.plugins.record("example").status == "disabled"
     assert "sim" not in res.catalog.platforms
     assert res.plan.decisions["gemm"].selected != GEMM
     with pytest.raises(SelectionError, match="gemm='transposed', which no loaded plugin "
                                              "registers.*disabled registers nothing"):
-        resolve(environ={**disabled, "BASEBOARD_GEMM_BACKEND": GEMM})
+        resolve_plan(environ={**disabled, "BASEBOARD_GEMM_BACKEND": GEMM})
     with pytest.raises(PlatformError, match="platform 'sim', which no loaded plugin provides"):
-        resolve(platform="sim", environ=disabled)
+        resolve_plan(platform="sim", environ=disabled)
 
 
 def test_the_allow_list_loads_only_the_named_plugins():
-    res = resolve(environ={"BASEBOARD_PLUGINS": "cpu"})
+    res = resolve_plan(environ={"BASEBOARD_PLUGINS": "cpu"})
     assert res.catalog.plugins.record("example").status == "not-allowed"
     assert res.plan.decisions["gemm"].selected != GEMM
-    res = resolve(environ={"BASEBOARD_PLUGINS": "cpu,example"})
+    res = resolve_plan(environ={"BASEBOARD_PLUGINS": "cpu,example"})
     assert res.catalog.plugins.record("example").status == "loaded"
     assert res.catalog.plugins.record("cuda").status == "not-allowed"
 
@@ -137,7 +137,7 @@ def test_the_allow_list_loads_only_the_named_plugins():
 def test_a_misspelt_plugin_name_suggests_the_example(variable):
     with pytest.raises(PluginError, match="'exampel', which is not installed. "
                                           "Did you mean 'example'?"):
-        resolve(environ={variable: "exampel"})
+        resolve_plan(environ={variable: "exampel"})
 
 
 @pytest.mark.parametrize("platform", ["cpu", "sim"])
