@@ -31,7 +31,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
-from baseboard.core.attention import AttentionBatch, AttentionSpec, SamplingTensors  # noqa: E402
+from baseboard.core.attention import AttentionBatch, AttentionSpec  # noqa: E402
+from baseboard.core.sampling import SamplingTensors  # noqa: E402
 from baseboard.kernels.torch import activation, norm, rotary, sampling  # noqa: E402
 from baseboard.kernels.torch import gemm  # noqa: E402
 from baseboard.kernels.torch.attention import TorchAttention  # noqa: E402

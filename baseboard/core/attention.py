@@ -59,22 +59,3 @@ class AttentionBatch:
         first = self.num_decodes
         return all(q == c for q, c in zip(self.query_lens[first:], self.context_lens[first:]))
 
-
-@dataclass
-class SamplingTensors:
-    """Per-row sampling parameters for the ``sample`` op.
-
-    temperature [B] float32 (0 means greedy), top_k [B] int64 (0 means off),
-    top_p [B] float32 (1 means off), noise [B, V] float32 Exp(1) draws or None when
-    every row is greedy. The host-side flags let an implementation skip work without
-    reading device values: all_greedy (every temperature is 0), no_top_k (every top_k is
-    0), no_top_p (every top_p is 1); False promises nothing.
-    """
-
-    temperature: torch.Tensor
-    top_k: torch.Tensor
-    top_p: torch.Tensor
-    noise: torch.Tensor | None
-    all_greedy: bool
-    no_top_k: bool = False
-    no_top_p: bool = False

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..core.attention import AttentionBatch, SamplingTensors
+from ..core.attention import AttentionBatch
+from ..core.sampling import SamplingTensors
 from ..core.selection import Plan
 from .cuda_graphs import StepGraphs, capture_sizes
 from .sequence import Sequence

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.attention import SamplingTensors
+from ..core.sampling import SamplingTensors
 from . import quantize
 from .attention_check import check_attention
 from .cases import TOKENS, Case, dtype_name, randn

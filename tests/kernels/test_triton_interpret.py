@@ -23,9 +23,9 @@ import triton.language as tl  # noqa: E402
 
 from baseboard.builtin import plugin as core_plugin  # noqa: E402
 from baseboard.core.attention import AttentionBatch, AttentionSpec  # noqa: E402
-from baseboard.core.sampling import SamplingTensors  # noqa: E402
 from baseboard.core.errors import SelectionError  # noqa: E402
 from baseboard.core.registry import Registry  # noqa: E402
+from baseboard.core.sampling import SamplingTensors  # noqa: E402
 from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
 from baseboard.kernels.torch import activation, norm, rotary, sampling  # noqa: E402
 from baseboard.kernels.torch.attention import TorchAttention  # noqa: E402

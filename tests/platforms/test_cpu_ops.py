@@ -8,7 +8,8 @@ import random
 import pytest
 import torch
 
-from baseboard.core.attention import AttentionBatch, AttentionSpec, SamplingTensors
+from baseboard.core.attention import AttentionBatch, AttentionSpec
+from baseboard.core.sampling import SamplingTensors
 from baseboard.kernels.torch import activation, gemm, norm, quant_gemm, rotary, sampling
 from baseboard.kernels.torch.attention import TorchAttention
 from baseboard.platforms.cpu import native

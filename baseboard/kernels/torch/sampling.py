@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core.attention import SamplingTensors
+from ...core.sampling import SamplingTensors
 
 
 def sample(logits: torch.Tensor, params: SamplingTensors) -> torch.Tensor:

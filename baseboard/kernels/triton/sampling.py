@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...core.attention import SamplingTensors
+from ...core.sampling import SamplingTensors
 from ..torch.sampling import sample as sample_with_filters
 from .common import pdl_options, pdl_prologue
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core.attention import SamplingTensors
+from ...core.sampling import SamplingTensors
 from ...kernels.torch.sampling import sample as reference_sample
 from . import native
 
