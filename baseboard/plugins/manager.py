@@ -61,7 +61,7 @@ def load_plugins(allow: tuple[str, ...] | None, disable: tuple[str, ...]) -> Loa
     """Discover entry points, apply BASEBOARD_PLUGINS / BASEBOARD_DISABLE_PLUGINS, import.
 
     A plugin that fails to import or declares an unsupported contract is recorded and
-    skipped; it is an error only when it was named in ``allow``.
+    skipped; ``check_allowed`` makes it an error when it was named in ``allow``.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -84,12 +84,16 @@ def load_plugins(allow: tuple[str, ...] | None, disable: tuple[str, ...]) -> Loa
                                               "not-allowed", "not named in BASEBOARD_PLUGINS"))
         else:
             _register(loaded, ep.name, ep.value, dist)
+    return loaded
+
+
+def check_allowed(loaded: LoadedPlugins, allow: tuple[str, ...] | None) -> None:
+    """A plugin named in BASEBOARD_PLUGINS that failed or was refused is an error."""
     for name in allow or ():
         record = loaded.record(name)
         if record and record.status in ("failed", "refused"):
             raise PluginError(f"plugin {name!r}, named in BASEBOARD_PLUGINS, could not be "
                               f"loaded: {record.error}")
-    return loaded
 
 
 def _version(distribution: str) -> str:

@@ -1,5 +1,10 @@
 """Plugin discovery with tiny plugins installed as real distributions in a tmp directory."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from baseboard.core.errors import PluginError, RegistrationError
@@ -55,6 +60,106 @@ def test_a_failed_plugin_named_in_the_allow_list_is_an_error(site):
     with pytest.raises(PluginError, match="'broken', named in BASEBOARD_PLUGINS, could not be "
                                           "loaded: .*vendor_library_that_is_not_installed"):
         resolve_plan(environ={"BASEBOARD_PLUGINS": "cpu,broken"})
+
+
+# registers something through every hook, and raises in the one named RAISE_IN
+RAISING = """
+    from baseboard.core.registry import Impl
+    from baseboard.plugins import hookimpl
+    from baseboard.quantization.method import QuantMethod
+    from baseboard.testing.null import NullPlatform
+
+    BASEBOARD_CONTRACT = 1
+    RAISE_IN = "{hook}"
+
+
+    def maybe_raise(where):
+        if where == RAISE_IN:
+            raise RuntimeError(f"vendor runtime missing ({where})")
+
+
+    class FlakyPlatform(NullPlatform):
+        def detect(self):
+            maybe_raise("detect")
+            return super().detect()
+
+
+    @hookimpl
+    def baseboard_platforms():
+        maybe_raise("baseboard_platforms")
+        return [FlakyPlatform(name="flaky")]
+
+
+    @hookimpl
+    def baseboard_ops():
+        maybe_raise("baseboard_ops")
+        return [Impl("rms_norm", "flakynorm", "baseboard.kernels.torch.norm:rms_norm")]
+
+
+    @hookimpl
+    def baseboard_models():
+        maybe_raise("baseboard_models")
+        return {"FlakyForCausalLM": "baseboard.models.llama:LlamaForCausalLM"}
+
+
+    @hookimpl
+    def baseboard_quantization_methods():
+        maybe_raise("baseboard_quantization_methods")
+        return [QuantMethod("flakyq", "flaky", ("gemm",), "flaky_plugin:load")]
+"""
+HOOKS = ("baseboard_platforms", "baseboard_ops", "baseboard_models",
+         "baseboard_quantization_methods")
+
+
+def raising(where: str) -> str:
+    return RAISING.replace("{hook}", where)
+
+
+@pytest.mark.parametrize("where", HOOKS + ("detect",))
+def test_a_plugin_whose_hook_or_detection_raises_fails_alone_and_registers_nothing(site, where):
+    site.install("flaky-dist", {"flaky": "flaky_plugin"}, {"flaky_plugin": raising(where)})
+    site.install("good-dist", {"good": "good_plugin"}, {"good_plugin": good("goodnorm")})
+    res = resolve_plan(environ={"BASEBOARD_BACKEND": "rms_norm=goodnorm"})
+    record = res.catalog.plugins.record("flaky")
+    assert (record.status, record.distribution) == ("failed", "flaky-dist")
+    what = "platform 'flaky': detect()" if where == "detect" else f"hook {where}()"
+    assert f"{what} raised RuntimeError: vendor runtime missing ({where})" in record.error
+    catalog = res.catalog
+    assert "flaky" not in catalog.platforms and "flaky" not in catalog.detections
+    assert "flakynorm" not in [i.name for i in catalog.registry.for_op("rms_norm")]
+    assert "FlakyForCausalLM" not in catalog.models
+    assert "flakyq" not in catalog.quant_methods
+    assert catalog.plugins.manager.get_plugin("flaky") is None
+    assert res.catalog.plugins.record("good").status == "loaded"
+    assert res.plan.decisions["rms_norm"].selected == "goodnorm"
+
+
+def test_the_same_plugin_loads_when_nothing_raises(site):
+    site.install("flaky-dist", {"flaky": "flaky_plugin"}, {"flaky_plugin": raising("nowhere")})
+    catalog = resolve_plan(environ={}).catalog
+    assert catalog.plugins.record("flaky").status == "loaded"
+    assert catalog.detections["flaky"].present
+    assert {"FlakyForCausalLM"} <= set(catalog.models) and "flakyq" in catalog.quant_methods
+
+
+def test_a_plugin_whose_hook_raises_named_in_the_allow_list_is_an_error(site):
+    site.install("flaky-dist", {"flaky": "flaky_plugin"}, {"flaky_plugin": raising("baseboard_ops")})
+    with pytest.raises(PluginError, match=r"'flaky', named in BASEBOARD_PLUGINS, could not be "
+                                          r"loaded: hook baseboard_ops\(\) raised RuntimeError"):
+        resolve_plan(environ={"BASEBOARD_PLUGINS": "cpu,flaky"})
+
+
+def test_baseboard_info_lists_a_plugin_whose_hook_raises_as_failed(site):
+    site.install("flaky-dist", {"flaky": "flaky_plugin"}, {"flaky_plugin": raising("detect")})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASEBOARD_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site.root), env.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, "-m", "baseboard.cli", "info", "--json"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    plugins = {r["name"]: r for r in json.loads(run.stdout)["plugins"]}
+    assert plugins["flaky"]["status"] == "failed"
+    assert "detect() raised RuntimeError: vendor runtime missing" in plugins["flaky"]["error"]
+    assert plugins["cpu"]["status"] == "loaded"
 
 
 def test_an_incompatible_contract_is_refused_naming_the_supported_versions(site):

@@ -87,6 +87,43 @@ def test_without_the_option_the_kit_stays_out_of_the_way(wrong, tmp_path):
     assert run.count("passed") == 1 + 1 + 18
 
 
+RAISING_PLUGIN = """
+    from baseboard.core.registry import Impl
+    from baseboard.plugins import hookimpl
+    from baseboard.testing.null import NullPlatform
+
+    BASEBOARD_CONTRACT = 1
+
+
+    class NoDriver(NullPlatform):
+        def detect(self):
+            raise OSError("libnodriver.so: cannot open shared object file")
+
+
+    @hookimpl
+    def baseboard_platforms():
+        return [NoDriver(name="nodriver")]
+
+
+    @hookimpl
+    def baseboard_ops():
+        return [Impl("rms_norm", "nodriver", "baseboard.kernels.torch.norm:rms_norm")]
+"""
+
+
+def test_a_plugin_whose_detection_raises_fails_its_load_test(site, tmp_path):
+    site.install("nodriver-dist", {"nodriver": "nodriver_plugin"},
+                 {"nodriver_plugin": RAISING_PLUGIN})
+    run = run_pytest("--baseboard-plugin", "nodriver", cwd=tmp_path, path=site.root)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "INTERNALERROR" not in out
+    assert "FAILED baseboard-plugin[nodriver]::load" in out
+    assert "platform 'nodriver': detect() raised OSError: libnodriver.so" in out
+    # it registers nothing, so its load test is the only test
+    assert (run.count("failed"), run.count("passed")) == (1, 0)
+
+
 def test_an_unknown_plugin_is_a_usage_error(tmp_path):
     run = run_pytest("--baseboard-plugin", "exampel", cwd=tmp_path)
     assert run.returncode == 4
