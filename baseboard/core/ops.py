@@ -85,10 +85,15 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "writes k and v to the cache at batch.slot_mapping, then each new token attends "
            "causally to its sequence's whole context (cached prefix included)."),
     OpSpec("sample", "function",
-           "sample(logits [B, V] float32, params: SamplingTensors) -> [B] int64. Rows with "
-           "temperature 0 take the argmax; the others keep the top-k tokens (ties kept), then "
-           "the smallest top-p nucleus of the tempered softmax, and take argmax(probs / noise) "
-           "where noise ~ Exp(1) is given, so every implementation draws the same token."),
+           "sample(logits [B, V] float32, params: SamplingTensors) -> [B] int64. First, on every "
+           "row (greedy ones too), the penalties: repetition_penalty r on each token id in the "
+           "prompt or the output (a negative logit times r, any other divided by r), then over "
+           "the output tokens logit -= frequency_penalty * count and logit -= presence_penalty "
+           "where count > 0. Rows with temperature 0 then take the argmax (first index on "
+           "ties); the others divide by the temperature, drop tokens whose probability is below "
+           "min_p times the top one, keep the top-k tokens (ties kept), then the smallest top-p "
+           "nucleus of the softmax (top_p 1 keeps all), and take argmax(probs / noise) where "
+           "noise ~ Exp(1) is given, so every implementation draws the same token."),
 )}
 
 WEIGHT_OP_METHODS = ("prepare", "apply")

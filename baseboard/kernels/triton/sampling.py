@@ -1,9 +1,11 @@
-"""Sampling: Triton kernels for the greedy and the temperature-only cases; the reference's
-torch ops (two sorts) when a row may use top-k or top-p.
+"""Sampling: Triton kernels for the penalties, the greedy case and the temperature-only case
+(min_p included); the reference's torch ops (two sorts) when a row may use top-k or top-p.
 
 A row is cut into chunks, each searched by its own program, and a second kernel picks each
 row's winner among its chunks: one program per row would leave most of the GPU idle for a
-small batch (33 us for one row of 128k on an H100, against a few us split).
+small batch (33 us for one row of 128k on an H100, against a few us split). min_p needs the
+row's largest logit before any chunk can score, so a min_p step scores in a kernel of its
+own after the chunks' maxima are known.
 
 Which path runs is decided by the host-side flags of SamplingTensors, never by reading
 device values, so sampling does not synchronise the host. Every path picks the reference's
@@ -17,11 +19,32 @@ import triton
 import triton.language as tl
 
 from ...core.sampling import SamplingTensors
-from ..torch.sampling import sample as sample_with_filters
+from ..torch.sampling import select_tokens
 from .common import pdl_options, pdl_prologue
 
 BLOCK = 1024  # values a program reads per step
 MAX_CHUNKS = 32  # programs per row at most
+PENALTY_BLOCK = 2048  # values per program of the penalty kernel
+
+
+@triton.jit
+def _penalty_kernel(logits_ptr, stride, out_ptr, counts_ptr, counts_stride, prompt_ptr,
+                    prompt_stride, presence_ptr, frequency_ptr, repetition_ptr, V,
+                    BLOCK: tl.constexpr, PDL: tl.constexpr):
+    """out[row, cols] = the reference's apply_penalties of logits[row, cols]; out is dense."""
+    pdl_prologue(PDL)
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < V
+    x = tl.load(logits_ptr + row * stride + cols, mask=ok, other=0.0)
+    count = tl.load(counts_ptr + row * counts_stride + cols, mask=ok, other=0)
+    in_prompt = tl.load(prompt_ptr + row * prompt_stride + cols, mask=ok, other=0) != 0
+    repetition = tl.load(repetition_ptr + row)
+    repeated = tl.where(x < 0, x * repetition, x / repetition)
+    x = tl.where(in_prompt | (count > 0), repeated, x)
+    x = x - tl.load(frequency_ptr + row) * count.to(tl.float32)
+    x = x - tl.load(presence_ptr + row) * (count > 0).to(tl.float32)
+    tl.store(out_ptr + row * V + cols, x, mask=ok)
 
 
 @triton.jit
@@ -37,6 +60,29 @@ def _argmax_range(row_ptr, start, end, BLOCK: tl.constexpr):
         index = tl.where(better, offset + cols, index)
     top = tl.max(best, 0)
     return top, tl.min(tl.where(best == top, index, end), 0)
+
+
+@triton.jit
+def _score_range(row_ptr, noise_row_ptr, start, end, t, top, threshold,
+                 MIN_P: tl.constexpr, BLOCK: tl.constexpr):
+    """(largest exp(x / t - top / t) / noise, its first index) over row[start:end]; with
+    MIN_P only tokens whose x / t is at least ``threshold`` count (the others score -1)."""
+    cols = tl.arange(0, BLOCK)
+    best = tl.full([BLOCK], -1.0, tl.float32)
+    where = tl.zeros([BLOCK], tl.int32)
+    for offset in range(start, end, BLOCK):
+        ok = offset + cols < end
+        x = tl.load(row_ptr + offset + cols, mask=ok, other=float("-inf"))
+        noise = tl.load(noise_row_ptr + offset + cols, mask=ok, other=1.0)
+        # the softmax's common denominator does not change the argmax
+        score = tl.exp(x / t - top / t) / noise
+        if MIN_P:
+            score = tl.where(x / t >= threshold, score, -1.0)
+        better = score > best
+        best = tl.where(better, score, best)
+        where = tl.where(better, offset + cols, where)
+    top_score = tl.max(best, 0)
+    return top_score, tl.min(tl.where(best == top_score, where, end), 0)
 
 
 @triton.jit
@@ -59,22 +105,36 @@ def _chunk_kernel(logits_ptr, stride, noise_ptr, noise_stride, temperature_ptr,
         temperature = tl.load(temperature_ptr + row)
         if temperature > 0:
             t = tl.maximum(temperature, 1e-6)
-            cols = tl.arange(0, BLOCK)
-            best = tl.full([BLOCK], -1.0, tl.float32)
-            where = tl.zeros([BLOCK], tl.int32)
-            for offset in range(start, end, BLOCK):
-                ok = offset + cols < end
-                x = tl.load(logits + offset + cols, mask=ok, other=float("-inf"))
-                noise = tl.load(noise_ptr + row * noise_stride + offset + cols, mask=ok,
-                                other=1.0)
-                # the softmax's common denominator does not change the argmax
-                score = tl.exp(x / t - top / t) / noise
-                better = score > best
-                best = tl.where(better, score, best)
-                where = tl.where(better, offset + cols, where)
-            top_score = tl.max(best, 0)
-            tl.store(score_ptr + part, top_score)
-            tl.store(score_index_ptr + part, tl.min(tl.where(best == top_score, where, end), 0))
+            score, where = _score_range(logits, noise_ptr + row * noise_stride, start, end, t,
+                                        top, 0.0, False, BLOCK)
+            tl.store(score_ptr + part, score)
+            tl.store(score_index_ptr + part, where)
+
+
+@triton.jit
+def _min_p_score_kernel(logits_ptr, stride, noise_ptr, noise_stride, temperature_ptr,
+                        log_min_p_ptr, top_ptr, score_ptr, score_index_ptr, V, CHUNK,
+                        num_chunks, CHUNKS_PAD: tl.constexpr, BLOCK: tl.constexpr,
+                        PDL: tl.constexpr):
+    """Per (row, chunk) of a sampled row: the chunk's score as in _chunk_kernel, counting
+    only the tokens min_p keeps: x / t >= row max / t + log(min_p)."""
+    pdl_prologue(PDL)
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    temperature = tl.load(temperature_ptr + row)
+    if temperature > 0:
+        t = tl.maximum(temperature, 1e-6)
+        chunks = tl.arange(0, CHUNKS_PAD)
+        tops = tl.load(top_ptr + row * num_chunks + chunks, mask=chunks < num_chunks,
+                       other=float("-inf"))
+        threshold = tl.max(tops, 0) / t + tl.load(log_min_p_ptr + row)
+        part = row * num_chunks + chunk
+        start = chunk * CHUNK
+        score, where = _score_range(logits_ptr + row * stride, noise_ptr + row * noise_stride,
+                                    start, tl.minimum(V, start + CHUNK), t,
+                                    tl.load(top_ptr + part), threshold, True, BLOCK)
+        tl.store(score_ptr + part, score)
+        tl.store(score_index_ptr + part, where)
 
 
 @triton.jit
@@ -102,30 +162,62 @@ def _pick_kernel(top_ptr, top_index_ptr, score_ptr, score_index_ptr, temperature
     tl.store(out_ptr + row, index.to(tl.int64))
 
 
+def apply_penalties(logits: torch.Tensor, params: SamplingTensors) -> torch.Tensor:
+    """logits [B, V] float32 (last dimension dense) -> a new dense [B, V] float32 tensor
+    with the reference's penalties; ``logits`` itself when the step has none."""
+    if params.no_penalties:
+        return logits
+    num_rows, vocab = logits.shape
+    out = torch.empty(num_rows, vocab, dtype=torch.float32, device=logits.device)
+    if not num_rows:
+        return out
+    counts = params.output_counts
+    prompt = params.prompt_mask.view(torch.uint8)  # same bytes; Triton loads bytes
+    if counts.stride(-1) != 1:
+        counts = counts.contiguous()
+    if prompt.stride(-1) != 1:
+        prompt = prompt.contiguous()
+    # no fused multiply-add: logit - penalty * count rounds twice, as in the reference
+    _penalty_kernel[(num_rows, triton.cdiv(vocab, PENALTY_BLOCK))](
+        logits, logits.stride(0), out, counts, counts.stride(0), prompt, prompt.stride(0),
+        params.presence_penalty.float(), params.frequency_penalty.float(),
+        params.repetition_penalty.float(), vocab, BLOCK=PENALTY_BLOCK, num_warps=4,
+        enable_fp_fusion=False, **pdl_options(logits.device))
+    return out
+
+
 def sample(logits: torch.Tensor, params: SamplingTensors) -> torch.Tensor:
     """logits [B, V] float32 -> token ids [B] int64 (see the op's doc for the rule)."""
-    if not params.all_greedy and not (params.no_top_k and params.no_top_p):
-        return sample_with_filters(logits, params)
     logits = logits.float()
     if logits.stride(-1) != 1:
         logits = logits.contiguous()
+    logits = apply_penalties(logits, params)
+    if not params.all_greedy and not (params.no_top_k and params.no_top_p):
+        return select_tokens(logits, params)
     num_rows, vocab = logits.shape
     out = torch.empty(num_rows, dtype=torch.int64, device=logits.device)
     if not num_rows:
         return out
     chunk = BLOCK * triton.cdiv(triton.cdiv(vocab, BLOCK), MAX_CHUNKS)
     num_chunks = triton.cdiv(vocab, chunk)
+    chunks_pad = triton.next_power_of_2(num_chunks)
     sampled = not params.all_greedy
+    min_p = sampled and not params.no_min_p
     parts = num_rows * num_chunks
     values = torch.empty(2, parts, dtype=torch.float32, device=logits.device)
     indices = torch.empty(2, parts, dtype=torch.int32, device=logits.device)
     noise = params.noise if sampled else logits
     _chunk_kernel[(num_rows, num_chunks)](
         logits, logits.stride(0), noise, noise.stride(0), params.temperature, values[0],
-        indices[0], values[1], indices[1], vocab, chunk, SAMPLED=sampled, BLOCK=BLOCK,
-        num_warps=4, **pdl_options(logits.device))
+        indices[0], values[1], indices[1], vocab, chunk, SAMPLED=sampled and not min_p,
+        BLOCK=BLOCK, num_warps=4, **pdl_options(logits.device))
+    if min_p:
+        _min_p_score_kernel[(num_rows, num_chunks)](
+            logits, logits.stride(0), noise, noise.stride(0), params.temperature,
+            params.min_p.float().log(), values[0], values[1], indices[1], vocab, chunk,
+            num_chunks, CHUNKS_PAD=chunks_pad, BLOCK=BLOCK, num_warps=4,
+            **pdl_options(logits.device))
     _pick_kernel[(num_rows,)](values[0], indices[0], values[1], indices[1], params.temperature,
-                              out, num_chunks, SAMPLED=sampled,
-                              CHUNKS_PAD=triton.next_power_of_2(num_chunks), num_warps=1,
-                              **pdl_options(logits.device))
+                              out, num_chunks, SAMPLED=sampled, CHUNKS_PAD=chunks_pad,
+                              num_warps=1, **pdl_options(logits.device))
     return out
