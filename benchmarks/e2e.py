@@ -44,9 +44,9 @@ BATCH = 8
 
 
 def smollm2_gguf() -> Path:
-    from baseboard.frontend.generate import default_model
+    from baseboard.models.embedded import embedded_model
 
-    return default_model()
+    return embedded_model()
 
 
 def copy_bandwidth(mib: int = 512, repeats: int = 10, threads: int | None = None) -> float:

@@ -1,7 +1,7 @@
 """CUDA graphs for decode steps and for one-sequence prefills.
 
 At load, one graph is captured per decode batch size in ``capture_sizes(max_num_seqs)``
-and per prefill length in ``prefill_sizes(...)``. A decode step of n sequences replays the
+and per prefill length in ``EngineConfig.graph_prefill_sizes``. A decode step of n sequences replays the
 smallest captured size >= n, padded with dummy sequences that read and write only a
 reserved cache block (``pad_block``). A prefill of one sequence (the first step of a lone
 request, where launching each kernel from Python would cost more than running it) replays
@@ -21,20 +21,12 @@ import torch
 
 from ..core.attention import AttentionBatch
 
-PREFILL_SIZES = (16, 32, 64, 128, 256, 512)
-
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
     """1, 2, 4, 8, then every 8 up to 64, then every 32: padding wastes at most ~1/3."""
     sizes = [1, 2, 4] + list(range(8, 65, 8)) + list(range(96, max_num_seqs + 32, 32))
     capped = sorted({min(s, max_num_seqs) for s in sizes})
     return capped
-
-
-def prefill_sizes(max_num_batched_tokens: int, max_model_len: int) -> list[int]:
-    """Prefill lengths captured: powers of two up to 512 tokens; past that the device's
-    work outweighs the launches."""
-    return [s for s in PREFILL_SIZES if s <= min(max_num_batched_tokens, max_model_len)]
 
 
 class StepGraphs:

@@ -16,7 +16,7 @@ import torch
 
 from ..core.attention import AttentionBatch
 from ..core.sampling import SamplingTensors
-from ..core.selection import Plan
+from .config import EngineConfig
 from .cuda_graphs import StepGraphs, capture_sizes
 from .sequence import Sequence
 
@@ -24,36 +24,35 @@ from .sequence import Sequence
 class ModelRunner:
     """Owns the KV caches (one tensor per layer, in the attention implementation's layout)."""
 
-    def __init__(self, model: Any, attention: Any, plan: Plan, num_blocks: int,
-                 block_size: int, num_layers: int, vocab_size: int, max_num_seqs: int,
-                 dtype: torch.dtype, device: torch.device, generator: torch.Generator,
-                 cuda_graphs: bool = False, graph_prefills: Optional[list[int]] = None,
-                 max_model_len: int = 0):
+    def __init__(self, config: EngineConfig, model: Any, attention: Any, num_blocks: int,
+                 generator: torch.Generator):
         self.model = model
         self.attention = attention
-        self.sample = plan.sample
-        self.block_size = block_size
-        self.vocab_size = vocab_size
-        self.max_num_seqs = max_num_seqs
-        self.device = device
+        self.sample = config.plan.sample
+        self.block_size = block_size = config.block_size
+        self.vocab_size = config.model_config.vocab_size
+        self.max_num_seqs = max_num_seqs = config.max_num_seqs
+        self.device = device = config.device
+        dtype = config.dtype
         self.generator = generator
         self.pinned = device.type == "cuda"
         # with CUDA graphs, one block more: padding rows of a replayed step write there
-        cache_blocks = num_blocks + 1 if cuda_graphs else num_blocks
+        cache_blocks = num_blocks + 1 if config.cuda_graphs else num_blocks
         self.kv_caches = [torch.zeros(attention.kv_cache_shape(cache_blocks), dtype=dtype,
-                                      device=device) for _ in range(num_layers)]
+                                      device=device)
+                          for _ in range(config.model_config.num_layers)]
         # Greedy steps reuse these; rows of a sampled step are rebuilt with one call each.
         self.greedy_temperature = torch.zeros(max_num_seqs, dtype=torch.float32, device=device)
         self.greedy_top_k = torch.zeros(max_num_seqs, dtype=torch.long, device=device)
         self.greedy_top_p = torch.ones(max_num_seqs, dtype=torch.float32, device=device)
         self.noise: Optional[torch.Tensor] = None  # [max_num_seqs, V] Exp(1), made on first use
         self.graphs: Optional[StepGraphs] = None
-        if cuda_graphs:
+        if config.cuda_graphs:
             with torch.inference_mode():
                 self.graphs = StepGraphs(
                     model, attention, self.kv_caches, capture_sizes(max_num_seqs),
-                    graph_prefills or [], pad_block=num_blocks,
-                    block_size=block_size, max_model_len=max_model_len, device=device)
+                    list(config.graph_prefill_sizes), pad_block=num_blocks,
+                    block_size=block_size, max_model_len=config.max_model_len, device=device)
 
     def make_batch(self, seqs: list[Sequence]) -> tuple[list[int], list[int], AttentionBatch]:
         """Token ids, positions and the AttentionBatch of one step (decodes first)."""

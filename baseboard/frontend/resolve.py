@@ -1,156 +1,129 @@
-"""Resolution: settings + plugins + platform detection + explicit choices -> a plan.
-
-Runs once per model load (and for `baseboard info`). Everything is read here, at
-resolution time, never at import.
+"""``resolve(model, ...)``: the one load path. A checkpoint, the arguments, the settings and
+the plugins become one frozen ``EngineConfig``; the engine, ``baseboard info`` and a saved
+plan all come from it, so what `info` shows is what `generate` runs.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
-from ..core.errors import ConfigError, PlatformError, did_you_mean
-from ..core.ops import OPS
-from ..core.platform import Detection, Platform
-from ..core.selection import Choice, Plan, SelectionContext, parse_backend_spec, select_plan
+from ..core.errors import ConfigError, ModelError
 from ..core.settings import Settings, read_settings
-from ..plugins.catalog import Catalog, build_catalog
+from ..engine.args import EngineArgs, parse_dtype
+from ..engine.config import EngineConfig
+from ..plugins.catalog import Catalog
+from .plan import load_catalog, resolve_plan
 
-SHORTCUTS = {"BASEBOARD_ATTENTION_BACKEND": "attention", "BASEBOARD_GEMM_BACKEND": "gemm",
-             "BASEBOARD_SAMPLE_BACKEND": "sample"}
-
-
-@dataclass
-class PlatformChoice:
-    platform: Platform
-    why: str
-    detections: dict[str, Detection]
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 4096
+PREFILL_GRAPH_SIZES = (16, 32, 64, 128, 256, 512)  # past 512 tokens the work outweighs launches
 
 
-@dataclass
-class Resolution:
-    settings: Settings
-    catalog: Catalog
-    platform: PlatformChoice
-    context: SelectionContext
-    plan: Plan
-
-
-def load_catalog(settings: Settings) -> Catalog:
-    return build_catalog(settings["BASEBOARD_PLUGINS"], settings["BASEBOARD_DISABLE_PLUGINS"])
-
-
-def _failed_plugins_note(catalog: Catalog) -> str:
-    failed = catalog.plugins.failures()
-    if not failed:
-        return ""
-    return " Plugins that failed to load: " + "; ".join(f"{r.name}: {r.error}" for r in failed) + "."
-
-
-def choose_platform(catalog: Catalog, requested: Optional[str], source: str) -> PlatformChoice:
-    """The requested platform (which must be present), else the present one of highest priority."""
-    detections = {name: p.detect() for name, p in catalog.platforms.items()}
-    if requested:
-        if requested not in catalog.platforms:
-            raise PlatformError(
-                f"{source} asks for platform {requested!r}, which no loaded plugin provides."
-                f"{did_you_mean(requested, catalog.platforms)} Known platforms: "
-                f"{', '.join(sorted(catalog.platforms))}.{_failed_plugins_note(catalog)}")
-        detection = detections[requested]
-        if not detection.present:
-            raise PlatformError(
-                f"{source} asks for platform {requested!r}, which is not present here: "
-                f"{detection.reason}. Unset it to detect the platform, or pick a present one: "
-                f"{', '.join(n for n, d in detections.items() if d.present)}.")
-        return PlatformChoice(catalog.platforms[requested], f"requested by {source}", detections)
-    present = [p for name, p in catalog.platforms.items() if detections[name].present]
-    if not present:
-        raise PlatformError("no platform is present; the cpu platform plugin is missing or "
-                            "disabled." + _failed_plugins_note(catalog))
-    best = max(present, key=lambda p: (p.priority, p.name))
-    return PlatformChoice(best, f"detected; highest priority ({best.priority}) of the present "
-                                f"platforms", detections)
-
-
-def read_plan_file(path: str, source: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-        data["selected"]  # noqa: B018 (must exist)
-        return data
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{source}={path!r} is not a readable plan file ({exc!r}). Write one with "
-                          f"`baseboard info --save-plan FILE`.") from None
-
-
-def explicit_choices(settings: Settings, arguments: Mapping[str, str] | None,
-                     cli: Mapping[str, str] | None, plan_file: dict | None,
-                     plan_source: str) -> dict[str, Choice]:
-    """Merge explicit choices; precedence: argument > CLI > environment > plan file."""
-    choices: dict[str, Choice] = {}
-    if plan_file:
-        for op, name in plan_file["selected"].items():
-            choices[op] = Choice(name, f"plan file {plan_source}")
-    env: dict[str, Choice] = {}
-    if settings["BASEBOARD_BACKEND"]:
-        for op, name in parse_backend_spec(settings["BASEBOARD_BACKEND"],
-                                           "BASEBOARD_BACKEND").items():
-            env[op] = Choice(name, "BASEBOARD_BACKEND")
-    for var, op in SHORTCUTS.items():
-        name = settings[var]
-        if name:
-            if op in env and env[op].name != name:
-                raise ConfigError(f"{var}={name!r} contradicts BASEBOARD_BACKEND, which sets "
-                                  f"{op}={env[op].name!r}. Set only one of them.")
-            env[op] = Choice(name, var)
-    choices.update(env)
-    for source, given in (("--backend", cli), ("argument backends=", arguments)):
-        for op, name in (given or {}).items():
-            if op not in OPS:
-                raise ConfigError(f"{source}: unknown op {op!r}.{did_you_mean(op, OPS)} "
-                                  f"Known ops: {', '.join(OPS)}.")
-            choices[op] = Choice(name, source)
-    return choices
-
-
-def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] | None = None,
-            cli_backends: Mapping[str, str] | None = None, plan_path: Optional[str] = None,
-            dtype: Optional[torch.dtype] = None, head_dim: Optional[int] = None,
-            num_heads: Optional[int] = None, num_kv_heads: Optional[int] = None,
-            block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None,
-            environ: Mapping[str, str] | None = None,
-            catalog: Optional[Catalog] = None) -> Resolution:
-    """Resolve the platform and a plan for every op.
-
-    ``platform`` and ``backends`` are the Python arguments (highest precedence),
-    ``cli_backends`` and ``plan_path`` come from the command line. ``catalog``: the
-    plugins already loaded from the same settings (the engine needs them before it knows
-    the model's shape), so that discovery runs once per load.
-    """
+def resolve(model: str, *, environ: Mapping[str, str] | None = None,
+            **arguments: Any) -> EngineConfig:
+    """The engine configuration ``LLM(model, **arguments)`` would run with: the checkpoint's
+    metadata is read (not its weights), the plugins loaded and every op's implementation
+    chosen. ``environ`` stands in for os.environ."""
+    args = EngineArgs(model=model, **arguments)
     settings = read_settings(environ)
-    catalog = catalog or load_catalog(settings)
-    plan_source = "--plan" if plan_path else "BASEBOARD_PLAN"
-    plan_path = plan_path or settings["BASEBOARD_PLAN"]
-    plan_file = read_plan_file(plan_path, plan_source) if plan_path else None
-    if platform:
-        requested, source = platform, "argument platform="
-    elif settings["BASEBOARD_PLATFORM"]:
-        requested, source = settings["BASEBOARD_PLATFORM"], "BASEBOARD_PLATFORM"
-    elif plan_file:
-        requested, source = plan_file.get("platform"), f"plan file {plan_path}"
-    else:
-        requested, source = None, ""
-    chosen = choose_platform(catalog, requested, source)
-    if cuda_graphs is None:
-        cuda_graphs = settings["BASEBOARD_CUDA_GRAPHS"] and chosen.platform.supports_cuda_graphs
-    ctx = SelectionContext(platform=chosen.platform,
-                           dtype=dtype or chosen.platform.default_dtype(),
-                           head_dim=head_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                           block_size=block_size or chosen.platform.kv_block_size,
-                           cuda_graphs=cuda_graphs)
-    choices = explicit_choices(settings, backends, cli_backends, plan_file, plan_path or "")
-    plan = select_plan(catalog.registry, ctx, choices)
-    return Resolution(settings, catalog, chosen, ctx, plan)
+    catalog = load_catalog(settings)
+    return configure(args, open_checkpoint(args, catalog), settings, catalog)
+
+
+def open_checkpoint(args: EngineArgs, catalog: Catalog) -> Any:
+    """The checkpoint ``args.model`` names (a path or an embedded model's name), with its
+    metadata read; ModelError for what baseboard cannot run."""
+    from ..models.embedded import model_path
+    from ..models.loader import load_checkpoint
+
+    path = model_path(args.model)
+    _check_remote_code(path, catalog, args.trust_remote_code)
+    checkpoint = load_checkpoint(path, catalog)
+    if args.quantization is not None and args.quantization != checkpoint.quant_method:
+        stored = checkpoint.quant_method or "not quantized"
+        raise ConfigError(f"quantization={args.quantization!r}, but {path} is {stored}; "
+                          f"baseboard runs a checkpoint in the format it is stored in. Drop "
+                          f"quantization= or give a checkpoint quantized with "
+                          f"{args.quantization!r}.")
+    return checkpoint
+
+
+def configure(args: EngineArgs, checkpoint: Any, settings: Settings,
+              catalog: Catalog) -> EngineConfig:
+    """Every decision of a load, made once: platform and plan, dtype, limits, graphs."""
+    config = checkpoint.config
+    resolution = resolve_plan(
+        platform=args.platform, backends=args.backends, cli_backends=args.cli_backends,
+        plan_path=args.plan_path, dtype=parse_dtype(args.dtype) or checkpoint_dtype(checkpoint),
+        head_dim=config.head_dim, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
+        block_size=args.block_size, cuda_graphs=False if args.enforce_eager else None,
+        settings=settings, catalog=catalog)
+    platform = resolution.platform.platform
+    ctx = resolution.context
+    if ctx.dtype not in platform.supported_dtypes:
+        raise ConfigError(f"dtype {ctx.dtype} is not supported on platform {platform.name} "
+                          f"(supported: {', '.join(map(str, platform.supported_dtypes))}).")
+    limit = config.max_position_embeddings
+    if args.max_model_len is not None and args.max_model_len > limit:
+        raise ModelError(f"max_model_len={args.max_model_len} is more than the model's {limit} "
+                         f"positions (max_position_embeddings); use at most {limit}.")
+    max_model_len = args.max_model_len or limit
+    batched = args.max_num_batched_tokens or max(DEFAULT_MAX_NUM_BATCHED_TOKENS, max_model_len)
+    if batched < max_model_len:
+        raise ConfigError(f"max_num_batched_tokens={batched} is less than max_model_len="
+                          f"{max_model_len}; a whole prompt must fit one step.")
+    async_scheduling = args.async_scheduling
+    if async_scheduling is None:
+        async_scheduling = settings["BASEBOARD_ASYNC_SCHEDULING"]
+    if async_scheduling is None:  # only a device running apart from the host gains
+        async_scheduling = platform.device_type != "cpu"
+    return EngineConfig(
+        model=str(checkpoint.path), model_config=config, quant_method=checkpoint.quant_method,
+        platform=platform, device=platform.device(), dtype=ctx.dtype,
+        block_size=ctx.block_size, max_num_seqs=args.max_num_seqs, max_model_len=max_model_len,
+        max_num_batched_tokens=batched, kv_cache_memory=args.kv_cache_memory,
+        gpu_memory_utilization=args.gpu_memory_utilization
+        or settings["BASEBOARD_GPU_MEMORY_UTILIZATION"],
+        cuda_graphs=ctx.cuda_graphs,
+        graph_prefill_sizes=prefill_graph_sizes(batched, max_model_len) if ctx.cuda_graphs
+        else (),
+        async_scheduling=async_scheduling, pdl=settings["BASEBOARD_PDL"],
+        num_threads=settings["BASEBOARD_NUM_THREADS"] or len(os.sched_getaffinity(0)),
+        seed=args.seed, plan=resolution.plan, resolution=resolution)
+
+
+def checkpoint_dtype(checkpoint: Any) -> Optional[torch.dtype]:
+    """What dtype="auto" means before the platform is known: float32 for GGUF files, which
+    are made to compute in float32 (as llama.cpp does; in bf16, close logits of a small
+    model flip its answer), else None: the platform's default dtype."""
+    return torch.float32 if str(checkpoint.path).endswith(".gguf") else None
+
+
+def prefill_graph_sizes(max_num_batched_tokens: int, max_model_len: int) -> tuple[int, ...]:
+    """One-sequence prefill lengths captured as CUDA graphs: powers of two up to 512."""
+    return tuple(s for s in PREFILL_GRAPH_SIZES if s <= min(max_num_batched_tokens, max_model_len))
+
+
+def _check_remote_code(path: Path, catalog: Catalog, trust_remote_code: bool) -> None:
+    """A checkpoint whose architecture exists only as its own Python code (config.json's
+    auto_map) cannot run: baseboard executes no code from a checkpoint."""
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        return
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return  # the loader names the unreadable file
+    if not isinstance(config, dict):
+        return
+    architectures = config.get("architectures") or []
+    if config.get("auto_map") and not any(a in catalog.models for a in architectures):
+        given = "even with trust_remote_code=True " if trust_remote_code else ""
+        raise ModelError(f"{path} defines its architecture {architectures or '?'} in its own "
+                         f"code (config.json 'auto_map'), which baseboard does not run {given}"
+                         f"(it executes no code from a checkpoint). Registered architectures: "
+                         f"{', '.join(sorted(catalog.models))}; a plugin can add one.")

