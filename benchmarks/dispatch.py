@@ -25,7 +25,7 @@ def _direct(fn, x, w, calls: int) -> float:
 
 def dispatch_ratio(rounds: int = 15, calls: int = 20000) -> dict:
     from baseboard.kernels.torch.norm import rms_norm
-    from baseboard.frontend.resolve import resolve_plan
+    from baseboard.frontend.plan import resolve_plan
 
     plan = resolve_plan(platform="cpu", backends={"rms_norm": "torch"}).plan
     x, w = torch.randn(1, 64), torch.randn(64)

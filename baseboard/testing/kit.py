@@ -17,7 +17,7 @@ from ..core.registry import Impl
 from ..core.selection import SelectionContext, bind, decide
 from ..core.settings import read_settings
 from ..plugins.catalog import Catalog
-from ..frontend.resolve import choose_platform, load_catalog
+from ..frontend.plan import choose_platform, load_catalog
 
 
 @dataclass

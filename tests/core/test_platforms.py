@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from baseboard.core.errors import PlatformError, PluginError
-from baseboard.frontend.resolve import resolve_plan
+from baseboard.frontend.plan import resolve_plan
 
 
 def test_cpu_is_detected_without_a_gpu():

@@ -13,7 +13,7 @@ from baseboard.core.registry import Impl, Registry
 from baseboard.core.selection import Choice, SelectionContext, parse_backend_spec, select_plan
 from baseboard.kernels.torch import norm
 from baseboard.builtin.plugin import reference_impls
-from baseboard.frontend.resolve import resolve_plan
+from baseboard.frontend.plan import resolve_plan
 
 
 @dataclass

@@ -39,7 +39,7 @@ from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton import sampling as triton_sampling  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
 from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
-from baseboard.frontend.resolve import resolve_plan  # noqa: E402
+from baseboard.frontend.plan import resolve_plan  # noqa: E402
 
 if type(tl.sum).__name__ != "InterpretedFunction":
     pytest.fail("triton was imported (by a module collected earlier) before this module set "

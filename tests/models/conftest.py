@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from baseboard.core.ops import OPS
-from baseboard.frontend.resolve import resolve_plan
+from baseboard.frontend.plan import resolve_plan
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

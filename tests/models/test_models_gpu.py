@@ -8,7 +8,7 @@ import torch
 
 from baseboard.core.ops import OPS
 from baseboard.models.loader import load_checkpoint
-from baseboard.frontend.resolve import resolve_plan
+from baseboard.frontend.plan import resolve_plan
 from paged_runner import PagedRunner
 from tiny_models import save_tiny, tiny_hf_model, transformers_from_gguf, write_gguf
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from baseboard.core.errors import PluginError, RegistrationError
-from baseboard.frontend.resolve import resolve_plan
+from baseboard.frontend.plan import resolve_plan
 
 GOOD = """
     from baseboard.core.registry import Impl

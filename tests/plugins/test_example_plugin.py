@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from baseboard.core.errors import PlatformError, PluginError, SelectionError
 from baseboard.core.registry import distribution_installed
 from baseboard.core.selection import SelectionContext, decide
-from baseboard.frontend.resolve import resolve_plan
+from baseboard.frontend.plan import resolve_plan
 from baseboard.testing.sandbox import run_pytest
 
 GEMM = "transposed"
