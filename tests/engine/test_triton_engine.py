@@ -10,7 +10,7 @@ if torch.cuda.is_available():  # a GPU runs the kernels for real: tests/*/test_*
     pytest.skip("interpreter tests are for machines without a GPU", allow_module_level=True)
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (tests/conftest.py)
 
-import triton.language  # noqa: E402,F401  (imported now, while TRITON_INTERPRET=1)
+pytest.importorskip("triton.language")  # imported now, while TRITON_INTERPRET=1 (optional)
 
 from baseboard import LLM, SamplingParams  # noqa: E402
 from baseboard.core.ops import OPS  # noqa: E402

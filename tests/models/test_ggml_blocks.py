@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import gguf
 import numpy as np
 import pytest
 import torch
+
+gguf = pytest.importorskip("gguf")  # optional: the gguf extra installs it
 
 from baseboard.quantization.ggml_blocks import decode_dense, decode_quantized
 
