@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from typing import Any, Iterable, Optional
 
 import torch
@@ -18,11 +19,13 @@ from .args import EngineArgs
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer
 from .kv_budget import activation_bytes, block_bytes, kv_cache_budget, num_kv_blocks
+from .logprobs import token_texts
 from .model_runner import ModelRunner, SampledTokens
+from .outputs import TokenLogprobs
 from .requests import check_prompt, finish_check, prompt_tokens
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
-from .sequence import Sequence
+from .sequence import Sequence, SequenceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class LLMEngine:
         self.max_model_len = config.max_model_len
         if config.platform.device_type == "cpu":
             torch.set_num_threads(config.num_threads)
+        apply_pdl(config.pdl)
         attention = self.plan.attention(config.attention_spec())
         model_config = config.model_config
         self.model = checkpoint.model_class(model_config, self.plan, attention, self.dtype,
@@ -89,7 +93,8 @@ class LLMEngine:
         return num_blocks
 
     def make_sequence(self, prompt: Any, params: SamplingParams) -> Sequence:
-        """Check and tokenize one request without queueing it; RequestError if it is bad."""
+        """Check and tokenize one request without queueing it; RequestError if it is bad.
+        Returns its first completion's sequence; ``make_siblings`` makes the other n - 1."""
         if not isinstance(params, SamplingParams):
             raise RequestError(f"sampling_params is a {type(params).__name__}, not a "
                                f"SamplingParams.")
@@ -99,31 +104,70 @@ class LLMEngine:
             raise RequestError("the engine was loaded with skip_tokenizer_init=True: give "
                                "{'prompt_token_ids': [...]} prompts and "
                                "SamplingParams(detokenize=False).")
+        vocab_size = self.config.model_config.vocab_size
+        for name in ("logprobs", "prompt_logprobs"):
+            if (getattr(params, name) or 0) > vocab_size:
+                raise RequestError(f"SamplingParams {name}={getattr(params, name)} is invalid; "
+                                   f"{name} must be at most the vocabulary's {vocab_size} "
+                                   f"tokens.")
         text, ids = prompt_tokens(prompt, self.tokenizer)
-        check_prompt(ids, self.config.model_config.vocab_size, self.max_model_len)
+        check_prompt(ids, vocab_size, self.max_model_len)
+        return self._sequence(str(next(self._ids)), text, ids, params, index=0)
+
+    def make_siblings(self, first: Sequence) -> list[Sequence]:
+        """Completions 1..n-1 of ``first``'s request: the same prompt, each its own draws
+        (seed + index when seeded, as vLLM). The request's sequences share ``group``."""
+        siblings = [self._sequence(first.request_id, first.prompt, first.prompt_token_ids,
+                                   first.params, index)
+                    for index in range(1, first.params.n)]
+        first.group.extend(siblings)
+        for seq in siblings:
+            seq.group = first.group
+        return siblings
+
+    def _sequence(self, request_id: str, text: Optional[str], ids: list[int],
+                  params: SamplingParams, index: int) -> Sequence:
         generator = None
         if params.seed is not None and params.temperature > 0:
             generator = torch.Generator(device=self.device)
-            generator.manual_seed(params.seed)
-        request_id = str(next(self._ids))
-        return Sequence(request_id, text, ids, params, IncrementalDetokenizer(self.tokenizer, ids),
-                        generator)
+            generator.manual_seed(params.child_seed(index))
+        detokenizer = IncrementalDetokenizer(self.tokenizer, ids, params.skip_special_tokens)
+        return Sequence(request_id, text, ids, params, detokenizer, generator, index=index,
+                        eos_token_ids=self.eos_token_ids)
 
     def enqueue(self, seqs: Iterable[Sequence]) -> None:
+        """Queue sequences. Completions 1..n-1 of a prompt with a full block are held back
+        until completion 0's prefill is read: its prompt blocks are in the prefix cache by
+        then, so they compute only the prompt's last block."""
         for seq in seqs:
-            self.requests[seq.request_id] = seq
-            self.scheduler.add(seq)
+            if seq.index == 0:
+                self.requests[seq.request_id] = seq
+            if seq.index > 0 and not seq.group[0].finished and \
+                    seq.num_prompt_tokens > self.block_manager.block_size:
+                seq.held = True
+            else:
+                self.scheduler.add(seq)
 
     def add_request(self, prompt: Any, params: Optional[SamplingParams] = None) -> Sequence:
-        """Check and queue one request; a bad one raises RequestError and changes nothing."""
-        seq = self.make_sequence(prompt, params if params is not None else SamplingParams())
+        """Check and queue one request of one completion (stream() reads its text); a bad
+        one raises RequestError and changes nothing. generate() takes n > 1."""
+        params = params if params is not None else SamplingParams()
+        if isinstance(params, SamplingParams) and params.n != 1:
+            raise RequestError(f"SamplingParams n={params.n} is invalid here: a stream (and "
+                               f"add_request) gives one completion; use generate() for n > 1.")
+        seq = self.make_sequence(prompt, params)
         self.enqueue([seq])
         return seq
 
     def abort(self, request_id: str) -> None:
-        seq = self.requests.pop(request_id, None)
-        if seq is not None and not seq.finished:
-            self.scheduler.finish(seq)
+        """Stop every completion of a request (those finished keep their output)."""
+        first = self.requests.pop(request_id, None)
+        for seq in first.group if first is not None else []:
+            if seq.held:  # never queued
+                seq.held = False
+                seq.status = SequenceStatus.FINISHED
+            elif not seq.finished:
+                self.scheduler.finish(seq)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished() or (
@@ -150,17 +194,52 @@ class LLMEngine:
 
     def _read(self, seqs: list[Sequence], sampled: SampledTokens) -> list[Sequence]:
         advanced = []
-        for seq, token in zip(seqs, sampled.tolist()):
+        tokens = sampled.tolist()
+        logprobs = self._logprobs(seqs, sampled)
+        for row, (seq, token) in enumerate(zip(seqs, tokens)):
             if seq.finished:  # finished or aborted while its step ran: the token is void
                 continue
             seq.resolve_pending(token)
+            if seq.logprobs is not None:
+                seq.logprobs.append(logprobs[row])
+                seq.cumulative_logprob += logprobs[row][token].logprob
+            if seq.needs_prompt_logprobs and (row in sampled.prompt_logprobs
+                                              or seq.num_prompt_tokens == 1):
+                seq.prompt_logprobs = [None] + self._prompt_logprobs(seq, sampled, row)
             self.block_manager.register_full_blocks(seq)
+            if seq.index == 0:
+                self._release_siblings(seq)
             finish_check(seq, token, self.eos_token_ids, self.max_model_len)
             if seq.finish_reason is not None:
                 self.scheduler.finish(seq)
-                self.requests.pop(seq.request_id, None)
+                if all(s.finished for s in seq.group):
+                    self.requests.pop(seq.request_id, None)
             advanced.append(seq)
         return advanced
+
+    def _release_siblings(self, first: Sequence) -> None:
+        """Queue the completions held back for ``first``'s prefill: its prompt blocks are
+        registered now, and they find them in the prefix cache."""
+        for seq in first.group:
+            if seq.held:
+                seq.held = False
+                self.scheduler.add(seq)
+
+    def _logprobs(self, seqs: list[Sequence], sampled: SampledTokens
+                  ) -> list[Optional[TokenLogprobs]]:
+        """Per row, the sampled token's {token id: Logprob} when its request asks."""
+        if sampled.logprobs is None:
+            return [None] * len(seqs)
+        return sampled.logprobs.to_dicts([seq.params.logprobs for seq in seqs],
+                                         token_texts(self.tokenizer))
+
+    def _prompt_logprobs(self, seq: Sequence, sampled: SampledTokens, row: int
+                         ) -> list[Optional[TokenLogprobs]]:
+        if row not in sampled.prompt_logprobs:  # a one-token prompt: nothing to predict
+            return []
+        positions = seq.num_prompt_tokens - 1
+        return sampled.prompt_logprobs[row].to_dicts([seq.params.prompt_logprobs] * positions,
+                                                     token_texts(self.tokenizer))
 
     def is_idle(self) -> bool:
         """No request queued or running and every KV block free (nothing leaked)."""
@@ -171,6 +250,14 @@ class LLMEngine:
     def num_preemptions(self) -> int:
         return self.scheduler.num_preemptions
 
+
+
+def apply_pdl(allowed: bool) -> None:
+    """Hand EngineConfig.pdl to the shared Triton kernels, when the plan bound any of them
+    (binding imported their module), so they never read the environment themselves."""
+    kernels = sys.modules.get("baseboard.kernels.triton.common")
+    if kernels is not None:
+        kernels.allow_pdl(allowed)
 
 
 def load_tokenizer(args: EngineArgs, checkpoint: Any) -> Any:

@@ -8,7 +8,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ...core.settings import read_settings
 from .records import interpreting
 
 try:  # programmatic dependent launch: Hopper and later, Triton >= 3.3
@@ -45,10 +44,20 @@ def mma(a, b, acc, UPCAST: tl.constexpr):
     return result
 
 
+PDL_ALLOWED = [True]  # EngineConfig.pdl (BASEBOARD_PDL) of the engine loaded last
+
+
+def allow_pdl(allowed: bool) -> None:
+    """Whether the kernels may use programmatic dependent launch; the engine sets it from its
+    configuration at load (it applies to every kernel launched in this process after)."""
+    PDL_ALLOWED[0] = allowed
+    _supports_pdl.cache_clear()
+
+
 @functools.cache
 def _supports_pdl(device: torch.device) -> bool:
     return (gdc_wait is not None and device.type == "cuda" and not interpreting()
-            and read_settings()["BASEBOARD_PDL"] and torch.version.cuda is not None
+            and PDL_ALLOWED[0] and torch.version.cuda is not None
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
