@@ -31,9 +31,11 @@ ATTENTION_CONFIGS = ((4, 4, 64, 16), (8, 2, 128, 16), (8, 1, 64, 32),
                      (6, 2, 80, 16), (8, 2, 128, 64))
 # (Hq, Hk, D, block size): MHA, GQA, MQA, odd D, blocks holding whole key tiles
 VOCAB_SIZES = (257, 1000)
-# mixed: every kind of row; plain: temperatures only, with the no_top_k / no_top_p
-# flags set; greedy: all_greedy and no noise
-SAMPLING_MODES = ("mixed", "plain", "greedy")
+# A base (mixed: every kind of row; plain: temperatures only, with the no_top_k / no_top_p
+# flags set; greedy: all_greedy and no noise) and the features over it (sample_check.py)
+SAMPLING_MODES = ("mixed", "plain", "greedy", "mixed+min_p", "plain+min_p", "mixed+presence",
+                  "mixed+frequency", "mixed+repetition", "mixed+penalties+min_p",
+                  "plain+penalties+min_p", "greedy+penalties")
 
 CONTEXT_FIELDS = ("head_dim", "num_heads", "num_kv_heads", "block_size")
 

@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.sampling import SamplingTensors
 from . import quantize
 from .attention_check import check_attention
-from .cases import TOKENS, Case, dtype_name, randn
-from .compare import Mismatch, compare, describe
+from .cases import TOKENS, Case, randn
+from .compare import compare
+from .sample_check import check_sample
 
 EPS = 1e-6
 
@@ -122,63 +122,12 @@ def _check_weight_op(case: Case, impl: Any, reference: Any, device: torch.device
             reference.apply(ref_state, x.clone(), torch.float32), case)
 
 
-# (temperature, top_k, top_p) per row: greedy, plain, top-k, top-p, both, k past the
-# vocabulary, a greedy row whose top-k must be ignored, a tiny nucleus
-SAMPLING_ROWS = ((0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (0.9, 20, 0.9),
-                 (1.0, 100000, 1.0), (0.0, 3, 0.5), (2.0, 0, 0.1))
-SAMPLING_DRAWS = 3
-
-
-def sampling_rows(mode: str) -> list[tuple[float, int, float]]:
-    """(temperature, top_k, top_p) per row for a case's sampling mode."""
-    if mode == "greedy":
-        return [(0.0, k, p) for _, k, p in SAMPLING_ROWS]
-    if mode == "plain":
-        return [(t, 0, 1.0) for t, _, _ in SAMPLING_ROWS]
-    return list(SAMPLING_ROWS)
-
-
-def _sampling_params(mode: str, noise: torch.Tensor | None,
-                     device: torch.device) -> SamplingTensors:
-    temperature, top_k, top_p = zip(*sampling_rows(mode))
-    return SamplingTensors(
-        temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
-        top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
-        top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
-        noise=noise, all_greedy=mode == "greedy",
-        no_top_k=mode == "plain", no_top_p=mode == "plain")
-
-
-def _check_sample(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
-    gen, vocab, mode = case.generator(), case.params["vocab"], case.params["mode"]
-    rows = sampling_rows(mode)
-    for draw in range(SAMPLING_DRAWS):
-        logits = randn(gen, (len(rows), vocab), torch.float32, device, 3.0)
-        noise = None if mode == "greedy" else \
-            torch.empty((len(rows), vocab)).exponential_(generator=gen).to(device)
-        # each side gets its own parameters: an implementation may work on them in place
-        got = impl(logits.clone(), _sampling_params(mode, noise, device))
-        expected = reference(logits.clone(), _sampling_params(mode, noise, device))
-        what = f"sample(logits [{len(rows)}, {vocab}], params), {mode} rows, draw {draw}"
-        if not isinstance(got, torch.Tensor) or got.shape != expected.shape \
-                or got.dtype != expected.dtype:
-            raise Mismatch(f"{what} returned {describe(got)}; expected "
-                           f"{describe(expected)}")
-        differ = (got.cpu() != expected.cpu()).nonzero().flatten().tolist()
-        if differ:
-            detail = "; ".join(f"row {r} (temperature, top_k, top_p = {rows[r]}): "
-                               f"token {int(got[r])}, reference {int(expected[r])}"
-                               for r in differ)
-            raise Mismatch(f"{what} [{dtype_name(case.dtype)}]: tokens differ from the "
-                           f"reference with the same noise: {detail}")
-
-
 CHECKS: dict[str, Callable[[Case, Any, Any, torch.device], None]] = {
     "rms_norm": _check_rms_norm, "fused_add_rms_norm": _check_fused_add_rms_norm,
     "rotary_embedding": _check_rotary, "silu_and_mul": _check_silu_and_mul,
     "gemm": _check_weight_op, "gemm_w4a16": _check_weight_op, "gemm_w8a16": _check_weight_op,
     "gemm_w8a8_int8": _check_weight_op, "gemm_w8a8_fp8": _check_weight_op,
-    "attention": check_attention, "sample": _check_sample,
+    "attention": check_attention, "sample": check_sample,
 }
 
 
