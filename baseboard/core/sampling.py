@@ -34,7 +34,9 @@ class SamplingTensors:
     nothing. The fields after all_greedy's flags are keyword-only. A min_p of None means
     no_min_p; five penalty fields all None mean no_penalties. output_counts and
     prompt_mask are None exactly when no_penalties is True, so an implementation that
-    applies penalties always has them.
+    applies penalties always has them. The flags are settled at construction:
+    dataclasses.replace copies them, so a replacement that adds min_p or penalties must
+    also pass no_min_p=False or no_penalties=False.
     """
 
     temperature: torch.Tensor

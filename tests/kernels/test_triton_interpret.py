@@ -17,6 +17,7 @@ if torch.cuda.is_available():  # a GPU runs the kernels for real: tests/*/test_*
     pytest.skip("interpreter tests are for machines without a GPU", allow_module_level=True)
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (tests/conftest.py)
 
+import dataclasses  # noqa: E402
 import random  # noqa: E402
 
 tl = pytest.importorskip("triton.language")  # optional: the cuda extra installs it
@@ -25,7 +26,7 @@ from baseboard.builtin import plugin as core_plugin  # noqa: E402
 from baseboard.core.attention import AttentionBatch, AttentionSpec  # noqa: E402
 from baseboard.core.errors import SelectionError  # noqa: E402
 from baseboard.core.registry import Registry  # noqa: E402
-from baseboard.core.sampling import SamplingTensors  # noqa: E402
+from baseboard.core.sampling import SamplingTensors, token_counts  # noqa: E402
 from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
 from baseboard.kernels.torch import activation, norm, rotary, sampling  # noqa: E402
 from baseboard.kernels.torch.attention import TorchAttention  # noqa: E402
@@ -286,6 +287,56 @@ def test_sample_picks_the_reference_token(flags):
     assert got.dtype == torch.int64
     assert got.tolist() == sampling.sample(logits, params).tolist()
     assert got[0] == 7
+
+
+def with_penalties(params: SamplingTensors, logits: torch.Tensor) -> SamplingTensors:
+    """``params`` with min_p and all three penalties, over histories that hold each row's
+    likeliest tokens (so the penalties change the winner) and random ones."""
+    rows, vocab = logits.shape
+    gen = torch.Generator().manual_seed(7)
+    top = logits.topk(6, dim=-1).indices
+    generated = [top[r, :3].tolist() * 2 + torch.randint(0, vocab, (9,), generator=gen).tolist()
+                 for r in range(rows)]
+    prompt = [top[r, 3:].tolist() + torch.randint(0, vocab, (9,), generator=gen).tolist()
+              for r in range(rows)]
+    return dataclasses.replace(
+        params, no_min_p=False, no_penalties=False,
+        min_p=torch.tensor([0.2, 0.05, 0.0, 0.3, 0.1, 0.5, 0.02][:rows]),
+        presence_penalty=torch.tensor([0.5, 1.0, 0.0, -0.5, 2.0, 0.3, 0.8][:rows]),
+        frequency_penalty=torch.tensor([0.3, 0.0, 1.0, 0.2, -0.4, 0.6, 0.1][:rows]),
+        repetition_penalty=torch.tensor([1.3, 2.0, 1.0, 0.8, 1.5, 1.1, 3.0][:rows]),
+        output_counts=token_counts(generated, vocab), prompt_mask=token_counts(prompt, vocab) > 0)
+
+
+@pytest.mark.parametrize("flags", [dict(all_greedy=True),
+                                   dict(all_greedy=False, no_top_k=True, no_top_p=True),
+                                   dict(all_greedy=False)],
+                         ids=["greedy", "temperature", "top-k-top-p"])
+def test_sample_with_penalties_and_min_p_picks_the_reference_token(flags):
+    logits = torch.randn(7, 3001) * 4  # three chunks of 1024
+    params = sampling_params(7, 3001, **flags)
+    if flags.get("no_top_k"):
+        params.top_k.zero_()
+        params.top_p.fill_(1.0)
+    params = with_penalties(params, logits)
+    got = triton_sampling.sample(logits, params)
+    assert got.tolist() == sampling.sample(logits, params).tolist()
+    assert got.tolist() != sampling.select_tokens(logits, params).tolist()
+
+
+def test_sample_min_p_compares_with_the_row_maximum_across_chunks():
+    """Token 5 is its chunk's largest and the noise favours it, but min_p = 0.5 of the row's
+    top (token 2900, two chunks on) drops it; a chunk-local threshold would keep it."""
+    logits = torch.full((1, 3001), -5.0)
+    logits[0, 5], logits[0, 2900] = 8.0, 10.0
+    noise = torch.ones(1, 3001)
+    noise[0, 5] = 1e-9
+    params = SamplingTensors(torch.ones(1), torch.zeros(1, dtype=torch.long), torch.ones(1),
+                             noise, all_greedy=False, no_top_k=True, no_top_p=True)
+    assert triton_sampling.sample(logits, params).tolist() == [5]
+    params = dataclasses.replace(params, min_p=torch.tensor([0.5]), no_min_p=False)
+    assert triton_sampling.sample(logits, params).tolist() == [2900]
+    assert sampling.sample(logits, params).tolist() == [2900]
 
 
 def cpu_registry() -> Registry:

@@ -293,6 +293,37 @@ def test_sample_non_greedy_rows_follow_the_reference():
     assert torch.equal(sample(logits, params), sampling.sample(logits, params))
 
 
+def _penalised(rows: int, vocab: int, all_greedy: bool, noise=None) -> SamplingTensors:
+    """Every row has its argmax in the prompt under a repetition penalty of 100, and a
+    second token generated twice with a frequency penalty of -50."""
+    return SamplingTensors(
+        torch.zeros(rows) if all_greedy else torch.full((rows,), 0.8),
+        torch.zeros(rows, dtype=torch.long), torch.ones(rows), noise, all_greedy=all_greedy,
+        min_p=None if all_greedy else torch.full((rows,), 0.1),
+        presence_penalty=torch.full((rows,), 0.5), frequency_penalty=torch.full((rows,), -50.0),
+        repetition_penalty=torch.full((rows,), 100.0),
+        output_counts=torch.zeros(rows, vocab, dtype=torch.int32),
+        prompt_mask=torch.zeros(rows, vocab, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("all_greedy", [True, False], ids=["greedy", "sampled"])
+def test_sample_applies_penalties(all_greedy):
+    """A greedy step with penalties must not take the native argmax of the raw logits."""
+    from baseboard.platforms.cpu.sampling import sample
+    rows, vocab = 5, 4099
+    logits = torch.randn(rows, vocab) * 2
+    noise = torch.empty(rows, vocab).exponential_(generator=torch.Generator().manual_seed(1))
+    params = _penalised(rows, vocab, all_greedy, noise)
+    top = logits.argmax(dim=-1)
+    params.prompt_mask[torch.arange(rows), top] = True
+    params.output_counts[torch.arange(rows), (top + 1) % vocab] = 2
+    got = sample(logits, params)
+    assert torch.equal(got, sampling.sample(logits, params))
+    if all_greedy:  # the penalised argmax is known: the generated token
+        assert torch.equal(got, (top + 1) % vocab)
+    assert not torch.equal(got, top)
+
+
 # ---- the two bindings
 
 def test_ctypes_binding_matches_the_extension_module():
