@@ -43,7 +43,10 @@ class BlockManager:
 
     def _cached_prefix(self, seq: Sequence) -> list[tuple[int, int]]:
         """(block id, hash) of the leading full blocks already in the cache. The block
-        holding the last token is never matched: its logits must be computed."""
+        holding the last token is never matched: its logits must be computed. Nor is any
+        block of a prompt whose log-probabilities are asked: they need every position's."""
+        if seq.needs_prompt_logprobs:
+            return []
         hits = []
         previous = NO_HASH
         bs = self.block_size

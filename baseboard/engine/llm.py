@@ -77,19 +77,22 @@ class LLM:
     def generate(self, prompts: Union[Prompt, Seq[Prompt]],
                  sampling_params: Union[None, SamplingParams, Seq[SamplingParams]] = None,
                  use_tqdm: bool = False) -> list[RequestOutput]:
-        """One RequestOutput per prompt, in the order given. A prompt is a str,
-        {"prompt": str} or {"prompt_token_ids": [int, ...]}."""
+        """One RequestOutput per prompt, in the order given, with SamplingParams.n
+        completions each. A prompt is a str, {"prompt": str} or
+        {"prompt_token_ids": [int, ...]}."""
         prompts = list(prompts) if isinstance(prompts, (list, tuple)) else [prompts]
         params = pair_params(len(prompts), sampling_params)
-        seqs = []
+        groups = []
         with self._lock:  # the tokenizer is not safe to call from several threads at once
             for i, (prompt, p) in enumerate(zip(prompts, params)):
                 try:
-                    seqs.append(self.engine.make_sequence(prompt, p))
+                    first = self.engine.make_sequence(prompt, p)
                 except RequestError as exc:
                     where = f"prompt {i} of {len(prompts)}" if len(prompts) > 1 else "the prompt"
                     raise RequestError(f"{where}: {exc} Nothing was run.") from None
-        return [RequestOutput.from_sequence(s) for s in self._run(seqs, use_tqdm)]
+                groups.append([first] + self.engine.make_siblings(first))
+        self._run([seq for group in groups for seq in group], use_tqdm)
+        return [RequestOutput.from_sequences(group) for group in groups]
 
     def chat(self, messages: Union[Conversation, Seq[Conversation]],
              sampling_params: Union[None, SamplingParams, Seq[SamplingParams]] = None,
@@ -191,7 +194,7 @@ class TextStream:
 
     @property
     def output(self) -> RequestOutput:
-        return RequestOutput.from_sequence(self.seq)
+        return RequestOutput.from_sequences([self.seq])
 
     def close(self) -> None:
         with self.lock:

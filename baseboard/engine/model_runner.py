@@ -18,6 +18,7 @@ from ..core.attention import AttentionBatch
 from ..core.sampling import SamplingTensors
 from .config import EngineConfig
 from .cuda_graphs import StepGraphs, capture_sizes
+from .logprobs import TopLogprobs, prompt_logprobs
 from .sequence import Sequence
 
 
@@ -46,6 +47,8 @@ class ModelRunner:
         self.greedy_top_k = torch.zeros(max_num_seqs, dtype=torch.long, device=device)
         self.greedy_top_p = torch.ones(max_num_seqs, dtype=torch.float32, device=device)
         self.noise: Optional[torch.Tensor] = None  # [max_num_seqs, V] Exp(1), made on first use
+        self.output_counts: Optional[torch.Tensor] = None  # penalties' buffers, likewise
+        self.prompt_mask: Optional[torch.Tensor] = None
         self.graphs: Optional[StepGraphs] = None
         if config.cuda_graphs:
             with torch.inference_mode():
@@ -75,15 +78,19 @@ class ModelRunner:
             tables.append(table)
         return input_ids, positions, AttentionBatch(query_lens, context_lens, tables, slots)
 
-    def sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
+    def sampling_tensors(self, seqs: list[Sequence],
+                         previous: Optional[SampledTokens] = None) -> SamplingTensors:
         """Per-row parameters; each sampled row draws its noise from the request's own
-        generator (seeded requests) or the engine's, so a seed fixes a request's tokens."""
+        generator (seeded requests) or the engine's, so a seed fixes a request's tokens. A
+        greedy step without penalties uploads nothing (preallocated tensors)."""
         n = len(seqs)
         params = [seq.params for seq in seqs]
+        penalties = self._penalty_tensors(seqs, previous) \
+            if any(p.penalised for p in params) else {}
         if all(p.temperature == 0 for p in params):
             return SamplingTensors(self.greedy_temperature[:n], self.greedy_top_k[:n],
                                    self.greedy_top_p[:n], None, all_greedy=True,
-                                   no_top_k=True, no_top_p=True)
+                                   no_top_k=True, no_top_p=True, **penalties)
         if self.noise is None:
             self.noise = torch.ones(self.max_num_seqs, self.vocab_size, dtype=torch.float32,
                                     device=self.device)
@@ -95,12 +102,85 @@ class ModelRunner:
         for row, generator in seeded:
             noise[row].exponential_(generator=generator)
         top_k = [max(p.top_k, 0) for p in params]
+        min_p = [p.min_p for p in params]
+        floats = self.upload([[p.temperature for p in params], [p.top_p for p in params],
+                              min_p], torch.float32)
         return SamplingTensors(
-            temperature=self.upload([float(p.temperature) for p in params], torch.float32),
-            top_k=self.upload(top_k),
-            top_p=self.upload([float(p.top_p) for p in params], torch.float32),
+            temperature=floats[0], top_k=self.upload(top_k), top_p=floats[1],
             noise=noise, all_greedy=False, no_top_k=not any(top_k),
-            no_top_p=all(p.top_p == 1 for p in params))
+            no_top_p=all(p.top_p == 1 for p in params),
+            min_p=floats[2] if any(min_p) else None, **penalties)
+
+    def _penalty_tensors(self, seqs: list[Sequence], previous: Optional[SampledTokens]
+                         ) -> dict[str, torch.Tensor]:
+        """The penalties' SamplingTensors fields: per-row values [B] float32, output_counts
+        [B, V] int32 over each row's generated tokens and prompt_mask [B, V] bool over its
+        prompt. A generated token not read back yet (placeholder -1 - r) is counted from row
+        r of the previous step's tokens on the device, so async scheduling counts it too.
+        Rows without penalties count nothing: their penalty values are neutral."""
+        n, vocab = len(seqs), self.vocab_size
+        if self.output_counts is None:  # [max_num_seqs, V], made on the first such step
+            self.output_counts = torch.zeros(self.max_num_seqs, vocab, dtype=torch.int32,
+                                             device=self.device)
+            self.prompt_mask = torch.zeros(self.max_num_seqs, vocab, dtype=torch.bool,
+                                           device=self.device)
+        counts, prompt_mask = self.output_counts[:n].zero_(), self.prompt_mask[:n].zero_()
+        rows: list[int] = []
+        ids: list[int] = []
+        prompt_rows: list[int] = []
+        prompt_ids: list[int] = []
+        for row, seq in enumerate(seqs):
+            if seq.params.penalised:
+                generated = seq.token_ids[seq.num_prompt_tokens:]
+                rows += [row] * len(generated)
+                ids += generated
+                prompt_rows += [row] * seq.num_prompt_tokens
+                prompt_ids += seq.prompt_token_ids
+        index = self.upload([rows + prompt_rows, ids + prompt_ids])  # [2, N]
+        tokens = index[1]
+        if previous is not None:
+            pending = (-1 - tokens).clamp(min=0)
+            tokens = torch.where(tokens < 0, previous.device[pending], tokens)
+        flat = index[0] * vocab + tokens
+        counts.view(-1).index_add_(0, flat[:len(ids)],
+                                   torch.ones(len(ids), dtype=torch.int32, device=self.device))
+        prompt_mask.view(-1)[flat[len(ids):]] = True
+        values = self.upload([[seq.params.presence_penalty for seq in seqs],
+                              [seq.params.frequency_penalty for seq in seqs],
+                              [seq.params.repetition_penalty for seq in seqs]], torch.float32)
+        return {"presence_penalty": values[0], "frequency_penalty": values[1],
+                "repetition_penalty": values[2], "output_counts": counts,
+                "prompt_mask": prompt_mask}
+
+    def _hold_back_stop_tokens(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
+        """min_tokens: a row with fewer generated tokens cannot sample one that would end it
+        (eos unless ignored, stop_token_ids); their logits [B, V] become -inf."""
+        rows: list[int] = []
+        ids: list[int] = []
+        for row, seq in enumerate(seqs):
+            if seq.num_generated < seq.params.min_tokens:
+                banned = [t for t in seq.stop_token_ids if t < self.vocab_size]
+                rows += [row] * len(banned)
+                ids += banned
+        if rows:
+            index = self.upload([rows, ids])
+            logits[index[0], index[1]] = float("-inf")
+
+    def _prompt_logprobs(self, seqs: list[Sequence], batch: AttentionBatch,
+                         hidden: torch.Tensor) -> dict[int, TopLogprobs]:
+        """Row -> the prompt log-probabilities of each sequence that asks for them and is
+        prefilled from position 0 in this step, from hidden [T, hidden] of every token."""
+        result = {}
+        start = 0
+        for row, (seq, query_len) in enumerate(zip(seqs, batch.query_lens)):
+            if seq.needs_prompt_logprobs and query_len == batch.context_lens[row] \
+                    and seq.num_prompt_tokens > 1:
+                end = start + seq.num_prompt_tokens - 1  # position i predicts token i + 1
+                result[row] = prompt_logprobs(self.model, hidden[start:end],
+                                              self.upload(seq.prompt_token_ids[1:]),
+                                              seq.params.prompt_logprobs, self.vocab_size)
+            start += query_len
+        return result
 
     def upload(self, values: list, dtype: torch.dtype = torch.long,
                out: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -143,19 +223,33 @@ class ModelRunner:
             metadata = self.attention.build_metadata(batch)
             hidden = self.model.forward(inputs[0], inputs[1], self.kv_caches,
                                         metadata)  # [T, hidden]
+        prompt = self._prompt_logprobs(seqs, batch, hidden) \
+            if any(seq.needs_prompt_logprobs for seq in seqs) else {}
         if len(input_ids) != len(seqs):  # a prefill: keep each sequence's last token
             hidden = hidden[self.upload([end - 1 for end in accumulate(batch.query_lens)])]
         logits = self.model.compute_logits(hidden)  # [B, V] float32
-        return SampledTokens(self.sample(logits, self.sampling_tensors(seqs)))
+        asked = [seq.params.logprobs for seq in seqs if seq.params.logprobs is not None]
+        raw = logits.log_softmax(dim=-1) if asked else None  # before anything changes logits
+        self._hold_back_stop_tokens(logits, seqs)
+        tokens = self.sample(logits, self.sampling_tensors(seqs, previous))
+        logprobs = TopLogprobs.gather(raw, tokens, max(asked)) if asked else None
+        return SampledTokens(tokens, logprobs, prompt)
 
 
 class SampledTokens:
-    """A step's sampled tokens on the device, and their copy to the host under way."""
+    """A step's sampled tokens on the device, and their copy to the host under way, with
+    the log-probabilities asked for (copied alongside): logprobs for the step's rows,
+    prompt_logprobs by row."""
 
-    def __init__(self, tokens: torch.Tensor):
+    def __init__(self, tokens: torch.Tensor, logprobs: Optional[TopLogprobs] = None,
+                 prompt_logprobs: Optional[dict[int, TopLogprobs]] = None):
         self.device = tokens
         self.ready: Optional[torch.Event] = None
-        if tokens.device.type == "cpu":
+        pinned = tokens.device.type != "cpu"
+        self.logprobs = logprobs.to_host(pinned) if logprobs is not None else None
+        self.prompt_logprobs = {row: lp.to_host(pinned)
+                                for row, lp in (prompt_logprobs or {}).items()}
+        if not pinned:
             self.host = tokens
         else:
             self.host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
@@ -164,7 +258,8 @@ class SampledTokens:
             self.ready.record()
 
     def tolist(self) -> list[int]:
-        """The tokens, once the step has run (the one wait for the device per step)."""
+        """The tokens, once the step has run (the one wait for the device per step); the
+        log-probabilities may be read after it."""
         if self.ready is not None:
             self.ready.synchronize()
         return self.host.tolist()

@@ -73,12 +73,14 @@ def finish_check(seq: Sequence, token: int, eos_ids: frozenset[int],
                  max_model_len: int) -> None:
     """Append ``token``'s text to the sequence and mark it finished when it should stop:
     eos (unless ignore_eos), a stop token id, a stop string (the text ends before it),
-    max_tokens, or max_model_len. Checked in vLLM's order."""
+    max_tokens, or max_model_len. Checked in vLLM's order; as in vLLM, stop tokens count
+    from the min_tokens-th generated token on, stop strings only after it."""
     params = seq.params
     reason, stop_reason = None, None
-    if token in eos_ids and not params.ignore_eos:
+    stops_allowed = seq.num_output_tokens >= params.min_tokens
+    if stops_allowed and token in eos_ids and not params.ignore_eos:
         reason = "stop"
-    elif token in params.stop_ids:
+    elif stops_allowed and token in params.stop_ids:
         reason, stop_reason = "stop", token
     elif seq.ends_by_length(seq.num_known_tokens, max_model_len):
         reason = "length"
@@ -95,7 +97,7 @@ def finish_check(seq: Sequence, token: int, eos_ids: frozenset[int],
     delta = seq.detokenizer.add(token)
     if reason is not None:
         delta += seq.detokenizer.flush()
-    if params.stop_strings and delta:
+    if params.stop_strings and delta and seq.num_output_tokens > params.min_tokens:
         # A stop string may begin in earlier text and end in this delta.
         start = len(seq.text)
         seq.text += delta

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from .detokenizer import IncrementalDetokenizer
+from .outputs import TokenLogprobs
 from .sampling_params import SamplingParams
 
 
@@ -26,12 +27,20 @@ class Sequence:
                          each is a placeholder -1 - row: row ``row`` of its step's tokens
     block_table          cache block ids holding the tokens, in order
     block_hashes         prefix-cache hashes of the leading full blocks already registered
+    index                which of its request's n completions this is (0..n-1)
+    stop_token_ids       the ids that end it: eos (unless ignore_eos) and stop_token_ids;
+                         min_tokens holds them back
+    logprobs             per generated token {token id: Logprob}, when params.logprobs asks
+    prompt_logprobs      per prompt token (None first), once computed; only completion 0 of
+                         a request computes them
     """
 
     def __init__(self, request_id: str, prompt: Optional[str], prompt_token_ids: list[int],
                  params: SamplingParams, detokenizer: IncrementalDetokenizer,
-                 generator: Optional[torch.Generator]):
+                 generator: Optional[torch.Generator], index: int = 0,
+                 eos_token_ids: frozenset[int] = frozenset()):
         self.request_id = request_id
+        self.index = index
         self.prompt = prompt
         self.token_ids = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
@@ -48,6 +57,14 @@ class Sequence:
         self.num_streamed_chars = 0
         self.finish_reason: Optional[str] = None
         self.stop_reason: Optional[int | str] = None
+        self.stop_token_ids = params.stop_ids | (frozenset() if params.ignore_eos
+                                                 else eos_token_ids)
+        wants_logprobs = params.logprobs is not None
+        self.logprobs: Optional[list[TokenLogprobs]] = [] if wants_logprobs else None
+        self.cumulative_logprob: Optional[float] = 0.0 if wants_logprobs else None
+        self.prompt_logprobs: Optional[list[Optional[TokenLogprobs]]] = None
+        self.group: list[Sequence] = [self]  # its request's sequences, by index
+        self.held = False  # queued by the engine after completion 0's prefill
 
     def __len__(self) -> int:
         """Tokens the cache makes room for, pending ones included."""
@@ -95,6 +112,20 @@ class Sequence:
     def query_len(self) -> int:
         """Tokens the next step computes for this sequence."""
         return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def num_generated(self) -> int:
+        """Tokens generated so far, pending ones included (what min_tokens counts before
+        the next token is sampled)."""
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """Whether the prompt's log-probabilities are asked and not computed yet: the
+        prompt is then computed in full (its logits at every position), not taken from the
+        prefix cache."""
+        return self.params.prompt_logprobs is not None and self.index == 0 \
+            and self.prompt_logprobs is None
 
     @property
     def finished(self) -> bool:
