@@ -5,13 +5,37 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from .errors import RegistrationError, did_you_mean
 from .ops import OPS
 
 ANY_PLATFORM = "*"
 REFERENCE_NAME = "torch"  # the name of every op's reference implementation
+
+# Why a candidate was rejected, which decides whether a user is told about it:
+# UNSUPPORTED  the implementation does not handle this case (platform, shape, dtype, mode);
+#              nothing is wrong, another one serves it.
+# ENVIRONMENT  it would run here but something on this machine is missing or broken (a
+#              distribution not installed, a library that fails to build or import); the
+#              user can fix it, and is told when a preferred implementation is lost to it.
+UNSUPPORTED = "unsupported"
+ENVIRONMENT = "environment"
+REJECTION_KINDS = (UNSUPPORTED, ENVIRONMENT)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """What ``supports(ctx)`` returns to reject with a kind other than UNSUPPORTED (a plain
+    string is an UNSUPPORTED reason): ``Rejection("libfoo failed to load: ...", ENVIRONMENT)``."""
+
+    reason: str
+    kind: str = UNSUPPORTED
+
+    def __post_init__(self) -> None:
+        if self.kind not in REJECTION_KINDS:
+            raise RegistrationError(f"Rejection kind {self.kind!r} is not one of "
+                                    f"{', '.join(REJECTION_KINDS)}.")
 
 
 @dataclass(frozen=True)
@@ -24,8 +48,9 @@ class Impl:
     platforms   platform names it runs on, or ("*",) for every platform
     priority    breaks ties between acceptable candidates (higher wins)
     requires    distributions that must be installed (checked without importing)
-    supports    ``supports(ctx) -> None | reason``: None when it can run in ``ctx``
-    cuda_graph_safe, compile_safe   mode flags checked by selection
+    supports    ``supports(ctx) -> None | reason | Rejection``: None when it can run in
+                ``ctx``; a string (an UNSUPPORTED reason) or a Rejection with its kind
+    cuda_graph_safe   False if it cannot be captured in a CUDA graph
     plugin      filled in by the registry: the plugin that registered it
     """
 
@@ -35,9 +60,8 @@ class Impl:
     platforms: tuple[str, ...] = (ANY_PLATFORM,)
     priority: int = 0
     requires: tuple[str, ...] = ()
-    supports: Optional[Callable[[Any], Optional[str]]] = None
+    supports: Optional[Callable[[Any], Union[None, str, Rejection]]] = None
     cuda_graph_safe: bool = True
-    compile_safe: bool = True
     doc: str = ""
     plugin: str = field(default="", compare=False)
 

@@ -4,14 +4,14 @@ returns a plan (op -> bound implementation) and the trace of every candidate."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 
 from .errors import ConfigError, RegistrationError, SelectionError, did_you_mean
 from .ops import OPS, check_signature
 from .platform import Platform
-from .registry import Impl, Registry
+from .registry import ENVIRONMENT, Impl, Registry, Rejection
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,6 @@ class SelectionContext:
     num_kv_heads: Optional[int] = None
     block_size: Optional[int] = None
     cuda_graphs: bool = False
-    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,15 @@ class Choice:
 
 @dataclass
 class Candidate:
+    """One implementation considered for an op. ``kind`` says why a rejected one was
+    rejected (``registry.UNSUPPORTED`` or ``registry.ENVIRONMENT``); "" when accepted."""
+
     name: str
     plugin: str
     priority: int
     accepted: bool
     reason: str
+    kind: str = ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -48,14 +51,19 @@ class Candidate:
 
 @dataclass
 class OpDecision:
+    """The choice for one op: candidates in rank order, ``preferred`` the platform's
+    preference list for the op."""
+
     op: str
     selected: str
     plugin: str
     why: str
     candidates: list[Candidate] = field(default_factory=list)
+    preferred: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return {"selected": self.selected, "plugin": self.plugin, "why": self.why,
+                "preferred": list(self.preferred),
                 "candidates": [c.as_dict() for c in self.candidates]}
 
 
@@ -99,22 +107,28 @@ def parse_backend_spec(text: str, source: str) -> dict[str, str]:
     return choices
 
 
-def _reject_reason(impl: Impl, ctx: SelectionContext) -> str | None:
+def rejection(impl: Impl, ctx: SelectionContext) -> Rejection | None:
+    """Why ``impl`` cannot serve ``ctx`` (None: it can). What the case or mode rules out is
+    checked before what the machine lacks, so that an implementation this case would never
+    use is not reported as a broken environment."""
     if not impl.runs_on(ctx.platform.name):
-        return f"runs on {', '.join(impl.platforms)}, not on {ctx.platform.name}"
+        return Rejection(f"runs on {', '.join(impl.platforms)}, not on {ctx.platform.name}")
+    if ctx.cuda_graphs and not impl.cuda_graph_safe:
+        return Rejection("not cuda_graph_safe, and CUDA graphs are on "
+                         "(BASEBOARD_CUDA_GRAPHS=0 allows it)")
     missing = impl.missing_distributions()
     if missing:
-        return f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})"
-    if ctx.cuda_graphs and not impl.cuda_graph_safe:
-        return "not cuda_graph_safe, and CUDA graphs are on (BASEBOARD_CUDA_GRAPHS=0 allows it)"
-    if ctx.compile and not impl.compile_safe:
-        return "not compile_safe, and torch.compile is on"
-    if impl.supports is not None:
-        try:
-            return impl.supports(ctx)
-        except Exception as exc:  # a broken supports() must not hide the other candidates
-            return f"supports() raised {exc!r}"
-    return None
+        return Rejection(f"needs {', '.join(missing)} installed (pip install "
+                         f"{' '.join(missing)})", ENVIRONMENT)
+    if impl.supports is None:
+        return None
+    try:
+        verdict = impl.supports(ctx)
+    except Exception as exc:  # a broken supports() must not hide the other candidates
+        return Rejection(f"supports() raised {exc!r}", ENVIRONMENT)
+    if verdict is None or isinstance(verdict, Rejection):
+        return verdict
+    return Rejection(str(verdict))
 
 
 def _one_per_name(impls: list[Impl], platform: str) -> list[Impl]:
@@ -145,9 +159,10 @@ def decide(registry: Registry, ctx: SelectionContext, op: str,
     ordered = _order(impls, preferences)
     candidates = []
     for impl in ordered:
-        reason = _reject_reason(impl, ctx)
-        candidates.append(Candidate(impl.name, impl.plugin, impl.priority, reason is None,
-                                    reason or ""))
+        rejected = rejection(impl, ctx)
+        candidates.append(Candidate(impl.name, impl.plugin, impl.priority, rejected is None,
+                                    rejected.reason if rejected else "",
+                                    rejected.kind if rejected else ""))
     by_name = {impl.name: impl for impl in ordered}
     accepted = [c for c in candidates if c.accepted]
     if choice is not None:
@@ -171,7 +186,7 @@ def decide(registry: Registry, ctx: SelectionContext, op: str,
         why = (f"preferred by platform {ctx.platform.name}" if chosen.name in preferences
                else f"highest priority ({chosen.priority}) among accepted candidates")
     impl = by_name[chosen.name]
-    return impl, OpDecision(op, impl.name, impl.plugin, why, candidates)
+    return impl, OpDecision(op, impl.name, impl.plugin, why, candidates, tuple(preferences))
 
 
 def bind(impl: Impl, reference: Impl) -> Any:
@@ -196,3 +211,27 @@ def select_plan(registry: Registry, ctx: SelectionContext,
         decisions[op] = decision
         bound[op] = bind(impl, registry.reference(op))
     return Plan(ctx.platform.name, decisions, bound)
+
+
+def plan_warnings(plugin_report: Iterable[Any], plan: Plan) -> list[str]:
+    """What a user should be told before running ``plan``: one line per plugin that failed
+    to load (or was refused), and one per implementation the platform prefers that was
+    rejected for an ENVIRONMENT reason ahead of the one selected (a library that did not
+    build or import, a distribution not installed), so nothing runs slower unexplained.
+    Implementations rejected as UNSUPPORTED for the case (shape, dtype, mode) are not
+    reported: nothing is wrong.
+
+    ``plugin_report``: the catalog's load report (``catalog.plugins.report``, records with
+    name, status, distribution, version, error).
+    """
+    lines = [f"plugin {r.name} ({r.distribution} {r.version}) {r.status}: {r.error}"
+             for r in plugin_report if r.status in ("failed", "refused")]
+    for op, decision in plan.decisions.items():
+        rank = {name: i for i, name in enumerate(decision.preferred)}
+        selected_rank = rank.get(decision.selected, len(rank))
+        for c in decision.candidates:
+            if c.kind == ENVIRONMENT and rank.get(c.name, selected_rank) < selected_rank:
+                lines.append(f"{op}: {c.name} ({c.plugin}), preferred by platform "
+                             f"{plan.platform}, cannot run: {c.reason}; {decision.selected} "
+                             f"({decision.plugin}) runs instead")
+    return lines

@@ -68,6 +68,9 @@ def built_object(with_module: bool) -> Path:
     cc = compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler found (install gcc, or set CC)")
+    if shutil.which(cc) is None:
+        raise NativeUnavailable(f"the C compiler {cc!r} (CC) was not found; install gcc, or "
+                                f"set CC to a C compiler")
     include = python_include() if with_module else None
     if with_module and include is None:
         raise NativeUnavailable("the Python headers (Python.h) are not installed")
@@ -80,9 +83,13 @@ def built_object(with_module: bool) -> Path:
 
 
 def _compile(cc: str, include: Optional[str], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # build beside the target, then rename: concurrent first uses never load a partial file
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # build beside the target, then rename: concurrent first uses never load a partial
+        fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    except OSError as exc:
+        raise NativeUnavailable(f"the build directory {target.parent} cannot be written "
+                                f"({exc}); set XDG_CACHE_HOME to a writable directory") from exc
     os.close(fd)
     names = SOURCES + ((MODULE_SOURCE,) if include else ())
     command = [cc, *FLAGS, f"-I{source_dir()}", *([f"-I{include}"] if include else []),

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ...core.registry import ENVIRONMENT, UNSUPPORTED, Rejection
 from .build import MODULE_NAME, NativeUnavailable, built_object, python_include
 from .platform import _cpu_flags
 
@@ -47,31 +48,41 @@ SIGNATURES = {  # for ctypes; csrc/kernels.h has the C prototypes
 def library() -> Any:
     """The loaded kernels (built on first use). Raises NativeUnavailable with the reason
     when this CPU, compiler or torch build cannot run them."""
-    lib, reason = _load()
+    lib, reason, _ = _load()
     if lib is None:
         raise NativeUnavailable(reason)
     return lib
 
 
 def unavailable_reason() -> str | None:
-    """None when the native kernels can run here, else why not (for ``supports``)."""
-    lib, reason = _load()
-    return None if lib is not None else f"native cpu kernels unavailable: {reason}"
+    """None when the native kernels can run here, else why not."""
+    found = rejection()
+    return None if found is None else found.reason
+
+
+def rejection() -> Rejection | None:
+    """None when the native kernels can run here, else the reason for ``supports``: a CPU
+    without the instructions is UNSUPPORTED (nothing to fix here); a failed build or load
+    (no compiler, an unwritable cache, a compiler error) is ENVIRONMENT, which selection
+    reports, since every op then runs the far slower torch references."""
+    lib, reason, kind = _load()
+    return None if lib is not None else Rejection(f"native cpu kernels unavailable: {reason}",
+                                                  kind)
 
 
 @functools.lru_cache(maxsize=None)
-def _load() -> tuple[Any, str]:
+def _load() -> tuple[Any, str, str]:
     # a failure is remembered too: supports() asks on every resolve, and a failing
     # compiler must not run again each time
+    missing = [f for f in NEEDED_CPU_FLAGS if f not in _cpu_flags()]
+    if missing:
+        return None, f"the CPU lacks {', '.join(missing)}", UNSUPPORTED
     try:
-        missing = [f for f in NEEDED_CPU_FLAGS if f not in _cpu_flags()]
-        if missing:
-            raise NativeUnavailable(f"the CPU lacks {', '.join(missing)}")
         if python_include() is not None:
-            return _one_openmp(lambda: _import_module(built_object(with_module=True))), ""
-        return ctypes_library(), ""
+            return _one_openmp(lambda: _import_module(built_object(with_module=True))), "", ""
+        return ctypes_library(), "", ""
     except (NativeUnavailable, OSError, ImportError) as exc:
-        return None, str(exc)
+        return None, str(exc), ENVIRONMENT
 
 
 def _import_module(path: os.PathLike) -> Any:

@@ -1,8 +1,10 @@
 """The cpu platform plugin: the platform and its CPU-specific implementations.
 
 Every implementation here runs native kernels (``native.py``, built on first use);
-each is rejected with the reason where they cannot run (no AVX512-BF16, no C
-compiler), and selection then falls back to the torch references. The GEMMs have one
+each is rejected with the reason where they cannot run, and selection then takes the
+torch references: a CPU without AVX512-BF16 is an unsupported case, a kernel build
+that fails (no C compiler, an unwritable cache) an environment problem that
+``plan_warnings`` reports, since the references are many times slower. The GEMMs have one
 implementation per dtype (bf16, float32), selected by the model's dtype; float16 models
 keep the reference GEMMs. The other ops take bf16, float16 and float32.
 
@@ -12,11 +14,11 @@ Triton's interpreter (TRITON_INTERPRET=1), for tests, and only when asked for by
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from ...core.registry import Impl
+from ...core.registry import Impl, Rejection
 from ...kernels.triton.records import triton_impls
 from ...plugins import hookimpl
 from .platform import CpuPlatform
@@ -32,28 +34,28 @@ def baseboard_platforms():
     return [CpuPlatform()]
 
 
-def native_supported(ctx) -> Optional[str]:
-    from .native import unavailable_reason  # imported here: plugin discovery stays cheap
-    return unavailable_reason()
+def native_supported(ctx) -> Optional[Rejection]:
+    from .native import rejection  # imported here: plugin discovery stays cheap
+    return rejection()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def bf16_native_supported(ctx) -> Optional[str]:
+def bf16_native_supported(ctx) -> Union[None, str, Rejection]:
     if ctx.dtype != torch.bfloat16:
         return f"bf16 models only; this one runs in {_dtype_name(ctx.dtype)}"
     return native_supported(ctx)
 
 
-def float32_native_supported(ctx) -> Optional[str]:
+def float32_native_supported(ctx) -> Union[None, str, Rejection]:
     if ctx.dtype != torch.float32:
         return f"float32 models only; this one runs in {_dtype_name(ctx.dtype)}"
     return native_supported(ctx)
 
 
-def attention_supported(ctx) -> Optional[str]:
+def attention_supported(ctx) -> Union[None, str, Rejection]:
     from .attention import MAX_HEAD_DIM
 
     if ctx.head_dim is not None and ctx.head_dim > MAX_HEAD_DIM:
@@ -65,7 +67,7 @@ def attention_supported(ctx) -> Optional[str]:
 def baseboard_ops() -> list[Impl]:
     def impl(op: str, name: str, loader: str, supports, doc: str) -> Impl:
         return Impl(op=op, name=name, loader=f"{_HERE}.{loader}", platforms=_CPU, priority=10,
-                    supports=supports, cuda_graph_safe=False, compile_safe=False, doc=doc)
+                    supports=supports, cuda_graph_safe=False, doc=doc)
 
     return triton_impls(_CPU, priority=-10) + [
         impl("gemm", "avx512_bf16", "gemm:Avx512Gemm", bf16_native_supported,
