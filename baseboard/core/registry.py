@@ -1,4 +1,5 @@
-"""Implementation records and the registry that holds them."""
+"""Implementation records, the registry that holds them, and ``load_object``, which
+imports what a record's ``"package.module:attribute"`` names."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ class Rejection:
                                     f"{', '.join(REJECTION_KINDS)}.")
 
 
+def load_object(loader: str) -> Any:
+    """The attribute ``"package.module:attribute"`` names, importing its module."""
+    module_name, _, attr = loader.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
 @dataclass(frozen=True)
 class Impl:
     """One implementation of one op.
@@ -75,8 +82,7 @@ class Impl:
         return [d for d in self.requires if not distribution_installed(d)]
 
     def load(self) -> Any:
-        module_name, _, attr = self.loader.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return load_object(self.loader)
 
 
 def distribution_installed(name: str) -> bool:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-
 from ..core.errors import ModelError, did_you_mean
+from ..core.registry import load_object
 
 
 def model_class(architecture: str, catalog) -> type:
@@ -18,9 +17,8 @@ def model_class(architecture: str, catalog) -> type:
             f"architecture {architecture!r} is not supported.{hint} Supported architectures: "
             f"{supported}. A plugin adds one through the baseboard_models hook.")
     loader, plugin = entry
-    module_name, _, attr = loader.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        return load_object(loader)
     except (ImportError, AttributeError) as exc:
         raise ModelError(f"the model class {loader!r} that plugin {plugin!r} registers for "
                          f"{architecture!r} cannot be imported: {exc!r}") from exc

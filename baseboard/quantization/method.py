@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
+
+from ..core.registry import load_object
 
 
 @dataclass(frozen=True)
@@ -27,5 +28,4 @@ class QuantMethod:
     suffixes: tuple[str, ...] = ()
 
     def load(self) -> Callable:
-        module_name, _, attr = self.loader.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return load_object(self.loader)
