@@ -15,7 +15,7 @@ import torch
 from . import quantize
 from .attention_check import check_attention
 from .cases import TOKENS, Case, randn
-from .compare import compare
+from .compare import assert_not_rounded, compare
 from .sample_check import check_sample
 
 EPS = 1e-6
@@ -116,10 +116,9 @@ def _check_weight_op(case: Case, impl: Any, reference: Any, device: torch.device
                 impl.apply(state, x.clone()), reference.apply(ref_state, x.clone()), case)
     # out_dtype=float32: what the lm_head asks for, so logits are not rounded to x's dtype
     got = impl.apply(state, x.clone(), torch.float32)
-    if got.dtype != torch.float32:
-        raise AssertionError(f"{case.op}.apply(..., out_dtype=torch.float32) returned {got.dtype}")
-    compare(f"{case.op}.apply(prepare(...), x [{t}, {k}], out_dtype=float32)", got,
-            reference.apply(ref_state, x.clone(), torch.float32), case)
+    what = f"{case.op}.apply(prepare(...), x [{t}, {k}], out_dtype=float32)"
+    compare(what, got, reference.apply(ref_state, x.clone(), torch.float32), case)
+    assert_not_rounded(what, got, case.dtype)
 
 
 CHECKS: dict[str, Callable[[Case, Any, Any, torch.device], None]] = {

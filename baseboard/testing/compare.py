@@ -73,3 +73,20 @@ def compare(what: str, got: Any, expected: Any, case: Case) -> None:
             assert_close(f"{what} output {i}", one, want, case)
     else:
         assert_close(what, got, expected, case)
+
+
+def assert_not_rounded(what: str, got: torch.Tensor, dtype: torch.dtype) -> None:
+    """A float32 result asked of an op whose inputs are ``dtype`` must be the float32
+    computation, not a ``dtype`` result upcast. An upcast value is exactly representable
+    in ``dtype``; a float32 sum of products is so by chance only (about 1 in 2^16 for
+    bfloat16, 2^13 for float16), so a result mostly made of such values was rounded."""
+    if dtype == torch.float32:
+        return
+    values = got.detach().float().cpu()
+    exact = int((values.to(dtype).float() == values).sum())
+    if exact * 2 > values.numel():
+        raise Mismatch(
+            f"{what} [{dtype_name(dtype)}]: {exact} of {values.numel()} float32 values are "
+            f"exactly representable in {dtype_name(dtype)}, so the result was computed in "
+            f"{dtype_name(dtype)} and upcast. out_dtype=torch.float32 asks for the float32 "
+            f"accumulation itself (docs/plugins.md), so that close logits do not tie.")

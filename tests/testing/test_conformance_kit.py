@@ -130,6 +130,61 @@ def test_a_plugin_whose_detection_raises_fails_its_load_test(site, tmp_path):
     assert (run.count("failed"), run.count("passed")) == (1, 0)
 
 
+# every weight op computed in the activations' dtype and upcast when float32 is asked for
+ROUNDING_PLUGIN = """
+    from baseboard.core.registry import Impl
+    from baseboard.kernels.torch import gemm, quant_gemm
+    from baseboard.plugins import hookimpl
+
+    BASEBOARD_CONTRACT = 1
+
+
+    def rounding(reference):
+        class Rounding:
+            prepare = staticmethod(reference.prepare)
+
+            @staticmethod
+            def apply(state, x, out_dtype=None):
+                return reference.apply(state, x).to(out_dtype or x.dtype)
+        return Rounding
+
+
+    Gemm = rounding(gemm.Gemm)
+    GemmW4A16 = rounding(quant_gemm.GemmW4A16)
+    GemmW8A16 = rounding(quant_gemm.GemmW8A16)
+    GemmW8A8Int8 = rounding(quant_gemm.GemmW8A8Int8)
+    GemmW8A8Fp8 = rounding(quant_gemm.GemmW8A8Fp8)
+
+
+    @hookimpl
+    def baseboard_ops():
+        return [Impl(op, "rounding", f"rounding_plugin:{cls}") for op, cls in (
+            ("gemm", "Gemm"), ("gemm_w4a16", "GemmW4A16"), ("gemm_w8a16", "GemmW8A16"),
+            ("gemm_w8a8_int8", "GemmW8A8Int8"), ("gemm_w8a8_fp8", "GemmW8A8Fp8"))]
+"""
+WEIGHT_OPS = ("gemm", "gemm_w4a16", "gemm_w8a16", "gemm_w8a8_int8", "gemm_w8a8_fp8")
+
+
+def test_a_float32_result_rounded_to_the_activation_dtype_fails_every_weight_op(site,
+                                                                                tmp_path):
+    site.install("rounding-dist", {"rounding": "rounding_plugin"},
+                 {"rounding_plugin": ROUNDING_PLUGIN})
+    run = run_pytest("--baseboard-plugin", "rounding", cwd=tmp_path, path=site.root)
+    out = run.stdout
+    assert run.returncode == 1, out + run.stderr
+    halves = [(op, case.id) for op in WEIGHT_OPS for case in cases_for(op)
+              if not case.id.startswith("float32")]
+    for op, case_id in halves:
+        assert f"FAILED baseboard-plugin[rounding]::{op}=rounding::{case_id}" in out
+    assert "float32 values are exactly representable in bfloat16, so the result was " \
+           "computed in bfloat16 and upcast" in out
+    assert "exactly representable in float16" in out
+    # float32 activations ask for nothing more: those cases pass
+    float32_cases = sum(len(cases_for(op)) for op in WEIGHT_OPS) - len(halves)
+    assert (run.count("failed"), run.count("passed")) == (len(halves),
+                                                          1 + len(WEIGHT_OPS) + float32_cases)
+
+
 def test_an_unknown_plugin_is_a_usage_error(tmp_path):
     run = run_pytest("--baseboard-plugin", "exampel", cwd=tmp_path)
     assert run.returncode == 4
