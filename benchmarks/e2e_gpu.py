@@ -165,12 +165,19 @@ def print_report(record: dict) -> None:
             if key in one:
                 protocols[f"one process: {key}"] = one[key]
         for name, batches in protocols.items():
+            if not batches:
+                continue
             cells = "  ".join(f"b{b} {fmt(v.get('tok_s'))} ({fmt(v.get('first_tok_s'))})"
                               for b, v in batches.items())
             print(f"  {shape:<14}{name:<52}{cells}")
         for name in ("earlier protocol own process", "one process"):
             if "error" in d.get(name, {}):
                 print(f"  {shape:<14}{name}: {d[name]['error']}")
+        for backend, times in d.get("sdpa shapes", {}).items():
+            if isinstance(times, dict):
+                print(f"  {shape:<14}SDPA at a new key length, {backend}: "
+                      + ", ".join(f"{k} {fmt(v, '.3f') if isinstance(v, float) else v}"
+                                  for k, v in times.items()))
         if "state changed by the engine" in one:
             print(f"  {shape}: state the engine changed (before -> after):")
             for key, (old, new) in one["state changed by the engine"].items():
@@ -210,11 +217,14 @@ def drive(args) -> None:
             record["diagnostics"][shape] = {"transformers own process": peer}
             save()
         if args.diagnose:  # the one-process check first: it is the question asked
+            for shape in args.models:
+                record["diagnostics"][shape]["sdpa shapes"] = driver.run(
+                    "sdpa-shapes", shape, checkpoints[shape], args.peer_batches)
             for shape in args.one_process_models:
                 record["diagnostics"][shape]["one process"] = driver.run(
                     "one-process", shape, checkpoints[shape], args.peer_batches)
                 save()
-            for shape in args.models:
+            for shape in args.models if args.earlier_protocol else []:
                 record["diagnostics"][shape]["earlier protocol own process"] = driver.run(
                     "transformers", shape, checkpoints[shape], args.peer_batches,
                     load="cpu-then-move", warmup="short")
@@ -243,6 +253,9 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--diagnose", action="store_true")
+    parser.add_argument("--no-earlier-protocol", dest="earlier_protocol",
+                        action="store_false", help="leave out the earlier protocol's "
+                        "processes (--diagnose)")
     parser.add_argument("--one-process-models", type=name_list, default=["qwen2.5-0.5b"],
                         help="models of the one-process check (--diagnose)")
     parser.add_argument("--budget-s", type=float, help="skip diagnostics past this many "

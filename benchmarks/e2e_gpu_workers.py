@@ -8,7 +8,8 @@ it, so that nothing one engine leaves behind in a process reaches the other.
 
 Workers: checkpoint (save a random bf16 model of the shape, measure the copy bandwidth),
 baseboard, transformers, one-process (transformers, a baseboard engine, transformers again,
-with the process state the engine changed).
+with the process state the engine changed), sdpa-shapes (SDPA's first call at a new key
+length against its second).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pstats
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -249,8 +251,51 @@ def worker_one_process(args) -> dict:
     return result
 
 
+def worker_sdpa_shapes(args, lengths: range = range(200, 232)) -> dict:
+    """The cost of SDPA's first call at each new key length, as a decode step of
+    transformers' dynamic cache makes it (one query, keys repeated to every head, no mask),
+    against a second call at the same length; per SDPA backend, in milliseconds."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention
+
+    shape = SHAPES[args.shape]
+    heads = shape["num_attention_heads"]
+    head_dim = shape["hidden_size"] // heads
+    batch = max(args.batches)
+    q = torch.randn(batch, heads, 1, head_dim, dtype=torch.bfloat16, device=args.device)
+    backends = {"default": None}
+    if args.device != "cpu":
+        backends.update(cudnn=SDPBackend.CUDNN_ATTENTION, flash=SDPBackend.FLASH_ATTENTION,
+                        efficient=SDPBackend.EFFICIENT_ATTENTION)
+    result: dict[str, Any] = {"batch": batch, "heads": heads, "head_dim": head_dim,
+                              "key lengths": [lengths.start, lengths.stop - 1]}
+    for offset, (name, backend) in enumerate(backends.items()):
+        # each backend meets key lengths it has not seen: a fresh range per backend
+        shifted = range(lengths.start + 64 * offset, lengths.stop + 64 * offset)
+        # contiguous, as the dynamic cache's concatenations leave them
+        kvs = [torch.randn(2, batch, heads, length, head_dim, dtype=torch.bfloat16,
+                           device=args.device) for length in shifted]
+        calls: dict[str, list[float]] = {"first": [], "second": []}
+        try:
+            with sdpa_kernel(backend) if backend is not None else nullcontext():
+                for which in ("first", "second"):
+                    for k, v in kvs:
+                        synchronize(args.device)
+                        start = time.perf_counter()
+                        scaled_dot_product_attention(q, k, v)
+                        synchronize(args.device)
+                        calls[which].append((time.perf_counter() - start) * 1e3)
+        except RuntimeError as exc:  # a backend that does not take these inputs
+            result[name] = {"error": str(exc).splitlines()[0]}
+            continue
+        result[name] = {f"{which} call ms (median)": statistics.median(times)
+                        for which, times in calls.items()}
+    return result
+
+
 WORKERS = {"checkpoint": worker_checkpoint, "baseboard": worker_baseboard,
-           "transformers": worker_transformers, "one-process": worker_one_process}
+           "transformers": worker_transformers, "one-process": worker_one_process,
+           "sdpa-shapes": worker_sdpa_shapes}
 
 
 def main() -> None:
