@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform as host
 from dataclasses import dataclass, field
 
 import torch
 
+from ...core.errors import PlatformError
 from ...core.platform import Detection, Platform
 
 
@@ -20,6 +20,22 @@ def _cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+def meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
+    """The byte counts of /proc/meminfo ("MemTotal", "MemAvailable", ...); {} where there
+    is no such file."""
+    found = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                fields = value.split()
+                if fields and fields[0].isdigit():
+                    found[name] = int(fields[0]) * (1024 if fields[1:] == ["kB"] else 1)
+    except OSError:
+        pass
+    return found
 
 
 @dataclass
@@ -40,9 +56,16 @@ class CpuPlatform(Platform):
         return " ".join([host.machine()] + isa)
 
     def memory(self) -> tuple[int, int]:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        return free, total
+        """(MemAvailable, MemTotal) of /proc/meminfo in bytes. MemAvailable, not MemFree:
+        the page cache and reclaimable slabs are given back on demand, so free memory
+        alone undercounts what a KV cache can take."""
+        info = meminfo()
+        missing = [k for k in ("MemAvailable", "MemTotal") if k not in info]
+        if missing:
+            raise PlatformError(f"/proc/meminfo gives no {', '.join(missing)} (Linux 3.14 or "
+                                f"later has it); pass kv_cache_memory= to size the KV cache "
+                                f"by hand.")
+        return info["MemAvailable"], info["MemTotal"]
 
     def default_dtype(self) -> torch.dtype:
         return torch.bfloat16 if "avx512_bf16" in _cpu_flags() or "amx_bf16" in _cpu_flags() \
