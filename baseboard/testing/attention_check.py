@@ -5,6 +5,12 @@ both sides start from an empty cache of their own ``kv_cache_shape`` and run the
 same steps, and every step's output is compared. The cached prefixes of step 2
 were written by step 1, so a wrong cache write shows up as a wrong attention output.
 Block ids are shuffled, so a sequence's blocks are neither contiguous nor in order.
+
+A last step checks how long metadata stay valid: the engine builds a step's metadata,
+then runs every layer with them, before it builds the next step's. An implementation may
+reuse its buffers from one build to the next (CUDA graphs need it), so metadata used after
+a later build must either still give the right answer or raise a BaseboardError; silently
+attending over another step's tables is a failure.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 import torch
 
 from ..core.attention import AttentionBatch, AttentionSpec
+from ..core.errors import BaseboardError
 from .cases import Case, randn
 from .compare import compare
 
@@ -27,12 +34,16 @@ STEPS = (
     ("step 3: 4 decodes",
      ((0, 17, 1), (1, 33, 1), (2, 33, 1), (3, 7, 1))),
 )
+# Run with its own metadata after the next step's were built: the same decodes in
+# reverse order, so another step's tables and slots would give other rows.
+STALE_STEP = ("step 4: 4 decodes, run after the metadata of the next step were built",
+              ((0, 18, 1), (1, 34, 1), (2, 34, 1), (3, 8, 1)))
 SPARE_BLOCKS = 3
 
 
 def _final_lengths() -> dict[int, int]:
     lengths: dict[int, int] = {}
-    for _, rows in STEPS:
+    for _, rows in STEPS + (STALE_STEP,):
         for seq, cached, new in rows:
             lengths[seq] = cached + new
     return lengths
@@ -72,13 +83,30 @@ def check_attention(case: Case, impl: Any, reference: Any, device: torch.device)
         cache = torch.zeros(tuple(attention.kv_cache_shape(num_blocks)), dtype=case.dtype,
                             device=device)
         sides.append((attention, cache))
+    def inputs(batch: AttentionBatch) -> tuple[torch.Tensor, ...]:
+        tokens = len(batch.slot_mapping)
+        return (randn(gen, (tokens, hq, d), case.dtype, device),
+                randn(gen, (tokens, hk, d), case.dtype, device),
+                randn(gen, (tokens, hk, d), case.dtype, device))
+
     for label, rows in STEPS:
         batch = _batch(rows, tables, block_size)
-        tokens = len(batch.slot_mapping)
-        q = randn(gen, (tokens, hq, d), case.dtype, device)
-        k = randn(gen, (tokens, hk, d), case.dtype, device)
-        v = randn(gen, (tokens, hk, d), case.dtype, device)
+        q, k, v = inputs(batch)
         got, expected = [attention.forward(q.clone(), k.clone(), v.clone(), cache,
                                            attention.build_metadata(batch))
                          for attention, cache in sides]
         compare(f"attention {label}", got, expected, case)
+    label, rows = STALE_STEP
+    batch = _batch(rows, tables, block_size)
+    q, k, v = inputs(batch)
+    (attention, cache), (reference_attention, reference_cache) = sides
+    metadata = attention.build_metadata(batch)
+    attention.build_metadata(_batch(tuple(reversed(rows)), tables, block_size))
+    try:
+        got = attention.forward(q.clone(), k.clone(), v.clone(), cache, metadata)
+    except BaseboardError:
+        return  # refused: the engine never does this, and it is told so
+    expected = reference_attention.forward(q.clone(), k.clone(), v.clone(), reference_cache,
+                                           reference_attention.build_metadata(batch))
+    compare(f"attention {label} (forward with metadata older than the latest "
+            f"build_metadata must be right or raise a BaseboardError)", got, expected, case)

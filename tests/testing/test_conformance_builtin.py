@@ -27,3 +27,14 @@ def test_triton_kernels_pass_the_kit_in_the_interpreter():
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.count("passed") > 100
     assert run.count("skipped") == 0
+
+
+@pytest.mark.slow
+def test_triton_attention_refuses_metadata_of_an_earlier_build():
+    # its metadata are views into buffers the next build overwrites: the kit's stale step
+    # would read another step's tables; forward refuses them instead
+    run = run_pytest("--baseboard-plugin", "cpu", "-k",
+                     "triton and attention and (float32-H4-KV4-D64-B16 or float32-H8-KV2-D128-B64)",
+                     cwd=REPO, environ={"TRITON_INTERPRET": "1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.count("passed") == 2

@@ -185,6 +185,64 @@ def test_a_float32_result_rounded_to_the_activation_dtype_fails_every_weight_op(
                                                           1 + len(WEIGHT_OPS) + float32_cases)
 
 
+# attention whose metadata live in one object that every build overwrites, as views into
+# persistent buffers do; and the same, refusing metadata older than the latest build
+STALE_PLUGIN = """
+    from baseboard.core.errors import BaseboardError
+    from baseboard.core.registry import Impl
+    from baseboard.kernels.torch.attention import TorchAttention
+    from baseboard.plugins import hookimpl
+
+    BASEBOARD_CONTRACT = 1
+
+
+    class SharedMetadata(TorchAttention):
+        def build_metadata(self, batch):
+            fresh = super().build_metadata(batch)
+            if not hasattr(self, "shared"):
+                self.shared = fresh
+            self.shared.__dict__.update(fresh.__dict__)
+            return self.shared
+
+
+    class RefusesStale(SharedMetadata):
+        def build_metadata(self, batch):
+            self.builds = getattr(self, "builds", 0) + 1
+            return self.builds, super().build_metadata(batch)
+
+        def forward(self, q, k, v, kv_cache, metadata):
+            build, shared = metadata
+            if build != self.builds:
+                raise BaseboardError("metadata of an earlier step")
+            return super().forward(q, k, v, kv_cache, shared)
+
+
+    @hookimpl
+    def baseboard_ops():
+        return [Impl("attention", "shared", "stale_plugin:SharedMetadata"),
+                Impl("attention", "refuses", "stale_plugin:RefusesStale")]
+"""
+
+
+def test_attention_metadata_overwritten_by_the_next_build_fails_unless_refused(site,
+                                                                                tmp_path):
+    site.install("stale-dist", {"stale": "stale_plugin"}, {"stale_plugin": STALE_PLUGIN})
+    run = run_pytest("--baseboard-plugin", "stale", "-k", "load or signature or float32",
+                     cwd=tmp_path, path=site.root)
+    out = run.stdout
+    assert run.returncode == 1, out + run.stderr
+    cases = [case.id for case in cases_for("attention") if case.id.startswith("float32")]
+    for case_id in cases:
+        assert f"FAILED baseboard-plugin[stale]::attention=shared::{case_id}" in out
+        assert f"attention=refuses::{case_id}" not in out
+    assert "attention step 4: 4 decodes, run after the metadata of the next step were built " \
+           "(forward with metadata older than the latest build_metadata must be right or " \
+           "raise a BaseboardError)" in out
+    # the first three steps, built and run in turn, pass: only the stale step fails
+    assert "attention step 1" not in out and "attention step 3" not in out
+    assert (run.count("failed"), run.count("passed")) == (len(cases), 1 + 2 + len(cases))
+
+
 def test_an_unknown_plugin_is_a_usage_error(tmp_path):
     run = run_pytest("--baseboard-plugin", "exampel", cwd=tmp_path)
     assert run.returncode == 4

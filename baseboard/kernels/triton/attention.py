@@ -14,7 +14,8 @@ time, smaller ones gathered key by key). Per-step metadata
 lives in persistent device buffers sized by ``max_num_seqs`` and ``max_model_len``, filled
 by one host-to-device copy of int32 values and one of the slot mapping; a decode step's
 launches depend on its number of sequences alone, so a captured CUDA graph of it can be
-replayed over later steps of the same size.
+replayed over later steps of the same size. The metadata are views into those buffers, so
+they are valid until the next ``build_metadata``; ``forward`` refuses older ones.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 import triton
 
 from ...core.attention import AttentionBatch, AttentionSpec
-from ...core.errors import ConfigError
+from ...core.errors import BaseboardError, ConfigError
 from .common import last_dim_contiguous, upcast_dots
 from .decode import DECODE_CONFIG, decode_attention, decode_splits, decode_workspace_rows
 from .kv_cache import write_kv
@@ -49,6 +50,13 @@ class TritonAttentionMetadata:
     prefill_query_start: torch.Tensor  # [B - num_decodes + 1] int32, from the first prefill
     block_tables: torch.Tensor  # [B, max_blocks] int32
     dense_prefill: bool  # every prefill starts at position 0 and the step is not graphed
+    build: int  # which build_metadata call made these: only the latest one's are valid
+
+
+def stale_metadata_message(build: int, latest: int) -> str:
+    return (f"attention metadata from build_metadata call {build} were passed to forward after "
+            f"call {latest}; they are views into buffers that call overwrote. Build a step's "
+            f"metadata, run every layer with them, then build the next step's.")
 
 
 def _multiprocessors(device: torch.device) -> int:
@@ -101,6 +109,7 @@ class TritonAttention:
         self._slots_host = torch.zeros(self._slots.numel(), dtype=torch.int64,
                                        pin_memory=pinned)
         self._copied = torch.cuda.Event() if pinned else None
+        self._builds = 0  # build_metadata calls so far; metadata of an earlier one are stale
         self._workspace: tuple[torch.Tensor, ...] = ()
         self._reserve_workspace(decode_workspace_rows(
             seqs, spec.num_kv_heads, self.decode_config, self.decode_programs))
@@ -157,6 +166,7 @@ class TritonAttention:
         splits = decode_splits(num_decodes, s.num_kv_heads, self.decode_config,
                                self.decode_programs)
         self._reserve_workspace(num_decodes * splits)
+        self._builds += 1
         buf = self._ints
         return TritonAttentionMetadata(
             num_tokens=num_tokens, num_decodes=num_decodes, decode_splits=splits,
@@ -164,11 +174,13 @@ class TritonAttention:
             seq_lens=buf[:num_seqs],
             prefill_query_start=buf[s.max_num_seqs:s.max_num_seqs + len(starts)],
             block_tables=buf[header:header + s.max_num_seqs * width].view(-1, width)[:num_seqs],
-            dense_prefill=batch.prefills_from_start and not graphed)
+            dense_prefill=batch.prefills_from_start and not graphed, build=self._builds)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: TritonAttentionMetadata) -> torch.Tensor:
         """q [T, Hq, D], k, v [T, Hk, D] (strided views are fine) -> [T, Hq, D]."""
+        if metadata.build != self._builds:
+            raise BaseboardError(stale_metadata_message(metadata.build, self._builds))
         q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
         write_kv(k, v, kv_cache, metadata.slot_mapping)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)

@@ -18,6 +18,7 @@ import flashinfer
 import torch
 
 from ...core.attention import AttentionBatch, AttentionSpec
+from ...core.errors import BaseboardError
 from ...kernels.triton.common import last_dim_contiguous
 from ...kernels.triton.kv_cache import write_kv
 
@@ -30,6 +31,7 @@ class FlashInferMetadata:
     num_decodes: int
     slot_mapping: torch.Tensor  # [T] int64
     ragged_prefill: bool  # every prefill starts at position 0: read the step's own k, v
+    build: int  # which build_metadata call planned these: only the latest plans are kept
 
 
 class FlashInferAttention:
@@ -52,6 +54,7 @@ class FlashInferAttention:
         # Each plan stages its tables in pinned host memory and copies them asynchronously:
         # the next step's plans must wait until this step's copies have run.
         self._copied = torch.cuda.Event()
+        self._builds = 0  # each build re-plans the wrappers: older metadata are stale
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
         return self.spec.standard_kv_cache_shape(num_blocks)
@@ -89,11 +92,19 @@ class FlashInferAttention:
         slot_mapping = torch.tensor(batch.slot_mapping, dtype=torch.int64,
                                     pin_memory=True).to(s.device, non_blocking=True)
         self._copied.record()
-        return FlashInferMetadata(len(batch.slot_mapping), num_decodes, slot_mapping, ragged)
+        self._builds += 1
+        return FlashInferMetadata(len(batch.slot_mapping), num_decodes, slot_mapping, ragged,
+                                  self._builds)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: FlashInferMetadata) -> torch.Tensor:
         """q [T, Hq, D], k, v [T, Hk, D] (strided views are fine) -> [T, Hq, D]."""
+        if metadata.build != self._builds:
+            raise BaseboardError(
+                f"attention metadata from build_metadata call {metadata.build} were passed to "
+                f"forward after call {self._builds}, which re-planned FlashInfer's kernels for "
+                f"another step. Build a step's metadata, run every layer with them, then "
+                f"build the next step's.")
         q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
         write_kv(k, v, kv_cache, metadata.slot_mapping)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
