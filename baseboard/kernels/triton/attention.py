@@ -2,9 +2,8 @@
 
 Same cache layout as the reference, [2, num_blocks, block_size, Hk, D]: each token's head
 is D contiguous values, which the kernels read as whole rows. A head-major layout
-[2, num_blocks, Hk, block_size, D] (each block's head one contiguous run) measured the same
-on an H100 (decode B32 ctx 4096: 2661 vs 2669 GB/s; prefill 279.5 vs 279.0 TFLOP/s), so
-the reference layout stays.
+[2, num_blocks, Hk, block_size, D] (each block's head one contiguous run) measured no
+faster (docs/benchmarks.md, "Measurements behind the code"), so the reference layout stays.
 
 A step runs up to four kernels: the KV write, split decode and its merge (the decodes come
 first in the batch), and prefill (the rest: over the paged cache when a prefill has a cached
@@ -102,8 +101,8 @@ class TritonAttention:
         self._slots = torch.zeros(max(seqs, spec.max_graph_tokens), dtype=torch.int64,
                                   device=spec.device)
         # Host staging for the two copies, pinned so they run asynchronously; written with
-        # numpy (a tenth of the cost of torch CPU ops at these sizes). A buffer is written
-        # again only once the copy that read it has finished (_copied).
+        # numpy, far cheaper than torch CPU ops at these sizes (docs/benchmarks.md). A
+        # buffer is written again only once the copy that read it has finished (_copied).
         pinned = spec.device.type == "cuda"
         self._ints_host = torch.zeros(self._ints.numel(), dtype=torch.int32, pin_memory=pinned)
         self._slots_host = torch.zeros(self._slots.numel(), dtype=torch.int64,

@@ -26,10 +26,9 @@ from .records import interpreting
 TILED_PAGE = 64  # cache blocks of a multiple of this many tokens are read by this kernel
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) for the step's own keys, tuned per head size and
-# group on first use. For D128 on an H100 the first leads (B8 S2048 causal: 421 TFLOP/s
-# with tensor descriptors, the next 412; the rest 300-400; benchmarks/ops.py --sweep); the
-# others serve the other head sizes and the pointer path. The interpreter runs one, with
-# several key tiles a query tile.
+# group on first use. For D128 the first led the sweeps (benchmarks/ops.py --sweep; the
+# numbers are in docs/benchmarks.md); the others serve the other head sizes and the pointer
+# path. The interpreter runs one, with several key tiles a query tile.
 TILES = ((128, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3),
          (64, 32, 4, 2))
 _INTERPRETER_TILES = ((128, 32, 4, 2),)
@@ -38,8 +37,8 @@ _INTERPRETER_TILES = ((128, 32, 4, 2),)
 def paged_tile_config(head_dim: int) -> PrefillConfig:
     """The tile for the paged cache, fixed rather than tuned on first use, because its first
     use is a CUDA graph's warm-up on a made-up step. Its keys per tile divide TILED_PAGE.
-    For D128 the leader above led here too (394 TFLOP/s, the best of seven tiles on an
-    H100, benchmarks/ops.py --sweep); D256 takes the smaller tile for its shared memory."""
+    For D128 the leader above led here too (the best of seven tiles, benchmarks/ops.py
+    --sweep, docs/benchmarks.md); D256 takes the smaller tile for its shared memory."""
     if interpreting():
         return PrefillConfig(64, 32, 4, 2)
     if triton.next_power_of_2(head_dim) <= 128:
@@ -178,7 +177,7 @@ _dense_prefill_kernel = triton.autotune(
 
 def _copy_engine(device: torch.device) -> bool:
     """Whether tiles are fetched by the tensor-memory accelerator (Hopper and later; the
-    interpreter emulates it). On an H100 it raised the dense case from 354 to 387 TFLOP/s."""
+    interpreter emulates it), which the dense case reads faster (docs/benchmarks.md)."""
     if interpreting():
         return True
     return (device.type == "cuda" and torch.version.cuda is not None

@@ -2,14 +2,11 @@
 panels (csrc/gemm.c) on huge pages; bf16 multiplied with vdpbf16ps, float32 with fused
 multiply-adds, both accumulating in float32.
 
-Why not the reference: torch's F.linear (oneDNN brgemm on the row-major [N, K] weight)
-streams the Qwen2.5-0.5B bf16 weights at 13-19 GB/s for M = 1..8, and oneDNN on a
-prepacked weight (torch.ops.mkldnn._linear_pointwise) at 18-29 GB/s; the bf16 kernel at
-30-36 GB/s, 1.6-1.8x the copy bandwidth measured beside it (benchmarks/cpu_ops.py, 2
-cores, AMD EPYC with AVX512-BF16). At M = 256 (prefill) it runs near the vdpbf16ps peak,
-like oneDNN. In float32, F.linear (MKL sgemm) streams at 11-20 GB/s and MKL's own
-prepacked weight wins on some shapes and loses on others (1.7x on gate_up, 0.7x on
-down); the float32 kernel streams at about 35 GB/s, 3x F.linear on SmolLM2's layers.
+Why not the reference: at decode (M = 1..8) torch's F.linear (oneDNN brgemm on the
+row-major [N, K] weight, MKL sgemm in float32) and oneDNN on a prepacked weight stream the
+weights well below the memory bandwidth, and these kernels near it; at M = 256 (prefill)
+the bf16 kernel runs near the vdpbf16ps peak, like oneDNN. The measurements are in
+docs/benchmarks.md ("Measurements behind the code"; benchmarks/cpu_ops.py).
 
 ``prepare`` packs bf16 and float32 weights and keeps any other (float16) as is, for
 F.linear. Activations of another dtype than the packed weight take a slow exact path

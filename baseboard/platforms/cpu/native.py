@@ -2,10 +2,10 @@
 small helpers their Python wrappers share.
 
 Why C and not only torch: at decode the CPU is bound by weight streaming and by
-per-op overhead. torch's bf16 ``linear`` streams its [N, K] weight at about half
-the memory bandwidth for M <= 8, and the reference norms and rotary run ten or
-more small torch ops per call. The kernels here stream prepacked weights near the
-bandwidth and do each row-wise op in one pass (measured in benchmarks/cpu_ops.py).
+per-op overhead. torch's bf16 ``linear`` streams its [N, K] weight well below the
+memory bandwidth for M <= 8, and the reference norms and rotary run ten or more small
+torch ops per call. The kernels here stream prepacked weights near the bandwidth and do
+each row-wise op in one pass (benchmarks/cpu_ops.py; numbers in docs/benchmarks.md).
 
 ``library()`` is the CPython extension module where the Python headers are installed,
 else the same object through ctypes; both have the same functions (``bb_*``), taking
@@ -149,7 +149,8 @@ def _madvise():
 def streamed_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized 1-D tensor for data streamed every step (packed weights), on
     2 MiB-aligned memory marked MADV_HUGEPAGE: with 4 KiB pages the hardware prefetcher
-    stops at every page boundary, and weight streaming measured about 15% slower. Where
+    stops at every page boundary, and weight streaming measured slower (docs/benchmarks.md).
+    Where
     the hint is refused (THP off, not Linux) the memory is ordinary pages; tensors under
     2 MiB are not worth the alignment and stay ordinary too."""
     nbytes = numel * torch.empty(0, dtype=dtype).element_size()

@@ -73,7 +73,7 @@ def baseboard_ops() -> list[Impl]:
         impl("gemm", "avx512_bf16", "gemm:Avx512Gemm", bf16_native_supported,
              "bf16 weights packed in VNNI panels, vdpbf16ps; near memory bandwidth at M<=8"),
         impl("gemm", "avx512_f32", "gemm:Avx512Gemm", float32_native_supported,
-             "float32 weights packed in panels, FMA; about 3x F.linear at M=1"),
+             "float32 weights packed in panels, FMA; near memory bandwidth at M<=8"),
         impl("gemm_w4a16", "avx512_bf16", "quant_gemm:DequantW4A16", bf16_native_supported,
              "dequantized to bf16 once at load, then the avx512_bf16 GEMM"),
         impl("gemm_w8a16", "avx512_bf16", "quant_gemm:DequantW8A16", bf16_native_supported,

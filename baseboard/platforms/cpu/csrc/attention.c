@@ -13,7 +13,7 @@
 #define MAX_LANES 16  /* head_dim up to 256 */
 #define MAX_GROUP 8   /* query heads per KV head handled in one pass */
 
-#define PARALLEL_WORK 4096  /* (head, key) pairs (about 40 us) below which one thread is faster */
+#define PARALLEL_WORK 4096  /* (head, key) pairs below which one thread is faster */
 
 /* k, v [T, kv_heads * head_dim] rows (row strides in elements) into the cache slots. */
 static void write_kv(const attention_step *st, const void *k, long k_stride, const void *v,

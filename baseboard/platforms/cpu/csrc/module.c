@@ -1,6 +1,6 @@
 /* The kernels as a CPython extension module, `_baseboard_cpu`: the same functions, names
- * and arguments as through ctypes, at about a tenth of ctypes' call cost (0.1 us against
- * 1.2 us for eleven arguments), a few percent of a small model's decode step.
+ * and arguments as through ctypes, at a fraction of ctypes' call cost, which is a few
+ * percent of a small model's decode step (docs/benchmarks.md).
  * Built only where the Python headers are installed; native.py falls back to ctypes. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
