@@ -51,3 +51,12 @@ def test_allow_list_without_cpu_leaves_no_platform():
 def test_core_plugin_cannot_be_disabled():
     with pytest.raises(PluginError, match="cannot be disabled"):
         resolve_plan(environ={"BASEBOARD_DISABLE_PLUGINS": "baseboard"})
+
+
+def test_builtin_platforms_prefer_only_implementations_registered_for_them():
+    catalog = resolve_plan(environ={}).catalog
+    for name in ("cuda", "rocm", "xpu", "cpu"):
+        platform = catalog.platforms[name]
+        for op, preferred in platform.preferences.items():
+            registered = {i.name for i in catalog.registry.for_op(op) if i.runs_on(name)}
+            assert set(preferred) <= registered, (name, op, set(preferred) - registered)

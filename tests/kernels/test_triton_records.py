@@ -18,8 +18,8 @@ TRITON_OPS = {"rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mu
               "sample", "gemm"}
 
 
-def records(platform: str = "cuda", **kwargs) -> dict[str, Impl]:
-    return {impl.op: impl for impl in triton_impls((platform,), priority=50, **kwargs)}
+def records(platform: str = "cuda") -> dict[str, Impl]:
+    return {impl.op: impl for impl in triton_impls((platform,), priority=50)}
 
 
 def gpu(**fields) -> SelectionContext:
@@ -62,15 +62,6 @@ def test_cpu_needs_the_interpreter(monkeypatch):
         assert "TRITON_INTERPRET=1" in impl.supports(ctx)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert all(impl.supports(ctx) is None for impl in records("cpu").values())
-
-
-def test_supports_extra_runs_after_the_built_in_checks(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    impls = records(supports_extra=lambda ctx: "no fp16 on this part"
-                    if ctx.dtype == torch.float16 else None)
-    assert impls["rms_norm"].supports(gpu(dtype=torch.float16)) == "no fp16 on this part"
-    assert impls["rms_norm"].supports(gpu()) is None
-    assert "dtype float32" in impls["rms_norm"].supports(gpu(dtype=torch.float32))
 
 
 def test_each_platform_plugin_may_register_the_same_name():

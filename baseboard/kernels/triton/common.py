@@ -25,7 +25,9 @@ def upcast_dots(dtype: torch.dtype) -> bool:
 
 
 def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
-    """``x`` itself when its last dimension is dense (the kernels index the others by stride)."""
+    """``x`` itself when its last dimension is dense (the kernels index the others by stride).
+    The dense prefill needs more, each token's heads adjacent (prefill_tiled._adjacent_heads),
+    because it reads a token's heads as one row."""
     return x if x.stride(-1) == 1 else x.contiguous()
 
 

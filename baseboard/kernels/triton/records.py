@@ -94,19 +94,13 @@ def _checks(op: str) -> tuple[Supports, ...]:
     return (device_reason, dtype_reason)
 
 
-def triton_impls(platforms: tuple[str, ...], priority: int,
-                 supports_extra: Optional[Supports] = None) -> list[Impl]:
+def triton_impls(platforms: tuple[str, ...], priority: int) -> list[Impl]:
     """Records named "triton" for every op that has a Triton kernel.
 
     ``platforms``: the platforms the calling plugin registers them for; ``priority``:
-    their priority there; ``supports_extra(ctx) -> None | reason``: a further
-    platform-specific check, run after the built-in ones.
+    their priority there.
     """
-    impls = []
-    for op, target in _MODULES.items():
-        checks = _checks(op) + ((supports_extra,) if supports_extra else ())
-        impls.append(Impl(
-            op=op, name="triton", loader=f"baseboard.kernels.triton.{target}",
-            platforms=tuple(platforms), priority=priority, requires=("triton",),
-            supports=_first(*checks), doc=f"Triton kernel ({target.split(':')[0]}.py)"))
-    return impls
+    return [Impl(op=op, name="triton", loader=f"baseboard.kernels.triton.{target}",
+                 platforms=tuple(platforms), priority=priority, requires=("triton",),
+                 supports=_first(*_checks(op)), doc=f"Triton kernel ({target.split(':')[0]}.py)")
+            for op, target in _MODULES.items()]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ...core.attention import AttentionBatch, AttentionSpec
 from ...core.errors import ConfigError
 from . import native
+from .rowwise import adjacent_heads
 
 MAX_HEAD_DIM = 256  # csrc/attention.c keeps a head in 16 vector registers
 
@@ -111,7 +112,7 @@ class CpuPagedAttention:
                               f"{self.spec.dtype}; allocate the cache in the spec's dtype.")
         if q.dtype != dtype or k.dtype != dtype or v.dtype != dtype:
             q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        q, k, v = _rows(q), _rows(k), _rows(v)
+        q, k, v = adjacent_heads(q), adjacent_heads(k), adjacent_heads(v)
         out = torch.empty(q.shape, dtype=dtype)
         self._attention(metadata.step_ref, q.data_ptr(), q.stride(0), k.data_ptr(), k.stride(0),
                         v.data_ptr(), v.stride(0), kv_cache.data_ptr(), kv_cache.shape[1],
@@ -126,10 +127,3 @@ class CpuPagedAttention:
                 is_causal=True, scale=self.spec.scale, enable_gqa=self.group > 1)
             out[start:end] = o[0].transpose(0, 1)
         return out
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """x [T, H, D] with contiguous heads (any row stride), copying only when it is not."""
-    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
-        return x.contiguous()
-    return x

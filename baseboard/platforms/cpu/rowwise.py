@@ -65,7 +65,9 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return out if x.dim() == 2 else out.view(*x.shape[:-1], half)
 
 
-def _heads(x: torch.Tensor) -> torch.Tensor:
+def adjacent_heads(x: torch.Tensor) -> torch.Tensor:
+    """x [T, H, D] itself when each token's heads are adjacent (rows of H x D values, any
+    row stride: the kernels take a row stride only), else a contiguous copy."""
     return x if x.stride(2) == 1 and x.stride(1) == x.shape[2] else x.contiguous()
 
 
@@ -73,7 +75,7 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                      cos_sin_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """positions [T] int64; q [T, Hq, D]; k [T, Hk, D]; cos_sin_cache [max_pos, D] float32.
     Rotates q and k in place (rotate-half style) and returns them."""
-    q, k = _heads(q), _heads(k)
+    q, k = adjacent_heads(q), adjacent_heads(k)
     if positions.dtype != torch.int64 or positions.stride(0) != 1:
         positions = positions.long().contiguous()
     cache = cos_sin_cache

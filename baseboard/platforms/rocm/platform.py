@@ -18,11 +18,10 @@ class RocmPlatform(Platform):
     dist_backend: str = "nccl"  # RCCL, under torch's nccl name
     supports_cuda_graphs: bool = True
     preferences: dict = field(default_factory=lambda: {
-        "attention": ("aiter", "triton"), "rms_norm": ("aiter", "triton"),
-        "fused_add_rms_norm": ("aiter", "triton"), "rotary_embedding": ("triton",),
-        "silu_and_mul": ("triton",), "sample": ("triton",),
+        "attention": ("triton",), "rms_norm": ("triton",), "fused_add_rms_norm": ("triton",),
+        "rotary_embedding": ("triton",), "silu_and_mul": ("triton",), "sample": ("triton",),
     })
-    doc: str = "AMD GPUs through torch's ROCm build; Triton kernels, AITER where installed."
+    doc: str = "AMD GPUs through torch's ROCm build; Triton kernels."
 
     def detect(self) -> Detection:
         return gpu_detection(want_hip=True)
