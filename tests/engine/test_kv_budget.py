@@ -1,32 +1,19 @@
-from dataclasses import dataclass
-
 import pytest
 
 from baseboard.core.errors import ModelError
-from baseboard.core.platform import Platform
 from baseboard.engine.kv_budget import CPU_RAM_FRACTION, kv_cache_budget, num_kv_blocks
+from baseboard.testing.null import NullPlatform
 
 GIB = 2**30
 
 
-@dataclass
-class FixedMemory(Platform):
-    """A platform whose memory reads (free, total) as given."""
-
-    free: int = 0
-    total: int = 0
-
-    def memory(self) -> tuple[int, int]:
-        return self.free, self.total
-
-
 def test_an_explicit_budget_wins():
-    platform = FixedMemory(device_type="cuda", free=GIB, total=2 * GIB)
+    platform = NullPlatform(device_type="cuda", free_memory=GIB, total_memory=2 * GIB)
     assert kv_cache_budget(platform, 12345, 10 * GIB, 0, 0.9)[0] == 12345
 
 
 def test_accelerator_budget_is_what_the_utilization_leaves_after_activations():
-    platform = FixedMemory(device_type="cuda", free=60 * GIB, total=80 * GIB)
+    platform = NullPlatform(device_type="cuda", free_memory=60 * GIB, total_memory=80 * GIB)
     budget, source = kv_cache_budget(platform, None, 100 * GIB, 2 * GIB, 0.9)
     assert budget == pytest.approx(50 * GIB, abs=1)
     assert "BASEBOARD_GPU_MEMORY_UTILIZATION=0.9" in source
@@ -35,7 +22,7 @@ def test_accelerator_budget_is_what_the_utilization_leaves_after_activations():
 
 
 def test_cpu_budget_is_a_fraction_of_free_ram_capped_by_the_need():
-    platform = FixedMemory(device_type="cpu", free=16 * GIB, total=32 * GIB)
+    platform = NullPlatform(device_type="cpu", free_memory=16 * GIB, total_memory=32 * GIB)
     assert kv_cache_budget(platform, None, GIB, 0, 0.9)[0] == GIB
     assert kv_cache_budget(platform, None, 100 * GIB, 0, 0.9)[0] == int(CPU_RAM_FRACTION * 16 * GIB)
 

@@ -81,20 +81,10 @@ def test_asked_for_where_supports_rejects_it_is_an_error_listing_candidates():
 
 
 NULL_PLATFORM = """
-    from dataclasses import dataclass
-
-    from baseboard.core.platform import Detection, Platform
     from baseboard.plugins import hookimpl
+    from baseboard.testing.null import NullPlatform
 
     BASEBOARD_CONTRACT = 1
-
-
-    @dataclass
-    class NullPlatform(Platform):
-        name: str = "null"
-
-        def detect(self):
-            return Detection(True, "always")
 
 
     @hookimpl

@@ -5,6 +5,8 @@ import pytest
 from baseboard.core.ops import OPS
 from baseboard.testing.cases import cases_for
 from baseboard.testing.checks import CHECKS
+from baseboard.testing.kit import platform_problems
+from baseboard.testing.null import NullPlatform
 from baseboard.testing.sandbox import run_pytest
 
 WRONG_PLUGIN = """
@@ -256,3 +258,10 @@ def test_every_op_of_the_contract_has_cases_and_a_check():
         assert op in CHECKS, op
         ids = [case.id for case in cases_for(op)]
         assert len(ids) == len(set(ids)), op
+
+
+def test_the_null_platform_is_a_complete_platform():
+    assert platform_problems(NullPlatform()) == []
+    assert platform_problems(NullPlatform(present=False)) == []
+    assert platform_problems(NullPlatform(free_memory=3, total_memory=2)) == [
+        "memory() returned (free=3, total=2); expected 0 <= free <= total bytes"]
