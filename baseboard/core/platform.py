@@ -31,8 +31,10 @@ class Platform:
     supported_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
     kv_block_size: int = 16  # tokens per KV-cache block unless the user sets one
     preferences: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    requires: tuple[str, ...] = ()  # distributions this platform needs installed
-    doc: str = ""
+    # distributions it needs (its vendor runtime): where one is missing the platform is
+    # absent, with that reason, and detect() is not called
+    requires: tuple[str, ...] = ()
+    doc: str = ""  # one line for `baseboard info`
     plugin: str = field(default="", compare=False)
 
     def detect(self) -> Detection:
@@ -60,6 +62,6 @@ class Platform:
             "capability": self.capability() if present else "", "dist_backend": self.dist_backend,
             "supports_cuda_graphs": self.supports_cuda_graphs,
             "supported_dtypes": [str(d).replace("torch.", "") for d in self.supported_dtypes],
-            "kv_block_size": self.kv_block_size,
-            "plugin": self.plugin,
+            "kv_block_size": self.kv_block_size, "requires": list(self.requires),
+            "doc": self.doc, "plugin": self.plugin,
         }

@@ -117,10 +117,11 @@ def open_kit(plugins: list[str], platform: Optional[str],
     return Kit(catalog, chosen.platform, chosen.why, list(dict.fromkeys(plugins)))
 
 
-def platform_problems(platform: Platform) -> list[str]:
-    """What is wrong with a platform a plugin registers ([] when nothing is)."""
+def platform_problems(platform: Platform, detection: Optional[Detection] = None) -> list[str]:
+    """What is wrong with a platform a plugin registers ([] when nothing is). ``detection``:
+    the catalog's, made when the plugin loaded; else ``detect()`` is called here."""
     problems = []
-    detection = platform.detect()
+    detection = platform.detect() if detection is None else detection
     if not isinstance(detection, Detection):
         return [f"detect() returned {detection!r}, not a baseboard.core.platform.Detection"]
     if not detection.reason:

@@ -158,7 +158,8 @@ class PlatformItem(KitItem):
         self.platform = platform
 
     def runtest(self) -> None:
-        problems = platform_problems(self.platform)
+        problems = platform_problems(self.platform,
+                                     self.kit.catalog.detections.get(self.platform.name))
         if problems:
             raise Mismatch(f"platform {self.platform.name!r}: " + "; ".join(problems))
 

@@ -9,6 +9,7 @@ import pytest
 
 from baseboard.core.errors import PluginError, RegistrationError
 from baseboard.frontend.plan import resolve_plan
+from baseboard.plugins.catalog import build_catalog
 
 GOOD = """
     from baseboard.core.registry import Impl
@@ -140,6 +141,39 @@ def test_the_same_plugin_loads_when_nothing_raises(site):
     assert catalog.plugins.record("flaky").status == "loaded"
     assert catalog.detections["flaky"].present
     assert {"FlakyForCausalLM"} <= set(catalog.models) and "flakyq" in catalog.quant_methods
+
+
+NEEDS_RUNTIME = """
+    from baseboard.plugins import hookimpl
+    from baseboard.testing.null import NullPlatform
+
+    BASEBOARD_CONTRACT = 1
+
+
+    class VendorPlatform(NullPlatform):
+        def detect(self):
+            import no_such_vendor_runtime  # what requires guards
+            return super().detect()
+
+
+    @hookimpl
+    def baseboard_platforms():
+        return [VendorPlatform(name="vendor", requires=("no-such-vendor-runtime",),
+                               doc="a device behind a vendor runtime")]
+"""
+
+
+def test_a_platform_whose_required_distribution_is_missing_is_absent_saying_why(site):
+    site.install("vendor-dist", {"vendor": "vendor_plugin"}, {"vendor_plugin": NEEDS_RUNTIME})
+    catalog = build_catalog(None, ())
+    assert catalog.plugins.record("vendor").status == "loaded"
+    detection = catalog.detections["vendor"]
+    assert not detection.present
+    assert detection.reason == ("needs no-such-vendor-runtime installed (pip install "
+                                "no-such-vendor-runtime)")
+    described = catalog.platforms["vendor"].describe(present=False)
+    assert (described["requires"], described["doc"]) == (["no-such-vendor-runtime"],
+                                                         "a device behind a vendor runtime")
 
 
 def test_a_plugin_whose_hook_raises_named_in_the_allow_list_is_an_error(site):
