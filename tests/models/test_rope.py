@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -45,12 +47,8 @@ def test_freq_factors_divide_the_frequencies():
                                 "num_hidden_layers": 1, "num_attention_heads": 1,
                                 "max_position_embeddings": 16})
     factors = (1.0, 2.0, 4.0, 8.0)
-    scaled = ModelConfig.from_hf({"architectures": ["LlamaForCausalLM"], "vocab_size": 8,
-                                  "hidden_size": 8, "intermediate_size": 8,
-                                  "num_hidden_layers": 1, "num_attention_heads": 1,
-                                  "max_position_embeddings": 16,
-                                  "rope_parameters": {"rope_type": "freq_factors",
-                                                      "factors": factors}})
+    # only a GGUF file's rope_freqs tensor gives them, after its config is parsed
+    scaled = replace(base, rope_scaling={"rope_type": "freq_factors", "factors": factors})
     def angles(cache: torch.Tensor) -> torch.Tensor:  # at position 1: the inverse frequencies
         return torch.atan2(cache[1, 4:], cache[1, :4])
 
