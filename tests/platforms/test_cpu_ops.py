@@ -311,11 +311,14 @@ def test_sample_applies_penalties(all_greedy):
     """A greedy step with penalties must not take the native argmax of the raw logits."""
     from baseboard.platforms.cpu.sampling import sample
     rows, vocab = 5, 4099
-    logits = torch.randn(rows, vocab) * 2
-    noise = torch.empty(rows, vocab).exponential_(generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(rows, vocab, generator=gen) * 2
+    noise = torch.empty(rows, vocab).exponential_(generator=gen)
     params = _penalised(rows, vocab, all_greedy, noise)
     top = logits.argmax(dim=-1)
     params.prompt_mask[torch.arange(rows), top] = True
+    # positive, so the repetition penalty divides it: 1 / 100 + 2 * 50 - 0.5 beats every logit
+    logits[torch.arange(rows), (top + 1) % vocab] = 1.0
     params.output_counts[torch.arange(rows), (top + 1) % vocab] = 2
     got = sample(logits, params)
     assert torch.equal(got, sampling.sample(logits, params))
