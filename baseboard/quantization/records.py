@@ -1,4 +1,5 @@
-"""Quantized weights as plain records, the form a checkpoint loader hands to a model.
+"""Quantized weights as plain records, the form a checkpoint loader hands to a model and
+the torch reference GEMMs keep as their prepared state.
 
 A record names the GEMM op that multiplies by it and holds its codes in the layout that
 op's ``prepare`` takes (see ``baseboard.core.ops``), so a model prepares any of them with
@@ -42,13 +43,19 @@ class GroupQuantized:
             return impl.prepare(self.qweight, self.scales, self.offsets, self.group_size, bias)
         return impl.prepare(self.qweight, self.scales, self.group_size, bias)
 
-    def dequantize(self) -> torch.Tensor:
-        """The dense [N, K] float32 weight."""
-        scales = self.scales.float().repeat_interleave(self.group_size, dim=1)
-        dense = self.qweight.float() * scales
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense [N, K] weight in ``dtype``: each value computed in float32 and rounded
+        once to ``dtype``."""
+        n, k = self.shape
+        groups = self.qweight.reshape(n, k // self.group_size, self.group_size).float()
+        dense = groups * self.scales.float()[..., None]  # [N, K/G, G]
         if self.offsets is not None:
-            dense += self.offsets.float().repeat_interleave(self.group_size, dim=1)
-        return dense
+            dense += self.offsets.float()[..., None]
+        return dense.reshape(n, k).to(dtype)
+
+    def float_tensors(self) -> list[torch.Tensor]:
+        """The scales and offsets: the parts of the record that can hold a NaN."""
+        return [self.scales] if self.offsets is None else [self.scales, self.offsets]
 
     def to(self, device: torch.device) -> GroupQuantized:
         offsets = None if self.offsets is None else self.offsets.to(device)

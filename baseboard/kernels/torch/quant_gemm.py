@@ -8,14 +8,13 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from ...quantization.records import GroupQuantized
+
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 
 class GroupQuantWeights(NamedTuple):
-    qweight: torch.Tensor  # [N, K] integer codes
-    scales: torch.Tensor  # [N, K/G]
-    offsets: Optional[torch.Tensor]  # [N, K/G] or None (symmetric)
-    group_size: int
+    weight: GroupQuantized  # [N, K] codes, [N, K/G] scales and offsets (None: symmetric)
     bias: Optional[torch.Tensor]
 
 
@@ -25,19 +24,10 @@ class ChannelQuantWeights(NamedTuple):
     bias: Optional[torch.Tensor]
 
 
-def dequantize_groups(w: GroupQuantWeights, dtype: torch.dtype) -> torch.Tensor:
-    """[N, K] weight in ``dtype`` from group-quantized codes (computed in float32)."""
-    scales = w.scales.float().repeat_interleave(w.group_size, dim=1)
-    dense = w.qweight.float() * scales
-    if w.offsets is not None:
-        dense = dense + w.offsets.float().repeat_interleave(w.group_size, dim=1)
-    return dense.to(dtype)
-
-
 def _dequantized_linear(state: GroupQuantWeights, x: torch.Tensor,
                         dtype: torch.dtype) -> torch.Tensor:
     bias = None if state.bias is None else state.bias.to(dtype)
-    return F.linear(x.to(dtype), dequantize_groups(state, dtype), bias)
+    return F.linear(x.to(dtype), state.weight.dequantize(dtype), bias)
 
 
 def _check_groups(qweight: torch.Tensor, scales: torch.Tensor, group_size: int) -> None:
@@ -54,7 +44,8 @@ class GemmW4A16:
     def prepare(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
                 group_size: int, bias: Optional[torch.Tensor]) -> GroupQuantWeights:
         _check_groups(qweight, scales, group_size)
-        return GroupQuantWeights(qweight, scales, offsets, group_size, bias)
+        return GroupQuantWeights(
+            GroupQuantized("gemm_w4a16", qweight, scales, offsets, group_size), bias)
 
     @staticmethod
     def apply(state: GroupQuantWeights, x: torch.Tensor,
@@ -69,7 +60,8 @@ class GemmW8A16:
     def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                 bias: Optional[torch.Tensor]) -> GroupQuantWeights:
         _check_groups(qweight, scales, group_size)
-        return GroupQuantWeights(qweight, scales, None, group_size, bias)
+        return GroupQuantWeights(
+            GroupQuantized("gemm_w8a16", qweight, scales, None, group_size), bias)
 
     @staticmethod
     def apply(state: GroupQuantWeights, x: torch.Tensor,

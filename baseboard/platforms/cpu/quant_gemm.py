@@ -23,8 +23,7 @@ from typing import Optional
 
 import torch
 
-from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16, GroupQuantWeights, \
-    dequantize_groups
+from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16
 from .gemm import Avx512Gemm, PackedLinear, pack_linear
 
 
@@ -37,7 +36,7 @@ class DequantW4A16:
     def prepare(cls, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
                 group_size: int, bias: Optional[torch.Tensor]) -> PackedLinear:
         groups = GemmW4A16.prepare(qweight, scales, offsets, group_size, bias)
-        return pack_linear(dequantize_groups(groups, cls.dtype), groups.bias)
+        return pack_linear(groups.weight.dequantize(cls.dtype), groups.bias)
 
     apply = staticmethod(Avx512Gemm.apply)
 
@@ -51,7 +50,7 @@ class DequantW8A16:
     def prepare(cls, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                 bias: Optional[torch.Tensor]) -> PackedLinear:
         groups = GemmW8A16.prepare(qweight, scales, group_size, bias)
-        return pack_linear(dequantize_groups(groups, cls.dtype), groups.bias)
+        return pack_linear(groups.weight.dequantize(cls.dtype), groups.bias)
 
     apply = staticmethod(Avx512Gemm.apply)
 
