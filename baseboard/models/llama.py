@@ -21,6 +21,9 @@ from .linear import Linear, Weight, make_linear
 from .rope import rope_cache
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
+# the linear layers of a decoder layer whose weights are stacked into one GEMM (``fuse``)
+FUSED = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+         ("mlp.gate_proj", "mlp.up_proj"))
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -61,6 +64,21 @@ def fuse(parts: list[Weight], dtype: torch.dtype) -> Weight:
         return concat_rows(parts)
     return torch.cat([p.dequantize().to(dtype) if isinstance(p, GroupQuantized) else p
                       for p in parts])
+
+
+def fused_linear_ops(ops: dict[str, str]) -> tuple[str, ...]:
+    """The GEMM ops the linear layers call, sorted, from the op each weight (by Hugging Face
+    name) would call alone. As in ``fuse``: the parts of a fused layer keep their op when
+    they all have it; a mix becomes one dense weight, which calls "gemm"."""
+    layers: dict[str, set[str]] = {}
+    for name, op in ops.items():
+        module = name.removesuffix(".weight")
+        for group in FUSED:
+            member = next((m for m in group if module.endswith("." + m)), None)
+            if member:  # model.layers.3.mlp.up_proj -> model.layers.3.mlp.gate_proj+mlp.up_proj
+                module = module[:-len(member)] + "+".join(group)
+        layers.setdefault(module, set()).add(op)
+    return tuple(sorted({next(iter(o)) if len(o) == 1 else "gemm" for o in layers.values()}))
 
 
 class DecoderLayer:

@@ -45,6 +45,13 @@ def load_checkpoint(path: str | Path, catalog) -> Checkpoint:
         return _load_file(path, catalog)
     config_path = path / "config.json"
     if not config_path.is_file():
+        suffixes = tuple(s for m in _methods(catalog) for s in m.suffixes)
+        single_files = sorted(p.name for p in path.iterdir()
+                              if suffixes and p.name.endswith(suffixes) and p.is_file())
+        if single_files:
+            raise ModelError(f"directory {str(path)!r} has no config.json, but holds "
+                             f"{', '.join(single_files)}: pass the file's path, e.g. "
+                             f"{str(path / single_files[0])!r}.")
         raise ModelError(f"directory {str(path)!r} has no config.json; a Hugging Face model "
                          f"directory holds config.json and model.safetensors.")
     config = read_json(config_path)

@@ -8,11 +8,10 @@ from typing import Any, Iterator, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
-from tqdm import tqdm
 
 from ..core.errors import ModelError
 from .checkpoint import Checkpoint
-from .config import ModelConfig
+from .config import ModelConfig, architecture_of
 from .registry import model_class
 
 SINGLE = "model.safetensors"
@@ -67,16 +66,16 @@ def load_hf_directory(path: Path, config: dict, generation_config: Optional[dict
     """A Checkpoint over the safetensors weights of a Hugging Face directory."""
     files = safetensors_files(path)
     count, dtype = _headers(files)
-    model_config = ModelConfig.from_hf(config, generation_config)
-    cls = model_class(model_config.architecture, catalog)
+    # an architecture no plugin provides is named before its config is parsed
+    cls = model_class(architecture_of(config, str(path / "config.json")), catalog)
+    model_config = ModelConfig.from_hf(config, generation_config,
+                                       source=str(path / "config.json"))
 
     def weights() -> Iterator[tuple[str, Any]]:
-        with tqdm(total=count, desc=f"loading {path.name}", unit="tensor", delay=1) as bar:
-            for file in files:
-                with safe_open(file, framework="pt") as f:
-                    for name in f.keys():
-                        yield name, f.get_tensor(name)
-                        bar.update()
+        for file in files:
+            with safe_open(file, framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
 
     def tokenizer() -> Any:
         from transformers import AutoTokenizer
@@ -88,4 +87,5 @@ def load_hf_directory(path: Path, config: dict, generation_config: Optional[dict
                              f"directory needs the tokenizer files (tokenizer.json, "
                              f"tokenizer_config.json).") from None
 
-    return Checkpoint(path, model_config, dtype or torch.float32, cls, weights, tokenizer)
+    return Checkpoint(path, model_config, dtype or torch.float32, cls, weights, count, tokenizer,
+                      linear_ops=("gemm",))

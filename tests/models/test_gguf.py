@@ -3,12 +3,21 @@ by transformers, must give the same logits; quantized matrices stay quantized.""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 import torch
 
+from baseboard.models.llama import fuse
 from baseboard.models.loader import load_checkpoint
+from baseboard.quantization import GroupQuantized
+from baseboard.quantization.builtin import GGUF
 from paged_runner import PagedRunner
-from tiny_models import tiny_hf_model, transformers_from_gguf, write_gguf
+from tiny_models import (SPECIAL, tiny_hf_model, tiny_vocabulary, transformers_from_gguf,
+                         write_gguf)
+
+pytest.importorskip("gguf")  # optional: the gguf extra installs it
 
 
 def mixed_types(name: str) -> str:
@@ -84,3 +93,104 @@ def test_metadata_config(tmp_path, resolution):
             config.head_dim, config.intermediate_size) == (64, 2, 4, 2, 16, 128)
     assert config.rope_theta == 1e6 and config.qkv_bias and not config.tie_word_embeddings
     assert config.bos_token_id == 1 and config.eos_token_ids == (2,)
+
+
+def ops_the_model_calls(weights: dict, config) -> set[str]:
+    """The GEMM op of every linear layer as LlamaForCausalLM builds them (fuse)."""
+    def op(weight) -> str:
+        return weight.op if isinstance(weight, GroupQuantized) else "gemm"
+
+    ops = {op(weights.get("lm_head.weight", weights["model.embed_tokens.weight"]))}
+    for i in range(config.num_layers):
+        w = {n[len(f"model.layers.{i}."):]: t for n, t in weights.items()
+             if n.startswith(f"model.layers.{i}.")}
+        ops |= {op(fuse([w[f"self_attn.{m}_proj.weight"] for m in "qkv"], torch.float32)),
+                op(fuse([w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"]], torch.float32)),
+                op(w["self_attn.o_proj.weight"]), op(w["mlp.down_proj.weight"])}
+    return ops
+
+
+@pytest.mark.parametrize("case, want", [
+    ("llama-q4-tied", ("gemm_w4a16", "gemm_w8a16")), ("llama-q8", ("gemm_w8a16",)),
+    ("llama-f16", ("gemm",)), ("llama-mixed-qkv", ("gemm", "gemm_w4a16")),
+    ("llama-q5", ("gemm",)),
+])
+def test_linear_ops_come_from_the_metadata_and_match_the_weights(case, want, tmp_path,
+                                                                 resolution):
+    architecture, overrides, types = CASES[case]
+    path = write_gguf(tiny_hf_model(architecture, **overrides), tmp_path / "t.gguf", types)
+    checkpoint = load_checkpoint(path, resolution.catalog)
+    assert checkpoint.linear_ops == want
+    weights = dict(checkpoint.weights())
+    assert set(checkpoint.linear_ops) == ops_the_model_calls(weights, checkpoint.config)
+
+
+def test_the_number_of_weights_is_known_before_reading_them(tmp_path, resolution):
+    # tied with a quantized embedding: one tensor more than the file holds (lm_head)
+    path = write_gguf(tiny_hf_model(tie_word_embeddings=True), tmp_path / "t.gguf",
+                      mixed_types)
+    checkpoint = load_checkpoint(path, resolution.catalog)
+    stream = checkpoint.weights()
+    assert len(stream) == checkpoint.num_weights == len(list(stream)) == 2 + 2 * 9 + 1
+    assert checkpoint.load_stages == (("parse", 1), ("tokenizer", 1),
+                                      ("weights", checkpoint.num_weights))
+
+
+def test_the_gguf_method_loads_from_its_own_package():
+    module, _, function = GGUF.loader.partition(":")
+    assert module.startswith("baseboard.quantization.gguf.")
+    assert callable(GGUF.load())
+
+
+OPENED: list[str] = []
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    if event == "open" and OPENED and isinstance(args[0], (str, os.PathLike)) \
+            and os.fspath(args[0]) == OPENED[0]:
+        OPENED.append(event)
+
+
+sys.addaudithook(_count_opens)  # audit hooks stay for the process; this one only counts
+
+
+@pytest.fixture(scope="module")
+def tokenizer_gguf(tmp_path_factory):
+    model = tiny_hf_model("Qwen2ForCausalLM", vocab_size=len(tiny_vocabulary()))
+    return write_gguf(model, tmp_path_factory.mktemp("tok") / "tok.gguf", mixed_types,
+                      tokenizer=True)
+
+
+def test_the_file_is_opened_once_for_config_tokenizer_and_weights(tokenizer_gguf, resolution):
+    OPENED[:] = [os.fspath(tokenizer_gguf)]
+    checkpoint = load_checkpoint(tokenizer_gguf, resolution.catalog)
+    checkpoint.tokenizer  # noqa: B018
+    list(checkpoint.weights())
+    opens = len(OPENED) - 1
+    OPENED.clear()
+    assert opens == 1
+
+
+TEXTS = ["the cat and the hat", " leading space, and\ttabs\n", "Grüße — 東京 🙂",
+         f"{SPECIAL[1]}user\nhi{SPECIAL[2]}", ""]
+
+
+def test_tokenizer_equals_transformers_own_gguf_tokenizer(tokenizer_gguf, resolution):
+    from transformers import AutoTokenizer
+
+    ours = load_checkpoint(tokenizer_gguf, resolution.catalog).tokenizer
+    theirs = AutoTokenizer.from_pretrained(tokenizer_gguf.parent, gguf_file=tokenizer_gguf.name)
+    for text in TEXTS:
+        ids = theirs(text)["input_ids"]
+        assert ours(text)["input_ids"] == ids, text
+        assert ours.decode(ids) == theirs.decode(ids)
+        assert ours.decode(ids, skip_special_tokens=True) == \
+            theirs.decode(ids, skip_special_tokens=True)
+    assert ours.special_tokens_map == theirs.special_tokens_map
+    assert ours.all_special_ids == theirs.all_special_ids
+    assert len(ours) == len(theirs) == len(tiny_vocabulary())
+    chat = [{"role": "user", "content": "the hat"}]
+    assert ours.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == \
+        theirs.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    # the merges were read: " the" is one token (Ġ+t, h+e, Ġt+he), not four bytes
+    assert ours.convert_ids_to_tokens(ours(" the")["input_ids"]) == ["Ġthe"]

@@ -33,30 +33,30 @@ def reference(model) -> torch.Tensor:
         return model(torch.tensor([TOKENS])).logits[0, 4:]
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu")
-    hf = tiny_hf_model("Qwen2ForCausalLM", tie_word_embeddings=True, **SHAPE)
+@pytest.fixture(scope="module", params=["safetensors", "gguf"])
+def checkpoint_and_reference(request, tmp_path_factory):
+    """(path, the transformers model it holds); the GGUF case skips without gguf."""
+    root = tmp_path_factory.mktemp(request.param)
+    if request.param == "safetensors":
+        hf = tiny_hf_model("Qwen2ForCausalLM", tie_word_embeddings=True, **SHAPE)
+        return save_tiny(hf, root / "hf"), hf
     gguf_path = write_gguf(tiny_hf_model("LlamaForCausalLM", **SHAPE), root / "tiny.gguf",
                            lambda name: "Q8_0" if "self_attn" in name else "Q4_1")
-    return {"safetensors": (save_tiny(hf, root / "hf"), hf),
-            "gguf": (gguf_path, transformers_from_gguf(gguf_path))}
+    return gguf_path, transformers_from_gguf(gguf_path)
 
 
-@pytest.mark.parametrize("kind", ["safetensors", "gguf"])
-def test_reference_ops_on_the_gpu_match_transformers(kind, checkpoints):
+def test_reference_ops_on_the_gpu_match_transformers(checkpoint_and_reference):
     resolution = resolve_plan(platform="cuda", dtype=torch.float32,
                          backends={op: "torch" for op in OPS})
-    path, hf = checkpoints[kind]
+    path, hf = checkpoint_and_reference
     got = run_on_gpu(load_checkpoint(path, resolution.catalog), resolution.plan, torch.float32)
     torch.testing.assert_close(got, reference(hf), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["safetensors", "gguf"])
-def test_platform_choices_in_bfloat16_stay_close_to_transformers(kind, checkpoints):
+def test_platform_choices_in_bfloat16_stay_close_to_transformers(checkpoint_and_reference):
     resolution = resolve_plan(platform="cuda", dtype=torch.bfloat16, head_dim=64, num_heads=4,
                          num_kv_heads=2, block_size=BLOCK_SIZE)
-    path, hf = checkpoints[kind]
+    path, hf = checkpoint_and_reference
     got = run_on_gpu(load_checkpoint(path, resolution.catalog), resolution.plan, torch.bfloat16)
     want = reference(hf)
     assert (got - want).abs().max() < 0.05 * want.abs().max(), resolution.plan.selected()

@@ -11,6 +11,8 @@ from baseboard.quantization import GroupQuantized
 from paged_runner import PagedRunner
 from tiny_models import transformers_from_gguf
 
+pytest.importorskip("gguf")  # optional: the gguf extra installs it
+
 NEW_TOKENS = 32
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -7,10 +7,18 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import pytest
 import torch
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=256, max_position_embeddings=128)
+# A byte-level BPE vocabulary as llama.cpp stores one (tokenizer.ggml.* keys): special tokens
+# first (ids 0..2, CONTROL), the 256 byte characters, then the tokens a few merges make.
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "Ġa n", "Ġan d", "o n"]
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                 "{% endif %}")
 GGUF_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
               "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
@@ -44,6 +52,25 @@ def gguf_name(hf_name: str) -> str:
     return f"blk.{layer}.{GGUF_NAMES[module]}.{suffix}"
 
 
+def tiny_vocabulary() -> list[str]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return SPECIAL + list(bytes_to_unicode().values()) + [m.replace(" ", "") for m in MERGES]
+
+
+def add_tiny_tokenizer(writer) -> None:
+    """Write the tiny byte-level vocabulary, its merges and a chat template."""
+    tokens = tiny_vocabulary()
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3] * len(SPECIAL) + [1] * (len(tokens) - len(SPECIAL)))
+    writer.add_token_merges(MERGES)
+    writer.add_unk_token_id(0)
+    writer.add_pad_token_id(2)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+
 def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's converter's reordering of q/k rows (convert_hf_to_gguf.py, LlamaModel)."""
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2) \
@@ -51,11 +78,14 @@ def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
 
 
 def write_gguf(model, path: Path, tensor_type: Callable[[str], str],
-               raw_tensors: Optional[dict] = None) -> Path:
+               raw_tensors: Optional[dict] = None, metadata: Optional[dict] = None,
+               tokenizer: bool = False) -> Path:
     """Write ``model`` (Llama or Qwen2) as a GGUF file; ``tensor_type(hf_name)`` picks each
     tensor's GGML type (F32, F16, Q8_0, Q4_0, Q4_1, ...). ``raw_tensors`` {GGUF name:
-    (stored array, type name)} replace the model's tensors of that name or add to them."""
-    import gguf
+    (stored array, type name)} replace the model's tensors of that name or add to them;
+    ``metadata`` {key: int, str or None} replaces metadata values (None: removes); ``tokenizer`` adds the tiny
+    vocabulary (the model's vocab_size must be len(tiny_vocabulary()))."""
+    gguf = pytest.importorskip("gguf")
 
     config = model.config
     arch = {"llama": "llama", "qwen2": "qwen2"}[config.model_type]
@@ -71,6 +101,14 @@ def write_gguf(model, path: Path, tensor_type: Callable[[str], str],
     writer.add_vocab_size(config.vocab_size)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
+    if tokenizer:
+        add_tiny_tokenizer(writer)
+    for key, value in (metadata or {}).items():
+        writer.kv_data[0].pop(key, None)  # None: the key is left out
+        if isinstance(value, int):
+            writer.add_int32(key, value)
+        elif value is not None:
+            writer.add_string(key, value)
     tied = config.tie_word_embeddings
     raw_tensors = raw_tensors or {}
     for name, tensor in model.state_dict().items():
@@ -95,6 +133,7 @@ def write_gguf(model, path: Path, tensor_type: Callable[[str], str],
 def transformers_from_gguf(path: Path):
     """The transformers model of a GGUF file, its tensors dequantized to float32 by
     transformers (which also undoes llama.cpp's q/k reordering)."""
+    pytest.importorskip("gguf")  # transformers reads GGUF files with it
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.initialization import no_init_weights
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint

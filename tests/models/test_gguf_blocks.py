@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-gguf = pytest.importorskip("gguf")  # optional: the gguf extra installs it
+from baseboard.quantization import GroupQuantized
+from baseboard.quantization.gguf.blocks import decode, decode_quantized
 
-from baseboard.quantization.ggml_blocks import decode_dense, decode_quantized
+gguf = pytest.importorskip("gguf")  # optional: the gguf extra installs it
 
 BYTES_PER_BLOCK = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 
@@ -60,11 +61,33 @@ def test_records_run_through_the_reference_gemm_ops(resolution):
         torch.testing.assert_close(y, x @ record.dequantize().T)
 
 
+def test_the_reference_gemms_keep_the_record_they_are_given(resolution):
+    # one group-quantized record: the loader's and the reference GEMM's prepared state
+    blocks = random_blocks("Q4_1", rows=8, blocks=2, rng=np.random.default_rng(4))
+    record = decode_quantized(blocks, "Q4_1")
+    state = record.prepare(resolution.plan.impl(record.op), None)
+    assert isinstance(state.weight, GroupQuantized) and state.weight.qweight is record.qweight
+    torch.testing.assert_close(record.dequantize(torch.bfloat16),
+                               record.dequantize().to(torch.bfloat16), atol=0, rtol=0)
+
+
 def test_bf16_and_f16_decode_to_their_dtypes():
     values = torch.randn(4, 8)
     as_bf16_bytes = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
-    bf16 = decode_dense(as_bf16_bytes, "BF16")
+    bf16 = decode(as_bf16_bytes.reshape(-1), "BF16", (4, 8))
     assert bf16.dtype == torch.bfloat16 and bf16.shape == (4, 8)
     torch.testing.assert_close(bf16, values.to(torch.bfloat16), atol=0, rtol=0)
-    f16 = decode_dense(values.half().numpy(), "F16")
+    f16 = decode(values.half().numpy().view(np.uint8).reshape(-1), "F16", (4, 8))
     assert f16.dtype == torch.float16
+    torch.testing.assert_close(f16, values.half(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("type_name", ["Q5_0", "Q5_1"])
+def test_types_without_a_gemm_op_decode_dense_as_gguf_dequantizes(type_name):
+    weights = np.random.default_rng(3).normal(size=(4, 256)).astype(np.float32)
+    qtype = gguf.GGMLQuantizationType[type_name]
+    data = gguf.quants.quantize(weights, qtype)
+    dense = decode(data.reshape(-1), type_name, (4, 256))
+    assert dense.dtype == torch.float32 and dense.shape == (4, 256)
+    torch.testing.assert_close(dense, torch.from_numpy(gguf.quants.dequantize(data, qtype)),
+                               atol=0, rtol=0)

@@ -20,18 +20,44 @@ import warnings
 import numpy as np
 import torch
 
-from .records import GroupQuantized
+from ..records import GroupQuantized
 
 BLOCK = 32
-DENSE_TYPES = ("F32", "F16", "BF16")
+DENSE_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 QUANTIZED_TYPES = {"Q4_0": 2 + BLOCK // 2, "Q4_1": 4 + BLOCK // 2, "Q8_0": 2 + BLOCK}  # bytes/block
+QUANTIZED_OPS = {"Q4_0": "gemm_w4a16", "Q4_1": "gemm_w4a16", "Q8_0": "gemm_w8a16"}
 DEQUANTIZED_TYPES = ("Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
-SUPPORTED_TYPES = DENSE_TYPES + tuple(QUANTIZED_TYPES) + DEQUANTIZED_TYPES
+SUPPORTED_TYPES = tuple(DENSE_TYPES) + tuple(QUANTIZED_TYPES) + DEQUANTIZED_TYPES
+
+
+def matrix_op(type_name: str) -> str:
+    """The GEMM op a matrix stored in ``type_name`` is multiplied by: its quantized op, or
+    "gemm" for the dense and dequantized types."""
+    return QUANTIZED_OPS.get(type_name, "gemm")
+
+
+def decode(data: np.ndarray, type_name: str, shape: tuple[int, ...]) -> torch.Tensor | GroupQuantized:
+    """A tensor's stored bytes (uint8, flat) -> a dense tensor of ``shape``, or a record for a
+    quantized matrix of a type with a GEMM op (a quantized vector is dequantized)."""
+    if type_name in DENSE_TYPES:
+        return decode_dense(data, type_name).reshape(shape)
+    rows = data.reshape(-1, _row_bytes(type_name, shape[-1]))
+    if type_name in DEQUANTIZED_TYPES:
+        return dequantize_blocks(rows, type_name).reshape(shape)
+    record = decode_quantized(rows, type_name)
+    return record if len(shape) == 2 else record.dequantize().reshape(shape)
+
+
+def _row_bytes(type_name: str, k: int) -> int:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block_size, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+    return k // block_size * block_bytes
 
 
 def _as_torch(array: np.ndarray) -> torch.Tensor:
-    # The arrays of a GGUFReader view a read-only memory map; torch warns about that on
-    # every tensor, and the weights are never written.
+    # The arrays view a read-only memory map; torch warns about that on every tensor, and
+    # the weights are never written.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array)
@@ -49,11 +75,9 @@ def _nibbles(packed: np.ndarray, n: int, k: int) -> torch.Tensor:
 
 
 def decode_dense(data: np.ndarray, type_name: str) -> torch.Tensor:
-    """An F32, F16 or BF16 tensor as stored by GGUFReader -> a torch tensor of that dtype,
-    sharing the file's memory. BF16 arrives as bytes [..., 2 * K]."""
-    if type_name == "BF16":
-        return _as_torch(data.view(np.int16)).view(torch.bfloat16)
-    return _as_torch(data)
+    """The bytes of an F32, F16 or BF16 tensor -> a flat torch tensor of that dtype, sharing
+    the file's memory."""
+    return _as_torch(data.reshape(-1).view(np.uint8)).view(DENSE_TYPES[type_name])
 
 
 def dequantize_blocks(data: np.ndarray, type_name: str) -> torch.Tensor:
@@ -64,16 +88,16 @@ def dequantize_blocks(data: np.ndarray, type_name: str) -> torch.Tensor:
 
 
 def decode_quantized(data: np.ndarray, type_name: str) -> GroupQuantized:
-    """A Q4_0, Q4_1 or Q8_0 matrix as stored by GGUFReader (bytes [N, K/32 * bytes per
-    block]) -> a GroupQuantized record with [N, K] codes and [N, K/32] float16 scales."""
+    """A Q4_0, Q4_1 or Q8_0 matrix (bytes [N, K/32 * bytes per block]) -> a GroupQuantized
+    record with [N, K] codes and [N, K/32] float16 scales."""
     n = data.shape[0]
     blocks = data.reshape(n, -1, QUANTIZED_TYPES[type_name])
     k = blocks.shape[1] * BLOCK
     d = _float16(blocks, 0)
+    op = QUANTIZED_OPS[type_name]
     if type_name == "Q8_0":
         codes = torch.from_numpy(np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(n, k))
-        return GroupQuantized("gemm_w8a16", codes, d, None, BLOCK)
+        return GroupQuantized(op, codes, d, None, BLOCK)
     if type_name == "Q4_0":
-        return GroupQuantized("gemm_w4a16", _nibbles(blocks[..., 2:], n, k), d, d * -8, BLOCK)
-    return GroupQuantized("gemm_w4a16", _nibbles(blocks[..., 4:], n, k), d, _float16(blocks, 2),
-                          BLOCK)
+        return GroupQuantized(op, _nibbles(blocks[..., 2:], n, k), d, d * -8, BLOCK)
+    return GroupQuantized(op, _nibbles(blocks[..., 4:], n, k), d, _float16(blocks, 2), BLOCK)
