@@ -62,11 +62,6 @@ class GroupQuantized:
         return replace(self, qweight=self.qweight.to(device), scales=self.scales.to(device),
                        offsets=offsets)
 
-    def take_rows(self, index: torch.Tensor) -> GroupQuantized:
-        """The record of weight[index] (output rows reordered)."""
-        offsets = None if self.offsets is None else self.offsets[index]
-        return replace(self, qweight=self.qweight[index], scales=self.scales[index],
-                       offsets=offsets)
 
 
 def can_concat(records: Sequence[object]) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from ...core.errors import ModelError
@@ -75,11 +76,11 @@ def _linear_ops(file: GgufFile, config: ModelConfig) -> tuple[str, ...]:
     return fused_linear_ops(ops)
 
 
-def unpermute_rows(rows: int, num_heads: int) -> torch.Tensor:
+def unpermute_rows(rows: int, num_heads: int) -> np.ndarray:
     """Row index that undoes llama.cpp's q/k permutation: per head, llama.cpp stores row
     pairs (i, i + D/2) next to each other; Hugging Face stores the two halves apart."""
     half = rows // num_heads // 2
-    return torch.arange(rows).view(num_heads, half, 2).transpose(1, 2).reshape(-1)
+    return np.arange(rows).reshape(num_heads, half, 2).transpose(0, 2, 1).reshape(-1)
 
 
 def _weights(file: GgufFile, tensors: list[TensorInfo],
@@ -91,11 +92,11 @@ def _weights(file: GgufFile, tensors: list[TensorInfo],
                                             config.num_kv_heads)} if permuted else {}
     for tensor in tensors:
         name = hf_name(tensor.name)
-        weight = decode(file.data(tensor), tensor.type_name, tensor.shape)
+        data = file.data(tensor)
         rows = next((r for key, r in unpermute.items() if key in name), None)
-        if rows is not None:
-            weight = weight.take_rows(rows) if isinstance(weight, GroupQuantized) \
-                else weight[rows]
+        if rows is not None:  # rows are whole blocks: reorder the stored bytes, one copy
+            data = data.reshape(tensor.shape[0], -1)[rows]
+        weight = decode(data, tensor.type_name, tensor.shape)
         if name == "model.embed_tokens.weight" and isinstance(weight, GroupQuantized):
             if config.tie_word_embeddings:
                 yield "lm_head.weight", weight
