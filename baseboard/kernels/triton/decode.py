@@ -27,9 +27,9 @@ class DecodeConfig:
     max_splits: int  # partitions per sequence at most
 
 
-# Measured on an H100 (B32, 32/8 heads, D128, context 4096): 32 keys a step and 2 stages
-# keep a program's shared memory small, so the split grid runs in one wave; 64 keys and
-# 3 stages left a tail wave and lost 8%.
+# 32 keys a step and 2 stages keep a program's shared memory small, so the split grid runs
+# in one wave; 64 keys and 3 stages left a tail wave and measured slower
+# (docs/benchmarks.md, "Measurements behind the code").
 DECODE_CONFIG = DecodeConfig(block_n=32, num_warps=4, num_stages=2, max_splits=32)
 
 

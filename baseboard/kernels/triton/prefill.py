@@ -27,8 +27,8 @@ class PrefillConfig:
 
 
 def prefill_config(d_pad: int, group_pad: int) -> PrefillConfig:
-    """Tile shapes by padded head size (for D128 the fastest of nine measured on an H100,
-    benchmarks/ops.py --sweep; wider ones are within 2% or slower)."""
+    """Tile shapes by padded head size (for D128 the fastest of nine in benchmarks/ops.py
+    --sweep; docs/benchmarks.md)."""
     if d_pad <= 128:
         config = PrefillConfig(128, 64, 4, 3)
     else:
