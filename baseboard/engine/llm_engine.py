@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 import torch
 
 from ..core.errors import ModelError, RequestError
+from ..core.selection import plan_warnings
 from ..core.settings import read_settings
 from .args import EngineArgs
 from .block_manager import BlockManager
@@ -46,6 +47,10 @@ class LLMEngine:
         self.config = config = configure(args, checkpoint, settings, catalog)
         self.resolution = config.resolution
         self.plan = config.plan
+        # nobody should be slow without knowing why: failed plugins, preferred kernels lost
+        self.warnings = plan_warnings(catalog.plugins.report, self.plan)
+        for line in self.warnings:
+            logger.warning(line)
         self.dtype, self.device = config.dtype, config.device
         self.max_model_len = config.max_model_len
         if config.platform.device_type == "cpu":

@@ -48,6 +48,8 @@ def run_generate(args: argparse.Namespace) -> int:
     llm = LLM(args.model, dtype=args.dtype, platform=args.platform, max_num_seqs=1,
               max_model_len=args.max_model_len, cli_backends=backend_flags(args.backend),
               plan_path=args.plan)
+    for line in llm.engine.warnings:
+        print(f"baseboard: warning: {line}", file=sys.stderr)
     print(f"loaded in {time.perf_counter() - started:.1f} s; platform "
           f"{llm.plan.platform}, dtype {str(llm.engine.dtype).replace('torch.', '')}",
           file=sys.stderr)

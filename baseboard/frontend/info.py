@@ -73,7 +73,10 @@ def collect(model: Optional[str] = None, *, dtype: Optional[str] = None,
                   "async_scheduling": config.async_scheduling, "pdl": config.pdl,
                   "num_threads": config.num_threads}
     chosen = resolution.platform
+    from ..core.selection import plan_warnings
+
     return {
+        "warnings": plan_warnings(catalog.plugins.report, resolution.plan),
         "platform": chosen.platform.name,
         "platform_reason": chosen.why,
         "model": model_info,
@@ -112,6 +115,7 @@ def render(info: dict[str, Any]) -> str:
                      f"{model['quant_method'] or 'not quantized'}); its linear layers call "
                      f"{', '.join(model['linear_ops'])}")
         lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
+    lines += [f"warning: {line}" for line in info["warnings"]]
     lines += ["", "platforms:"]
     for name, p in info["platforms"].items():
         mark = "present" if p["present"] else "absent "
@@ -130,7 +134,8 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  {op:<20} {d['selected']:<12} {d['why']}{unused}")
         for c in d["candidates"]:
             if c["name"] != d["selected"]:
-                state = "ok (lower rank)" if c["accepted"] else f"rejected: {c['reason']}"
+                state = "ok (lower rank)" if c["accepted"] else \
+                    f"rejected ({c['kind']}): {c['reason']}"
                 lines.append(f"  {'':<20}   {c['name']:<10} ({c['plugin']}) {state}")
     lines += ["", "models: " + ", ".join(info["models"]),
               "quantization methods: " + (", ".join(info["quantization_methods"]) or "-"),

@@ -53,7 +53,7 @@ def _failed_plugins_note(catalog: Catalog) -> str:
 
 def choose_platform(catalog: Catalog, requested: Optional[str], source: str) -> PlatformChoice:
     """The requested platform (which must be present), else the present one of highest priority."""
-    detections = {name: p.detect() for name, p in catalog.platforms.items()}
+    detections = catalog.detections  # detected once, as the plugins loaded
     if requested:
         if requested not in catalog.platforms:
             raise PlatformError(

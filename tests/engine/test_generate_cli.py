@@ -66,3 +66,18 @@ def test_generate_replays_a_plan_file(tiny_llama, tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["generate", "--model", path, "--plan", str(tmp_path / "bad.json"), "x"]) == 2
     assert "has no 'selected' object" in capsys.readouterr().err
+
+
+def test_generate_warns_when_the_cpu_kernels_cannot_be_built(tiny_llama, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASEBOARD_")}
+    env.update(CC=str(tmp_path / "no-such-cc"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "baseboard.cli", "generate", "--model",
+                           str(tiny_llama[0]), "--max-tokens", "2", "x"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("baseboard: warning")]
+    assert warnings and any("no-such-cc" in line for line in warnings), proc.stderr
