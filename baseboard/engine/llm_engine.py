@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import torch
@@ -19,6 +20,7 @@ from ..core.settings import read_settings
 from .args import EngineArgs
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer
+from .load_progress import LoadProgress
 from .kv_budget import activation_bytes, block_bytes, kv_cache_budget, num_kv_blocks
 from .logprobs import token_texts
 from .model_runner import ModelRunner, SampledTokens
@@ -36,6 +38,22 @@ class LLMEngine:
     checked ``EngineArgs`` (see ``LLM`` for each one's meaning)."""
 
     def __init__(self, args: EngineArgs):
+        progress = LoadProgress(Path(args.model).name)
+        try:
+            self._load(args, progress)
+        finally:
+            progress.close()
+        model_config = self.config.model_config
+        eos = set(model_config.eos_token_ids)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self.requests: dict[str, Sequence] = {}
+        self._ids = itertools.count()
+        self.async_scheduling = self.config.async_scheduling
+        self.in_flight: Optional[tuple[list[Sequence], SampledTokens]] = None
+
+    def _load(self, args: EngineArgs, progress: LoadProgress) -> None:
         # frontend.resolve builds on this package's EngineArgs and EngineConfig
         from ..frontend.plan import load_catalog
         from ..frontend.resolve import configure, open_checkpoint
@@ -44,7 +62,9 @@ class LLMEngine:
         settings = read_settings()
         catalog = load_catalog(settings)
         checkpoint = open_checkpoint(args, catalog)
+        progress.step("metadata")
         self.config = config = configure(args, checkpoint, settings, catalog)
+        progress.step("plan")
         self.resolution = config.resolution
         self.plan = config.plan
         # nobody should be slow without knowing why: failed plugins, preferred kernels lost
@@ -57,11 +77,12 @@ class LLMEngine:
             torch.set_num_threads(config.num_threads)
         apply_pdl(config.pdl)
         attention = self.plan.attention(config.attention_spec())
-        model_config = config.model_config
-        self.model = checkpoint.model_class(model_config, self.plan, attention, self.dtype,
-                                            self.device)
-        self.model.load_weights(checkpoint.weights())
+        self.model = checkpoint.model_class(config.model_config, self.plan, attention,
+                                            self.dtype, self.device)
+        weights = checkpoint.weights()
+        self.model.load_weights(progress.weights(weights, len(weights)))
         self.tokenizer = None if args.skip_tokenizer_init else load_tokenizer(args, checkpoint)
+        progress.step("tokenizer")
 
         # allocate: the KV cache in what memory is left, the scheduler and the runner
         num_blocks = self._num_kv_blocks(attention)
@@ -73,14 +94,7 @@ class LLMEngine:
         self.block_manager = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(config, self.block_manager)
         self.runner = ModelRunner(config, self.model, attention, num_blocks, self.generator)
-        eos = set(model_config.eos_token_ids)
-        if getattr(self.tokenizer, "eos_token_id", None) is not None:
-            eos.add(self.tokenizer.eos_token_id)
-        self.eos_token_ids = frozenset(eos)
-        self.requests: dict[str, Sequence] = {}
-        self._ids = itertools.count()
-        self.async_scheduling = config.async_scheduling
-        self.in_flight: Optional[tuple[list[Sequence], SampledTokens]] = None
+        progress.step("KV cache")
 
     def _num_kv_blocks(self, attention: Any) -> int:
         config, model_config = self.config, self.config.model_config

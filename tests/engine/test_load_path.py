@@ -124,3 +124,20 @@ def test_a_plan_written_for_another_platform_is_refused_when_this_one_is_asked(t
 def test_a_directory_that_is_not_a_model_is_a_model_error():
     with pytest.raises(ModelError, match="does not exist"):
         resolve(MISSING, environ={})
+
+
+def test_one_progress_bar_covers_the_whole_load(tiny_llama, monkeypatch):
+    from baseboard.engine import load_progress
+
+    closed = []
+    close = load_progress.LoadProgress.close
+
+    def record(self):
+        closed.append((self.bar.n, self.bar.total, self.bar.postfix))
+        close(self)
+
+    monkeypatch.setattr(load_progress.LoadProgress, "close", record)
+    LLM(str(tiny_llama[0]), dtype="float32")
+    [(done, total, last)] = closed
+    assert done == total > load_progress.FIXED_STEPS  # every weight and every stage counted
+    assert "KV cache" in last
