@@ -11,10 +11,11 @@ key, the value given and what is valid.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional
 
 from ..core.errors import ModelError
+from . import cache
 
 # Scalings rope.py computes; "default" is stored as None. freq_factors (per-frequency
 # divisors) comes only from a GGUF file's rope_freqs tensor.
@@ -58,9 +59,18 @@ class ModelConfig:
         """Parse a config.json dict. End-of-sequence ids of generation_config.json (which
         chat models often extend) are added to the config's own. ``source`` and
         ``key_names`` (config key -> the key the user wrote, e.g. a GGUF metadata key) are
-        what error messages name."""
-        keys = _Keys(source, key_names or {})
-        arch = architecture_of(config, source)
+        what error messages name. A config parsed before comes from the cache (cache.py)."""
+        stored = cache.entry("config", __file__, [config, generation_config])
+        values = cache.read_json(stored)
+        if isinstance(values, dict) and values.keys() == cls.__dataclass_fields__.keys():
+            return cls(**{**values, "eos_token_ids": tuple(values["eos_token_ids"])})
+        parsed = cls._parse(config, generation_config, _Keys(source, key_names or {}))
+        cache.write_json(stored, asdict(parsed))
+        return parsed
+
+    @classmethod
+    def _parse(cls, config: dict, generation_config: Optional[dict], keys: _Keys) -> ModelConfig:
+        arch = architecture_of(config, keys.source)
         _check_counts(config, keys)
         _check_rope_type(config, keys)
         hf = _transformers_config(config, arch, keys)

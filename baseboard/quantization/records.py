@@ -47,8 +47,10 @@ class GroupQuantized:
         """The dense [N, K] weight in ``dtype``: each value computed in float32 and rounded
         once to ``dtype``."""
         n, k = self.shape
-        groups = self.qweight.reshape(n, k // self.group_size, self.group_size).float()
-        dense = groups * self.scales.float()[..., None]  # [N, K/G, G]
+        # [N, K/G, G], scaled and offset in place: one [N, K] float32 allocation
+        dense = self.qweight.reshape(n, k // self.group_size, self.group_size).to(
+            torch.float32, copy=True)
+        dense *= self.scales.float()[..., None]
         if self.offsets is not None:
             dense += self.offsets.float()[..., None]
         return dense.reshape(n, k).to(dtype)

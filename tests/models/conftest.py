@@ -10,8 +10,20 @@ import torch
 
 from baseboard.core.ops import OPS
 from baseboard.frontend.plan import resolve_plan
+from baseboard.models import cache
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """The model cache (baseboard/models/cache.py) of these tests: a directory of their own,
+    so they neither fill the user's nor find what an earlier run left there. (Not through
+    XDG_CACHE_HOME, which would also move the cpu platform's built kernels.)"""
+    root = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache, "cache_root", lambda: root)
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ by transformers, must give the same logits; quantized matrices stay quantized.""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -194,3 +195,35 @@ def test_tokenizer_equals_transformers_own_gguf_tokenizer(tokenizer_gguf, resolu
         theirs.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     # the merges were read: " the" is one token (Ġ+t, h+e, Ġt+he), not four bytes
     assert ours.convert_ids_to_tokens(ours(" the")["input_ids"]) == ["Ġthe"]
+
+
+LOAD = """
+import sys
+from pathlib import Path
+from baseboard.core.settings import read_settings
+from baseboard.frontend.plan import load_catalog
+from baseboard.models.loader import load_checkpoint
+catalog = load_catalog(read_settings())
+checkpoint = load_checkpoint(Path(sys.argv[1]), catalog)
+print(checkpoint.config, checkpoint.tokenizer("the cat and the hat")["input_ids"])
+print("transformers.models.llama.configuration_llama" in sys.modules,
+      "transformers.integrations.gguf.gguf_tokenizer_mapping" in sys.modules)
+"""
+
+
+def test_a_second_load_reads_config_and_tokenizer_from_the_cache(tmp_path):
+    model = tiny_hf_model("LlamaForCausalLM", vocab_size=len(tiny_vocabulary()))
+    path = write_gguf(model, tmp_path / "cached.gguf", mixed_types, tokenizer=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def load() -> list[str]:
+        run = subprocess.run([sys.executable, "-c", LOAD, str(path)], env=env,
+                             capture_output=True, text=True, check=True)
+        return run.stdout.splitlines()
+
+    first, second = load(), load()
+    assert first[0] == second[0]  # the same config and the same token ids
+    assert first[1] == "True True"  # converted: transformers' config class and converter
+    assert second[1] == "False False"  # read back: neither is imported
+    entries = (tmp_path / "cache" / "baseboard").glob("*/*")
+    assert sorted(p.parent.name for p in entries) == ["config", "tokenizer"]
