@@ -182,23 +182,29 @@ def baseboard_runs(llm, args, batch: int) -> dict:
 
 # ---- workers: each returns a JSON-able dict ----
 
-def worker_checkpoint(args) -> dict:
-    """Save a random bf16 model of the shape; its weight bytes, the copy bandwidth and the
-    software on this machine."""
-    import transformers
+def make_checkpoint(shape: str, directory: str, device: str = "cuda") -> int:
+    """Save a random bf16 model of ``shape`` to ``directory``; its weight bytes."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(**SHAPES[args.shape])
+    config = AutoConfig.for_model(**SHAPES[shape])
     torch.manual_seed(0)
-    with torch.device(args.device):
+    with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     for p in model.parameters():  # std 0.02 keeps activations finite through the layers
         p.data.normal_(0, 0.02)
-    model.save_pretrained(args.checkpoint, safe_serialization=True)
-    info = {"weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-            "torch": torch.__version__, "transformers": transformers.__version__}
+    model.save_pretrained(directory, safe_serialization=True)
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     del model
     free_device_memory()
+    return nbytes
+
+
+def worker_checkpoint(args) -> dict:
+    """Save the checkpoint; its weight bytes, the copy bandwidth and the software here."""
+    import transformers
+
+    info = {"weight_bytes": make_checkpoint(args.shape, args.checkpoint, args.device),
+            "torch": torch.__version__, "transformers": transformers.__version__}
     if args.device != "cpu":
         import triton
 

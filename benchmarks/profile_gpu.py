@@ -17,7 +17,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from e2e_gpu import SHAPES, make_checkpoint, prompts
+from e2e_gpu_workers import SHAPES, make_checkpoint, prompts
 
 
 def timed_steps(llm, batch_prompts, params) -> dict:
@@ -74,7 +74,7 @@ def prefill_profile(llm, vocab: int) -> None:
     engine = llm.engine
     params = SamplingParams(temperature=0.0, max_tokens=1, detokenize=False)
     for seed in (1, 2):
-        engine.add_request({"prompt_token_ids": prompts(1, vocab, seed)[0]}, params)
+        engine.add_request({"prompt_token_ids": prompts(1, 128, vocab, seed)[0]}, params)
         torch.cuda.synchronize()
         profile = cProfile.Profile()
         start = time.perf_counter()
@@ -101,7 +101,7 @@ def main() -> None:
                   skip_tokenizer_init=True)
     params = SamplingParams(temperature=0.0, max_tokens=128, ignore_eos=True, detokenize=False)
     for batch in map(int, args.batches.split(",")):
-        batch_prompts = [{"prompt_token_ids": p} for p in prompts(batch, vocab)]
+        batch_prompts = [{"prompt_token_ids": p} for p in prompts(batch, 128, vocab, 0)]
         llm.generate(batch_prompts, params)
         print(f"{args.model}, batch {batch}:")
         for (kind, n), (count, seconds) in sorted(timed_steps(llm, batch_prompts,
