@@ -78,15 +78,16 @@ class ModelRunner:
             tables.append(table)
         return input_ids, positions, AttentionBatch(query_lens, context_lens, tables, slots)
 
-    def sampling_tensors(self, seqs: list[Sequence],
-                         previous: Optional[SampledTokens] = None) -> SamplingTensors:
+    def sampling_tensors(self, seqs: list[Sequence], previous: Optional[SampledTokens] = None,
+                         plain: bool = False) -> SamplingTensors:
         """Per-row parameters; each sampled row draws its noise from the request's own
         generator (seeded requests) or the engine's, so a seed fixes a request's tokens. A
-        greedy step without penalties uploads nothing (preallocated tensors)."""
+        greedy step without penalties uploads nothing (preallocated tensors). ``plain``:
+        every sequence's plain_sampling is known to be True (no penalties to look for)."""
         n = len(seqs)
         params = [seq.params for seq in seqs]
-        penalties = self._penalty_tensors(seqs, previous) \
-            if any(p.penalised for p in params) else {}
+        penalties = {} if plain or not any(p.penalised for p in params) \
+            else self._penalty_tensors(seqs, previous)
         if all(p.temperature == 0 for p in params):
             return SamplingTensors(self.greedy_temperature[:n], self.greedy_top_k[:n],
                                    self.greedy_top_p[:n], None, all_greedy=True,
@@ -170,7 +171,7 @@ class ModelRunner:
                          hidden: torch.Tensor) -> dict[int, TopLogprobs]:
         """Row -> the prompt log-probabilities of each sequence that asks for them and is
         prefilled from position 0 in this step, from hidden [T, hidden] of every token."""
-        result = {}
+        result: dict[int, TopLogprobs] = {}
         start = 0
         for row, (seq, query_len) in enumerate(zip(seqs, batch.query_lens)):
             if seq.needs_prompt_logprobs and query_len == batch.context_lens[row] \
@@ -223,15 +224,17 @@ class ModelRunner:
             metadata = self.attention.build_metadata(batch)
             hidden = self.model.forward(inputs[0], inputs[1], self.kv_caches,
                                         metadata)  # [T, hidden]
-        prompt = self._prompt_logprobs(seqs, batch, hidden) \
-            if any(seq.needs_prompt_logprobs for seq in seqs) else {}
+        plain = all(seq.plain_sampling for seq in seqs)  # the common step: skip the extras
+        prompt = {} if plain else self._prompt_logprobs(seqs, batch, hidden)
         if len(input_ids) != len(seqs):  # a prefill: keep each sequence's last token
             hidden = hidden[self.upload([end - 1 for end in accumulate(batch.query_lens)])]
         logits = self.model.compute_logits(hidden)  # [B, V] float32
-        asked = [seq.params.logprobs for seq in seqs if seq.params.logprobs is not None]
+        asked = [] if plain else [seq.params.logprobs for seq in seqs
+                                  if seq.params.logprobs is not None]
         raw = logits.log_softmax(dim=-1) if asked else None  # before anything changes logits
-        self._hold_back_stop_tokens(logits, seqs)
-        tokens = self.sample(logits, self.sampling_tensors(seqs, previous))
+        if not plain:
+            self._hold_back_stop_tokens(logits, seqs)
+        tokens = self.sample(logits, self.sampling_tensors(seqs, previous, plain))
         logprobs = TopLogprobs.gather(raw, tokens, max(asked)) if asked else None
         return SampledTokens(tokens, logprobs, prompt)
 

@@ -60,6 +60,10 @@ class Sequence:
         self.stop_token_ids = params.stop_ids | (frozenset() if params.ignore_eos
                                                  else eos_token_ids)
         wants_logprobs = params.logprobs is not None
+        # sampled from its logits by the sample op alone: no penalties, min_tokens or
+        # log-probabilities (the runner skips their work for steps of such sequences only)
+        self.plain_sampling = not (params.penalised or params.min_tokens or wants_logprobs
+                                   or params.prompt_logprobs is not None)
         self.logprobs: Optional[list[TokenLogprobs]] = [] if wants_logprobs else None
         self.cumulative_logprob: Optional[float] = 0.0 if wants_logprobs else None
         self.prompt_logprobs: Optional[list[Optional[TokenLogprobs]]] = None
