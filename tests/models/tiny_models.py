@@ -83,8 +83,9 @@ def write_gguf(model, path: Path, tensor_type: Callable[[str], str],
     """Write ``model`` (Llama or Qwen2) as a GGUF file; ``tensor_type(hf_name)`` picks each
     tensor's GGML type (F32, F16, Q8_0, Q4_0, Q4_1, ...). ``raw_tensors`` {GGUF name:
     (stored array, type name)} replace the model's tensors of that name or add to them;
-    ``metadata`` {key: int, str or None} replaces metadata values (None: removes); ``tokenizer`` adds the tiny
-    vocabulary (the model's vocab_size must be len(tiny_vocabulary()))."""
+    ``metadata`` {key: int, str or None} replaces metadata values (None removes the key);
+    ``tokenizer`` adds the tiny vocabulary (the model's vocab_size must then be
+    len(tiny_vocabulary()))."""
     gguf = pytest.importorskip("gguf")
 
     config = model.config

@@ -36,7 +36,8 @@ def matrix_op(type_name: str) -> str:
     return QUANTIZED_OPS.get(type_name, "gemm")
 
 
-def decode(data: np.ndarray, type_name: str, shape: tuple[int, ...]) -> torch.Tensor | GroupQuantized:
+def decode(data: np.ndarray, type_name: str,
+           shape: tuple[int, ...]) -> torch.Tensor | GroupQuantized:
     """A tensor's stored bytes (uint8, flat) -> a dense tensor of ``shape``, or a record for a
     quantized matrix of a type with a GEMM op (a quantized vector is dequantized)."""
     if type_name in DENSE_TYPES:
