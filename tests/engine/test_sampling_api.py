@@ -3,6 +3,7 @@ penalties, min_p, min_tokens and log-probabilities, with transformers as the ref
 
 import pytest
 import torch
+from conftest import build_checkpoint
 
 from baseboard import LLM, SamplingParams
 from baseboard.core.errors import RequestError
@@ -268,8 +269,6 @@ def test_a_bad_field_is_named_before_anything_runs(llm):
 def special_llm(tmp_path_factory):
     """The tiny checkpoint with <|user|>'s output row made a copy of the token greedy
     decoding picks first, a little larger: greedy output then holds <|user|>."""
-    from conftest import build_checkpoint
-
     path = tmp_path_factory.mktemp("special-llama")
     model, tokenizer = build_checkpoint(path)
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
