@@ -14,11 +14,11 @@ import torch
 
 from ..core.errors import ConfigError, did_you_mean
 from ..core.ops import OPS
+from .sampling_params import SEED_MAX, SEED_MIN
 
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "fp16": torch.float16, "half": torch.float16, "float32": torch.float32,
           "fp32": torch.float32, "float": torch.float32}
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ class EngineArgs:
             value = getattr(self, name)
             _expect(value is None or (_is_int(value) and value > 0), name, value,
                     "a positive integer or None")
-        _expect(self.seed is None or (_is_int(self.seed) and 0 <= self.seed <= MAX_SEED),
-                "seed", self.seed, f"an integer in [0, 2**64 - 1] or None")
+        _expect(self.seed is None or (_is_int(self.seed) and SEED_MIN <= self.seed <= SEED_MAX),
+                "seed", self.seed, "an integer in [-2**63, 2**64 - 1] or None")
         for name in ("skip_tokenizer_init", "enforce_eager", "trust_remote_code"):
             _expect(isinstance(getattr(self, name), bool), name, getattr(self, name),
                     "True or False")

@@ -270,7 +270,6 @@ class LLMEngine:
         return self.scheduler.num_preemptions
 
 
-
 def apply_pdl(allowed: bool) -> None:
     """Hand EngineConfig.pdl to the shared Triton kernels, when the plan bound any of them
     (binding imported their module), so they never read the environment themselves."""
