@@ -9,9 +9,11 @@ device), so the host prepares step N+1 while the device computes step N.
 
 from __future__ import annotations
 
+import math
 from itertools import accumulate
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from ..core.attention import AttentionBatch
@@ -20,6 +22,21 @@ from .config import EngineConfig
 from .cuda_graphs import StepGraphs, capture_sizes
 from .logprobs import TopLogprobs, prompt_logprobs
 from .sequence import Sequence
+
+
+CACHE_ALIGNMENT = 64  # bytes: a cache line, what torch's own CPU allocator gives
+
+
+def zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zero tensor. On the CPU its pages come zeroed from the kernel as they are first
+    written (calloc of a large block maps fresh pages), instead of torch.zeros writing every
+    byte up front: a KV cache of gigabytes costs nothing until it is used."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    raw = torch.from_numpy(np.zeros(nbytes + CACHE_ALIGNMENT, dtype=np.uint8))
+    start = -raw.data_ptr() % CACHE_ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).view(shape)
 
 
 class ModelRunner:
@@ -39,8 +56,7 @@ class ModelRunner:
         self.pinned = device.type == "cuda"
         # with CUDA graphs, one block more: padding rows of a replayed step write there
         cache_blocks = num_blocks + 1 if config.cuda_graphs else num_blocks
-        self.kv_caches = [torch.zeros(attention.kv_cache_shape(cache_blocks), dtype=dtype,
-                                      device=device)
+        self.kv_caches = [zeroed(attention.kv_cache_shape(cache_blocks), dtype, device)
                           for _ in range(config.model_config.num_layers)]
         # Greedy steps reuse these; rows of a sampled step are rebuilt with one call each.
         self.greedy_temperature = torch.zeros(max_num_seqs, dtype=torch.float32, device=device)
