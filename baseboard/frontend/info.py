@@ -35,46 +35,25 @@ def collect(model: Optional[str] = None, *, dtype: Optional[str] = None,
     """Everything `baseboard info` shows, as one JSON-ready dict: the decisions of a load of
     ``model`` (default: the embedded model; without it, the platform's default dtype)."""
     from ..core.errors import ModelError
+    from ..core.selection import plan_warnings
     from ..core.settings import read_settings
-    from ..engine.args import EngineArgs
     from ..models.embedded import DEFAULT_MODEL, embedded_model
     from .plan import load_catalog, resolve_plan
-    from .resolve import configure, open_checkpoint
 
     settings = read_settings(environ)
     catalog = load_catalog(settings)
-    missing = ""
     if model is None:
         try:
             model = str(embedded_model(DEFAULT_MODEL))
         except ModelError as exc:  # info must work without the default model installed
-            missing = str(exc)
-    model_info: dict[str, Any] = {}
-    if model is None:
-        resolution = resolve_plan(platform=platform, cli_backends=cli_backends,
-                                  plan_path=plan_path, settings=settings, catalog=catalog)
-        model_info = {"path": None, "note": missing}
-        engine: dict[str, Any] = {}
-    else:
-        args = EngineArgs(model=model, dtype=dtype, platform=platform, cli_backends=cli_backends,
-                          plan_path=plan_path)
-        checkpoint = open_checkpoint(args, catalog)
-        config = configure(args, checkpoint, settings, catalog)
-        resolution = config.resolution
-        model_info = {"path": config.model, "architecture": config.model_config.architecture,
-                      "quant_method": config.quant_method,
-                      "linear_ops": list(checkpoint.linear_ops)}
-        engine = {"dtype": _dtype_name(config.dtype), "device": str(config.device),
-                  "block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
-                  "max_model_len": config.max_model_len,
-                  "max_num_batched_tokens": config.max_num_batched_tokens,
-                  "cuda_graphs": config.cuda_graphs,
-                  "graph_prefill_sizes": list(config.graph_prefill_sizes),
-                  "async_scheduling": config.async_scheduling, "pdl": config.pdl,
-                  "num_threads": config.num_threads}
+            resolution = resolve_plan(platform=platform, cli_backends=cli_backends,
+                                      plan_path=plan_path, settings=settings, catalog=catalog)
+            model_info, engine = {"path": None, "note": str(exc)}, {}
+    if model is not None:
+        resolution, model_info, engine = _model_decisions(
+            model, dict(dtype=dtype, platform=platform, cli_backends=cli_backends,
+                        plan_path=plan_path), settings, catalog)
     chosen = resolution.platform
-    from ..core.selection import plan_warnings
-
     return {
         "warnings": plan_warnings(catalog.plugins.report, resolution.plan),
         "platform": chosen.platform.name,
@@ -98,6 +77,28 @@ def collect(model: Optional[str] = None, *, dtype: Optional[str] = None,
         "versions": versions(),
         "host": {"machine": host.machine(), "system": host.system()},
     }
+
+
+def _model_decisions(model: str, arguments: dict[str, Any], settings: Any,
+                     catalog: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(plan resolution, model facts, engine configuration) of a load of ``model``."""
+    from ..engine.args import EngineArgs
+    from .resolve import configure, open_checkpoint
+
+    args = EngineArgs(model=model, **arguments)
+    checkpoint = open_checkpoint(args, catalog)
+    config = configure(args, checkpoint, settings, catalog)
+    model_info = {"path": config.model, "architecture": config.model_config.architecture,
+                  "quant_method": config.quant_method, "linear_ops": list(checkpoint.linear_ops)}
+    engine = {"dtype": _dtype_name(config.dtype), "device": str(config.device),
+              "block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
+              "max_model_len": config.max_model_len,
+              "max_num_batched_tokens": config.max_num_batched_tokens,
+              "cuda_graphs": config.cuda_graphs,
+              "graph_prefill_sizes": list(config.graph_prefill_sizes),
+              "async_scheduling": config.async_scheduling, "pdl": config.pdl,
+              "num_threads": config.num_threads}
+    return config.resolution, model_info, engine
 
 
 def _dtype_name(dtype: Any) -> str:

