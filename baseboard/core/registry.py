@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from .errors import RegistrationError, did_you_mean
 from .ops import OPS
@@ -58,6 +58,8 @@ class Impl:
     supports    ``supports(ctx) -> None | reason | Rejection``: None when it can run in
                 ``ctx``; a string (an UNSUPPORTED reason) or a Rejection with its kind
     cuda_graph_safe   False if it cannot be captured in a CUDA graph
+    version     the kernel's version, part of the key of measured times (BASEBOARD_TUNE):
+                change it when the code changes, and the cached times are measured again
     plugin      filled in by the registry: the plugin that registered it
     """
 
@@ -70,6 +72,7 @@ class Impl:
     supports: Optional[Callable[[Any], Union[None, str, Rejection]]] = None
     cuda_graph_safe: bool = True
     doc: str = ""
+    version: str = ""
     plugin: str = field(default="", compare=False)
 
     def runs_on(self, platform: str) -> bool:
@@ -77,9 +80,6 @@ class Impl:
 
     def shares_platform(self, other: "Impl") -> bool:
         return any(self.runs_on(p) for p in other.platforms) or other.runs_on(ANY_PLATFORM)
-
-    def missing_distributions(self) -> list[str]:
-        return [d for d in self.requires if not distribution_installed(d)]
 
     def load(self) -> Any:
         return load_object(self.loader)
@@ -92,6 +92,15 @@ def distribution_installed(name: str) -> bool:
         return True
     except importlib.metadata.PackageNotFoundError:
         return False
+
+
+def unmet_requirements(requires: Iterable[str]) -> Optional[str]:
+    """None when every distribution ``requires`` names (an Impl's or a Platform's) is
+    installed, else the reason, which names the missing ones and how to install them."""
+    missing = [name for name in requires if not distribution_installed(name)]
+    if not missing:
+        return None
+    return f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})"
 
 
 class Registry:

@@ -11,7 +11,7 @@ import torch
 from .errors import ConfigError, RegistrationError, SelectionError, did_you_mean
 from .ops import OPS, check_signature
 from .platform import Platform
-from .registry import ENVIRONMENT, Impl, Registry, Rejection
+from .registry import ENVIRONMENT, Impl, Registry, Rejection, unmet_requirements
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,9 @@ def rejection(impl: Impl, ctx: SelectionContext) -> Rejection | None:
     if ctx.cuda_graphs and not impl.cuda_graph_safe:
         return Rejection("not cuda_graph_safe, and CUDA graphs are on "
                          "(BASEBOARD_CUDA_GRAPHS=0 allows it)")
-    missing = impl.missing_distributions()
-    if missing:
-        return Rejection(f"needs {', '.join(missing)} installed (pip install "
-                         f"{' '.join(missing)})", ENVIRONMENT)
+    unmet = unmet_requirements(impl.requires)
+    if unmet:
+        return Rejection(unmet, ENVIRONMENT)
     if impl.supports is None:
         return None
     try:

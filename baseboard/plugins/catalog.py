@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.errors import RegistrationError
 from ..core.platform import Detection, Platform
-from ..core.registry import Impl, Registry, distribution_installed
+from ..core.registry import Impl, Registry, unmet_requirements
 from .manager import LoadedPlugins, PluginRecord, check_allowed, load_plugins
 
 
@@ -56,10 +56,9 @@ def _call(loaded: LoadedPlugins, module: Any, hook: str) -> Any:
 def _detect(platform: Platform) -> Detection:
     """The platform's detection; absent, without calling detect(), where a distribution
     it ``requires`` is not installed (detect() would import it)."""
-    missing = [d for d in platform.requires if not distribution_installed(d)]
-    if missing:
-        return Detection(False, f"needs {', '.join(missing)} installed (pip install "
-                                f"{' '.join(missing)})")
+    unmet = unmet_requirements(platform.requires)
+    if unmet:
+        return Detection(False, unmet)
     try:
         detection = platform.detect()
     except Exception as exc:  # third-party code: any error marks the plugin failed

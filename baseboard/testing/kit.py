@@ -13,7 +13,7 @@ import torch
 from ..core.errors import BaseboardError, ConfigError, SelectionError, did_you_mean
 from ..core.ops import OPS
 from ..core.platform import Detection, Platform
-from ..core.registry import Impl
+from ..core.registry import Impl, unmet_requirements
 from ..core.selection import SelectionContext, bind, decide
 from ..core.settings import read_settings
 from ..plugins.catalog import Catalog
@@ -47,8 +47,7 @@ class Kit:
         """Why ``impl`` cannot even be imported here (wrong platform, missing distribution)."""
         if not impl.runs_on(self.platform.name):
             return f"runs on {', '.join(impl.platforms)}, not on {self.platform.name}"
-        missing = impl.missing_distributions()
-        return f"needs {', '.join(missing)} installed" if missing else None
+        return unmet_requirements(impl.requires)
 
     def rejection(self, impl: Impl, ctx: SelectionContext) -> Optional[str]:
         """Why selection would reject ``impl`` in ``ctx`` (None: it would accept it).

@@ -3,9 +3,11 @@
 import pytest
 
 from baseboard.core.ops import OPS
+from baseboard.core.registry import Impl
+from baseboard.core.selection import SelectionContext, rejection
 from baseboard.testing.cases import cases_for
 from baseboard.testing.checks import CHECKS
-from baseboard.testing.kit import platform_problems
+from baseboard.testing.kit import open_kit, platform_problems
 from baseboard.testing.null import NullPlatform
 from baseboard.testing.sandbox import run_pytest
 
@@ -265,3 +267,13 @@ def test_the_null_platform_is_a_complete_platform():
     assert platform_problems(NullPlatform(present=False)) == []
     assert platform_problems(NullPlatform(free_memory=3, total_memory=2)) == [
         "memory() returned (free=3, total=2); expected 0 <= free <= total bytes"]
+
+
+def test_the_kit_skips_an_implementation_missing_a_distribution_as_selection_rejects_it():
+    needy = Impl("rms_norm", "needy", "baseboard.kernels.torch.norm:rms_norm",
+                 requires=("no-such-distribution-xyz",))
+    kit = open_kit([], "cpu")
+    reason = kit.unavailable(needy)
+    assert reason == rejection(needy, SelectionContext(kit.platform)).reason
+    assert reason == ("needs no-such-distribution-xyz installed (pip install "
+                      "no-such-distribution-xyz)")
