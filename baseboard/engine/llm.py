@@ -165,6 +165,9 @@ class LLM:
             with self._lock:
                 for seq in seqs:  # interrupted: leave nothing behind in the engine
                     self.engine.abort(seq.request_id)
+        failed = next((seq.error for seq in seqs if seq.error is not None), None)
+        if failed is not None:
+            raise failed
         return seqs
 
 
@@ -183,6 +186,8 @@ class TextStream:
 
     def __next__(self) -> str:
         while True:
+            if self.seq.error is not None:
+                raise self.seq.error
             delta = self.seq.take_stream_delta()
             if delta:
                 return delta

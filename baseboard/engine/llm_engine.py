@@ -181,7 +181,11 @@ class LLMEngine:
     def abort(self, request_id: str) -> None:
         """Stop every completion of a request (those finished keep their output)."""
         first = self.requests.pop(request_id, None)
-        for seq in first.group if first is not None else []:
+        if first is not None:
+            self._stop_group(first.group)
+
+    def _stop_group(self, group: list[Sequence]) -> None:
+        for seq in group:
             if seq.held:  # never queued
                 seq.held = False
                 seq.status = SequenceStatus.FINISHED
@@ -218,23 +222,41 @@ class LLMEngine:
         for row, (seq, token) in enumerate(zip(seqs, tokens)):
             if seq.finished:  # finished or aborted while its step ran: the token is void
                 continue
-            seq.resolve_pending(token)
-            if seq.logprobs is not None:
-                seq.logprobs.append(logprobs[row])
-                seq.cumulative_logprob += logprobs[row][token].logprob
-            if seq.needs_prompt_logprobs and (row in sampled.prompt_logprobs
-                                              or seq.num_prompt_tokens == 1):
-                seq.prompt_logprobs = [None] + self._prompt_logprobs(seq, sampled, row)
-            self.block_manager.register_full_blocks(seq)
-            if seq.index == 0:
-                self._release_siblings(seq)
-            finish_check(seq, token, self.eos_token_ids, self.max_model_len)
-            if seq.finish_reason is not None:
-                self.scheduler.finish(seq)
-                if all(s.finished for s in seq.group):
-                    self.requests.pop(seq.request_id, None)
+            try:
+                self._advance(seq, row, token, logprobs[row], sampled)
+            except Exception as exc:  # handed to the request's caller through seq.error
+                self._fail(seq, exc)
             advanced.append(seq)
         return advanced
+
+    def _advance(self, seq: Sequence, row: int, token: int,
+                 logprobs: Optional[TokenLogprobs], sampled: SampledTokens) -> None:
+        """The host's work for one sequence's token read back: text, stops, logprobs."""
+        seq.resolve_pending(token)
+        if seq.logprobs is not None:
+            seq.logprobs.append(logprobs)
+            seq.cumulative_logprob += logprobs[token].logprob
+        if seq.needs_prompt_logprobs and (row in sampled.prompt_logprobs
+                                          or seq.num_prompt_tokens == 1):
+            seq.prompt_logprobs = [None] + self._prompt_logprobs(seq, sampled, row)
+        self.block_manager.register_full_blocks(seq)
+        if seq.index == 0:
+            self._release_siblings(seq)
+        finish_check(seq, token, self.eos_token_ids, self.max_model_len)
+        if seq.finish_reason is not None:
+            self.scheduler.finish(seq)
+            if all(s.finished for s in seq.group):
+                self.requests.pop(seq.request_id, None)
+
+    def _fail(self, seq: Sequence, exc: Exception) -> None:
+        """End ``seq``'s request with ``exc`` (set as each completion's ``error``). The
+        host's work for one sequence (its tokenizer's decode, a stop string, its
+        log-probabilities) failing ends that request alone: the step's other sequences, and
+        the requests after it, go on."""
+        for s in seq.group:
+            s.error = exc
+        self.requests.pop(seq.request_id, None)
+        self._stop_group(seq.group)
 
     def _release_siblings(self, first: Sequence) -> None:
         """Queue the completions held back for ``first``'s prefill: its prompt blocks are

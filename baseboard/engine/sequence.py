@@ -69,6 +69,7 @@ class Sequence:
         self.prompt_logprobs: Optional[list[Optional[TokenLogprobs]]] = None
         self.group: list[Sequence] = [self]  # its request's sequences, by index
         self.held = False  # queued by the engine after completion 0's prefill
+        self.error: Optional[Exception] = None  # why its request failed (LLMEngine._fail)
 
     def __len__(self) -> int:
         """Tokens the cache makes room for, pending ones included."""
