@@ -60,11 +60,13 @@ class OpDecision:
     why: str
     candidates: list[Candidate] = field(default_factory=list)
     preferred: tuple[str, ...] = ()
+    measured: dict[str, dict[str, float]] = field(default_factory=dict)  # name->shape->s
 
     def as_dict(self) -> dict:
         return {"selected": self.selected, "plugin": self.plugin, "why": self.why,
                 "preferred": list(self.preferred),
-                "candidates": [c.as_dict() for c in self.candidates]}
+                "candidates": [c.as_dict() for c in self.candidates],
+                "measured": self.measured}
 
 
 class Plan:
@@ -202,13 +204,26 @@ def bind(impl: Impl, reference: Impl) -> Any:
 
 
 def select_plan(registry: Registry, ctx: SelectionContext,
-                choices: dict[str, Choice]) -> Plan:
-    """Resolve every op of the contract into a plan."""
+                choices: dict[str, Choice], tuner: Optional[Any] = None) -> Plan:
+    """Resolve every op of the contract into a plan. With a ``tuner``
+    (``core.tuning.Tuner``), an op without an explicit choice and with several accepted
+    candidates that the tuner times gets the one measured fastest."""
     decisions, bound = {}, {}
     for op in OPS:
         impl, decision = decide(registry, ctx, op, choices.get(op))
         decisions[op] = decision
-        bound[op] = bind(impl, registry.reference(op))
+        reference = registry.reference(op)
+        accepted = [c.name for c in decision.candidates if c.accepted]
+        if tuner is not None and op not in choices and len(accepted) > 1 \
+                and op in tuner.ops:
+            impls = {i.name: i for i in _one_per_name(registry.for_op(op), ctx.platform.name)}
+            outcome = tuner.choose(op, {n: (impls[n], bind(impls[n], reference))
+                                        for n in accepted})
+            decision.selected, decision.plugin = outcome.selected.name, outcome.selected.plugin
+            decision.why, decision.measured = outcome.why, outcome.measured
+            bound[op] = outcome.bound
+            continue
+        bound[op] = bind(impl, reference)
     return Plan(ctx.platform.name, decisions, bound)
 
 

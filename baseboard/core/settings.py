@@ -43,6 +43,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+TUNE_MODES = ("auto", "off", "force")
+
+
+def _tune_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in TUNE_MODES:
+        raise ValueError(f"expected one of {', '.join(TUNE_MODES)}")
+    return mode
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -87,6 +97,11 @@ SETTINGS: tuple[Setting, ...] = (
             "float"),
     Setting("BASEBOARD_NUM_THREADS", _positive_int, None,
             "Torch CPU threads; default: the number of cores this process may run on.", "int"),
+    Setting("BASEBOARD_TUNE", _tune_mode, "auto",
+            "Where several implementations of an op are accepted and none is chosen "
+            "explicitly, time them on the model's shapes at load and use the fastest (times "
+            "cached under $XDG_CACHE_HOME/baseboard/tuning): auto on accelerators only, off "
+            "never, force on the CPU too.", "auto/off/force"),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

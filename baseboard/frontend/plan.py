@@ -18,6 +18,7 @@ from ..core.ops import OPS
 from ..core.platform import Detection, Platform
 from ..core.selection import Choice, Plan, SelectionContext, parse_backend_spec, select_plan
 from ..core.settings import Settings, read_settings
+from ..core.tuning import Workload, make_tuner, tuning_on
 from ..plugins.catalog import Catalog, build_catalog
 
 SHORTCUTS = {"BASEBOARD_ATTENTION_BACKEND": "attention", "BASEBOARD_GEMM_BACKEND": "gemm",
@@ -138,13 +139,15 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
             num_heads: Optional[int] = None, num_kv_heads: Optional[int] = None,
             block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None,
             environ: Mapping[str, str] | None = None, settings: Optional[Settings] = None,
-            catalog: Optional[Catalog] = None) -> Resolution:
+            catalog: Optional[Catalog] = None, workload: Optional[Workload] = None) -> Resolution:
     """Resolve the platform and a plan for every op.
 
     ``platform`` and ``backends`` are the Python arguments (highest precedence),
     ``cli_backends`` and ``plan_path`` come from the command line. ``catalog``: the
     plugins already loaded from the same settings (the engine needs them before it knows
     the model's shape), so that discovery runs once per load; ``settings`` likewise.
+    ``workload``: the model's shapes, on which candidates are timed where BASEBOARD_TUNE
+    is on (without one, nothing is timed).
     """
     settings = settings or read_settings(environ)
     catalog = catalog or load_catalog(settings)
@@ -174,5 +177,9 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
                            block_size=block_size or chosen.platform.kv_block_size,
                            cuda_graphs=cuda_graphs)
     choices = explicit_choices(settings, backends, cli_backends, plan_file, plan_path or "")
-    plan = select_plan(catalog.registry, ctx, choices)
+    tuner = None
+    if workload is not None and tuning_on(settings["BASEBOARD_TUNE"],
+                                          chosen.platform.device_type):
+        tuner = make_tuner(chosen.platform, workload, ctx.dtype, ctx.cuda_graphs)
+    plan = select_plan(catalog.registry, ctx, choices, tuner)
     return Resolution(settings, catalog, chosen, ctx, plan)

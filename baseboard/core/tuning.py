@@ -1,0 +1,303 @@
+"""Selection by measurement (``BASEBOARD_TUNE``): where several implementations of an op
+are accepted and none was chosen explicitly, each is timed on the model's own shapes and
+the fastest serves. A weight op is timed per weight shape, and may use a different
+implementation for each (``ShapeTunedWeightOp``).
+
+Times are cached on disk, one JSON file per machine environment (device name, driver,
+torch and triton versions) under ``$XDG_CACHE_HOME/baseboard/tuning/``, each entry keyed
+by op, implementation (name, plugin, ``Impl.version``), shape and dtype; so a second load
+times nothing, and a new driver, torch, triton or kernel version is timed afresh.
+
+Ops timed: rms_norm, fused_add_rms_norm, silu_and_mul (on [tokens, hidden] inputs) and
+gemm (per [N, K] weight). Attention, sample, rotary_embedding and the quantized GEMMs keep
+the order of selection (preference, then priority): their inputs are not plain shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform as host
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+
+from .ops import OPS
+from .registry import Impl
+
+TUNED_OPS = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "gemm")
+REPEATS = 20
+
+
+def tuning_on(mode: str, device_type: str) -> bool:
+    """auto tunes on accelerators only: on the CPU the timing noise of a shared host is
+    larger than most differences, and a load should not pay for it by default."""
+    return mode == "force" or (mode == "auto" and device_type != "cpu")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The shapes candidates are timed on: a step of ``tokens`` tokens through a model of
+    ``hidden_size`` (and MLP ``intermediate_size``) whose dense linear layers prepare
+    ``weight_shapes`` ([N, K] each)."""
+
+    hidden_size: int
+    intermediate_size: int
+    weight_shapes: tuple[tuple[int, int], ...]
+    linear_ops: tuple[str, ...] = ("gemm",)  # the weight ops its layers call
+    tokens: int = 16
+
+    @classmethod
+    def for_model(cls, config: Any, linear_ops: tuple[str, ...]) -> "Workload":
+        """The layer shapes of a Llama-family ``ModelConfig`` (fused qkv and gate_up, as
+        models/llama.py prepares them). A model of another layout is still served: a
+        weight shape not timed here is timed when its layer is prepared."""
+        h, d = config.hidden_size, config.head_dim
+        qkv = (config.num_heads + 2 * config.num_kv_heads) * d
+        shapes = ((qkv, h), (h, config.num_heads * d), (2 * config.intermediate_size, h),
+                  (h, config.intermediate_size), (config.vocab_size, h))
+        return cls(h, config.intermediate_size, tuple(dict.fromkeys(shapes)), linear_ops)
+
+
+def environment(device: torch.device, capability: str) -> dict[str, str]:
+    """What the cache is keyed by besides the op: the device, its driver and the libraries
+    that compile or dispatch kernels."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{device.type} {host.machine()} {host.processor()}".strip()
+    driver = ""
+    nvidia = Path("/proc/driver/nvidia/version")
+    if device.type == "cuda" and nvidia.is_file():
+        driver = nvidia.read_text().splitlines()[0]
+    try:
+        triton = metadata.version("triton")
+    except metadata.PackageNotFoundError:
+        triton = ""
+    return {"device": name, "capability": capability, "driver": driver,
+            "runtime": str(torch.version.cuda or torch.version.hip or ""),
+            "torch": torch.__version__, "triton": triton}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "baseboard" / \
+        "tuning"
+
+
+class TimingCache:
+    """Seconds per (op, implementation, shape) for one environment, in one JSON file."""
+
+    def __init__(self, directory: Path, environment: dict[str, str]):
+        digest = hashlib.sha256(json.dumps(environment, sort_keys=True).encode()).hexdigest()
+        self.path = directory / f"{digest[:32]}.json"
+        self.environment = environment
+        try:
+            self.times: dict[str, float] = json.loads(self.path.read_text())["times"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.times = {}  # absent or unreadable: timed afresh and rewritten
+
+    @staticmethod
+    def key(op: str, impl: Impl, shape: str, dtype: torch.dtype) -> str:
+        return f"{op}|{impl.name}|{impl.plugin}|{impl.version}|{shape}|{dtype}"
+
+    def save(self) -> None:
+        """Write beside the final name and rename, so a concurrent load never reads half a
+        file; a cache that cannot be written only costs the next load its timing."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump({"environment": self.environment, "times": self.times}, f, indent=1)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, graphed: bool) -> float:
+    """Median seconds of one ``fn()`` call on ``device``. On CUDA with ``graphed`` (steps
+    are replayed from CUDA graphs), ``fn`` is captured in a graph and replayed, as the
+    engine runs it."""
+    if device.type == "cuda":
+        return _time_cuda(fn, graphed)
+    fn()  # first call: lazy imports, kernel builds
+    samples = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def _time_cuda(fn: Callable[[], Any], graphed: bool) -> float:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (Triton compiles) off the capture
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    run = fn
+    if graphed:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        run = graph.replay
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(REPEATS):
+        run()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1000.0 / REPEATS
+
+
+class TunedState(NamedTuple):
+    apply: Callable[..., torch.Tensor]
+    state: Any
+    name: str  # the implementation that prepared it
+
+
+class ShapeTunedWeightOp:
+    """A weight op whose ``prepare`` picks, per weight shape, the candidate measured
+    fastest, and whose ``apply`` delegates to it. Bound where the winners differ between
+    the model's weight shapes."""
+
+    def __init__(self, tuner: "Tuner", op: str, candidates: dict[str, tuple[Impl, Any]]):
+        self.tuner, self.op, self.candidates = tuner, op, candidates
+
+    def prepare(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> TunedState:
+        """weight [N, K], bias [N] | None -> the winner's state, with its apply."""
+        times = self.tuner.gemm_times(self.candidates, tuple(weight.shape))
+        name = min(times, key=times.get)
+        loaded = self.candidates[name][1]
+        return TunedState(loaded.apply, loaded.prepare(weight, bias), name)
+
+    @staticmethod
+    def apply(state: TunedState, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """x [T, K] -> [T, N] through the implementation that prepared ``state``."""
+        return state.apply(state.state, x, out_dtype)
+
+
+@dataclass
+class Outcome:
+    """What tuning decided for one op: the object to bind, the name a plan records, why,
+    and the times (implementation -> shape -> seconds)."""
+
+    bound: Any
+    selected: Impl
+    why: str
+    measured: dict[str, dict[str, float]]
+
+
+def make_tuner(platform: Any, workload: Workload, dtype: torch.dtype, graphed: bool,
+               cache_dir: Optional[Path] = None) -> "Tuner":
+    """A tuner on ``platform``'s device, caching under ``cache_dir`` (default: the user's
+    cache directory)."""
+    device = platform.device()
+    cache = TimingCache(cache_dir or default_cache_dir(),
+                        environment(device, platform.capability()))
+    return Tuner(cache, workload, device, dtype, graphed)
+
+
+class Tuner:
+    """Times candidates on a workload, through a TimingCache. ``timed`` counts the
+    measurements actually run (cache misses)."""
+
+    def __init__(self, cache: TimingCache, workload: Workload, device: torch.device,
+                 dtype: torch.dtype, graphed: bool):
+        self.cache, self.workload, self.device = cache, workload, device
+        self.dtype, self.graphed = dtype, graphed
+        self.timed = 0
+        self.ops = tuple(op for op in TUNED_OPS
+                         if OPS[op].kind != "weight" or op in workload.linear_ops)
+
+    def _time(self, op: str, impl: Impl, shape: str, make_call: Callable[[], Callable]) -> float:
+        key = TimingCache.key(op, impl, shape, self.dtype)
+        if key not in self.cache.times:
+            self.cache.times[key] = time_call(make_call(), self.device, self.graphed)
+            self.timed += 1
+            self.cache.save()
+        return self.cache.times[key]
+
+    def _tensor(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device).to(self.dtype)
+
+    def function_shape(self, op: str) -> str:
+        """The input shape a function op is timed on, as text: tokens x features."""
+        w = self.workload
+        return f"{w.tokens}x{2 * w.intermediate_size if op == 'silu_and_mul' else w.hidden_size}"
+
+    def function_times(self, op: str, candidates: dict[str, tuple[Impl, Any]]) -> dict[str, float]:
+        w = self.workload
+        t, h = w.tokens, w.hidden_size
+        shape = self.function_shape(op)
+
+        def inputs() -> tuple:
+            if op == "silu_and_mul":
+                return (self._tensor(t, 2 * w.intermediate_size),)
+            if op == "rms_norm":
+                return self._tensor(t, h), self._tensor(h), 1e-6
+            return self._tensor(t, h), self._tensor(t, h), self._tensor(h), 1e-6
+
+        def make_call(fn: Callable) -> Callable[[], Callable]:
+            def build() -> Callable:
+                args = inputs()
+                return lambda: fn(*args)
+            return build
+
+        return {name: self._time(op, impl, shape, make_call(fn))
+                for name, (impl, fn) in candidates.items()}
+
+    def gemm_times(self, candidates: dict[str, tuple[Impl, Any]],
+                   weight_shape: tuple[int, ...]) -> dict[str, float]:
+        n, k = weight_shape
+        shape = f"{self.workload.tokens}x{k}x{n}"
+
+        def make_call(loaded: Any) -> Callable[[], Callable]:
+            def build() -> Callable:
+                state = loaded.prepare(self._tensor(n, k), None)
+                x = self._tensor(self.workload.tokens, k)
+                return lambda: loaded.apply(state, x)
+            return build
+
+        return {name: self._time("gemm", impl, shape, make_call(loaded))
+                for name, (impl, loaded) in candidates.items()}
+
+    def choose(self, op: str, candidates: dict[str, tuple[Impl, Any]]) -> Outcome:
+        """The fastest of ``candidates`` (name -> (Impl, loaded object), at least two)."""
+        if op != "gemm":
+            times = self.function_times(op, candidates)
+            name = min(times, key=times.get)
+            shape = self.function_shape(op)
+            return Outcome(candidates[name][1], candidates[name][0],
+                           f"measured fastest ({_times_text(times)})",
+                           {n: {shape: s} for n, s in times.items()})
+        measured: dict[str, dict[str, float]] = {name: {} for name in candidates}
+        winners: dict[str, str] = {}
+        total = dict.fromkeys(candidates, 0.0)
+        for n, k in self.workload.weight_shapes:
+            times = self.gemm_times(candidates, (n, k))
+            winners[f"{n}x{k}"] = min(times, key=times.get)
+            for name, seconds in times.items():
+                measured[name][f"{n}x{k}"] = seconds
+                total[name] += seconds
+        overall = min(total, key=total.get)
+        if len(set(winners.values())) <= 1:
+            return Outcome(candidates[overall][1], candidates[overall][0],
+                           f"measured fastest over the model's weight shapes "
+                           f"({_times_text(total)})", measured)
+        per_shape = ", ".join(f"{shape}: {name}" for shape, name in winners.items())
+        return Outcome(ShapeTunedWeightOp(self, op, candidates), candidates[overall][0],
+                       f"measured per weight shape ({per_shape}); {overall} fastest over all "
+                       f"({_times_text(total)})", measured)
+
+
+def _times_text(times: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds * 1e6:.1f} us"
+                     for name, seconds in sorted(times.items(), key=lambda kv: kv[1]))
