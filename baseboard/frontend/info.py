@@ -137,6 +137,8 @@ def render(info: dict[str, Any]) -> str:
             if c["name"] != d["selected"]:
                 state = "ok (lower rank)" if c["accepted"] else \
                     f"rejected ({c['kind']}): {c['reason']}"
+                if c["name"] in d.get("measured", {}):
+                    state = "ok, measured " + _measured_text(d["measured"][c["name"]])
                 lines.append(f"  {'':<20}   {c['name']:<10} ({c['plugin']}) {state}")
     lines += ["", "models: " + ", ".join(info["models"]),
               "quantization methods: " + (", ".join(info["quantization_methods"]) or "-"),
@@ -147,6 +149,11 @@ def render(info: dict[str, Any]) -> str:
     lines += [f"  {k:<28} {v if v is not None else '-'}" for k, v in info["versions"].items()]
     return "\n".join(lines)
 
+
+
+def _measured_text(times: dict[str, float]) -> str:
+    """shape -> seconds as '16x64 3.2 us, ...' (BASEBOARD_TUNE's measurements)."""
+    return ", ".join(f"{shape} {seconds * 1e6:.1f} us" for shape, seconds in times.items())
 
 
 def add_info_arguments(parser: Any) -> None:

@@ -4,6 +4,7 @@ and of gemm (the gemm ones each fast for one weight shape and slow for the other
 platform of its own, and counts the calls each receives."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -206,7 +207,9 @@ def test_info_reports_the_measured_times(bench):
     info = collect(platform="bench", environ={"BASEBOARD_TUNE": "force"})
     rms = info["ops"]["rms_norm"]
     assert rms["selected"] == "fastnorm" and set(rms["measured"]) >= {"fastnorm", "slownorm"}
-    assert "measured fastest (fastnorm" in render(info)
+    text = render(info)
+    assert "measured fastest (fastnorm" in text
+    assert re.search(r"slownorm +\(benchplug\) ok, measured 16x\d+ \d+\.\d us", text)
 
 
 def test_the_mode_is_checked_and_auto_means_accelerators_only():
