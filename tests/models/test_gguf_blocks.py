@@ -91,3 +91,15 @@ def test_types_without_a_gemm_op_decode_dense_as_gguf_dequantizes(type_name):
     assert dense.dtype == torch.float32 and dense.shape == (4, 256)
     torch.testing.assert_close(dense, torch.from_numpy(gguf.quants.dequantize(data, qtype)),
                                atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_1", "Q5_0"])
+def test_a_quantized_vector_decodes_dense_as_gguf_dequantizes(type_name):
+    # a vector is one row of blocks; its bytes alone say how long that row is
+    weights = np.random.default_rng(5).normal(size=96).astype(np.float32)
+    qtype = gguf.GGMLQuantizationType[type_name]
+    data = gguf.quants.quantize(weights, qtype)
+    dense = decode(data.reshape(-1), type_name, (96,))
+    assert dense.dtype == torch.float32 and dense.shape == (96,)
+    torch.testing.assert_close(dense, torch.from_numpy(gguf.quants.dequantize(data, qtype)),
+                               atol=0, rtol=0)

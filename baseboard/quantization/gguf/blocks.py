@@ -15,6 +15,7 @@ dense weights of the model's dtype, so they take that dtype's memory and bandwid
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -42,18 +43,11 @@ def decode(data: np.ndarray, type_name: str,
     quantized matrix of a type with a GEMM op (a quantized vector is dequantized)."""
     if type_name in DENSE_TYPES:
         return decode_dense(data, type_name).reshape(shape)
-    rows = data.reshape(-1, _row_bytes(type_name, shape[-1]))
+    rows = data.reshape(math.prod(shape[:-1]), -1)  # [rows, bytes of a row's blocks]
     if type_name in DEQUANTIZED_TYPES:
         return dequantize_blocks(rows, type_name).reshape(shape)
     record = decode_quantized(rows, type_name)
     return record if len(shape) == 2 else record.dequantize().reshape(shape)
-
-
-def _row_bytes(type_name: str, k: int) -> int:
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    block_size, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
-    return k // block_size * block_bytes
 
 
 def _as_torch(array: np.ndarray) -> torch.Tensor:
