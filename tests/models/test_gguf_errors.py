@@ -72,10 +72,13 @@ def test_invalid_metadata_value_names_the_gguf_key(tmp_path, resolution, key, va
     assert "positive integer" in message
 
 
-def test_missing_metadata_names_the_gguf_key(tmp_path, resolution):
+@pytest.mark.parametrize("key", ["llama.feed_forward_length", "llama.block_count",
+                                 "llama.attention.layer_norm_rms_epsilon",
+                                 "llama.context_length"])
+def test_missing_metadata_names_the_gguf_key(tmp_path, resolution, key):
     path = write_gguf(tiny_hf_model(), tmp_path / "short.gguf", lambda name: "F32",
-                      metadata={"llama.feed_forward_length": None})
-    with pytest.raises(ModelError, match="lacks 'llama.feed_forward_length'"):
+                      metadata={key: None})
+    with pytest.raises(ModelError, match=f"short.gguf lacks '{key}'"):
         load_checkpoint(path, resolution.catalog)
 
 

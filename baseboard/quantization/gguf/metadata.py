@@ -80,9 +80,9 @@ def gguf_config(file: GgufFile) -> ModelConfig:
         "eos_token_id": [e for e in eos if e is not None],
     }
     source = f"the GGUF metadata of {file.path.name}"
-    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "rms_norm_eps", "max_position_embeddings")
-    for key in required:
+    # from_hf requires the counts, but gives these two transformers' defaults, which are
+    # another model's; llama.cpp always writes them
+    for key in ("rms_norm_eps", "max_position_embeddings"):
         if config[key] is None:
             raise ModelError(f"{source} lacks {METADATA_KEYS[key].format(arch=arch)!r}, which "
                              f"the model's configuration needs.")
