@@ -167,8 +167,8 @@ class ShapeTunedWeightOp:
     fastest, and whose ``apply`` delegates to it. Bound where the winners differ between
     the model's weight shapes."""
 
-    def __init__(self, tuner: "Tuner", op: str, candidates: dict[str, tuple[Impl, Any]]):
-        self.tuner, self.op, self.candidates = tuner, op, candidates
+    def __init__(self, tuner: "Tuner", candidates: dict[str, tuple[Impl, Any]]):
+        self.tuner, self.candidates = tuner, candidates
 
     def prepare(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> TunedState:
         """weight [N, K], bias [N] | None -> the winner's state, with its apply."""
@@ -206,14 +206,13 @@ def make_tuner(platform: Any, workload: Workload, dtype: torch.dtype, graphed: b
 
 
 class Tuner:
-    """Times candidates on a workload, through a TimingCache. ``timed`` counts the
-    measurements actually run (cache misses)."""
+    """Times candidates on a workload, through a TimingCache; ``ops`` are the ops it times
+    (those of TUNED_OPS that the workload's model calls)."""
 
     def __init__(self, cache: TimingCache, workload: Workload, device: torch.device,
                  dtype: torch.dtype, graphed: bool):
         self.cache, self.workload, self.device = cache, workload, device
         self.dtype, self.graphed = dtype, graphed
-        self.timed = 0
         self.ops = tuple(op for op in TUNED_OPS
                          if OPS[op].kind != "weight" or op in workload.linear_ops)
 
@@ -221,7 +220,6 @@ class Tuner:
         key = TimingCache.key(op, impl, shape, self.dtype)
         if key not in self.cache.times:
             self.cache.times[key] = time_call(make_call(), self.device, self.graphed)
-            self.timed += 1
             self.cache.save()
         return self.cache.times[key]
 
@@ -293,7 +291,7 @@ class Tuner:
                            f"measured fastest over the model's weight shapes "
                            f"({_times_text(total)})", measured)
         per_shape = ", ".join(f"{shape}: {name}" for shape, name in winners.items())
-        return Outcome(ShapeTunedWeightOp(self, op, candidates), candidates[overall][0],
+        return Outcome(ShapeTunedWeightOp(self, candidates), candidates[overall][0],
                        f"measured per weight shape ({per_shape}); {overall} fastest over all "
                        f"({_times_text(total)})", measured)
 
