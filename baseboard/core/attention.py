@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import BaseboardError
+
 
 @dataclass(frozen=True)
 class AttentionSpec:
@@ -59,3 +61,15 @@ class AttentionBatch:
         first = self.num_decodes
         return all(q == c for q, c in zip(self.query_lens[first:], self.context_lens[first:]))
 
+
+
+def check_metadata_current(build: int, latest: int, why: str) -> None:
+    """Refuse attention metadata made by ``build_metadata`` call ``build`` once call
+    ``latest`` has been made: the contract's metadata stay valid until the next build only.
+    For an implementation whose metadata do not own their tensors; ``why`` says what the
+    later build did to them. Raises a BaseboardError naming both calls and the rule."""
+    if build != latest:
+        raise BaseboardError(f"attention metadata from build_metadata call {build} were passed "
+                             f"to forward after call {latest}, which {why}. Build a step's "
+                             f"metadata, run every layer with them, then build the next "
+                             f"step's.")

@@ -24,7 +24,7 @@ tl = pytest.importorskip("triton.language")  # optional: the cuda extra installs
 
 from baseboard.builtin import plugin as core_plugin  # noqa: E402
 from baseboard.core.attention import AttentionBatch, AttentionSpec  # noqa: E402
-from baseboard.core.errors import SelectionError  # noqa: E402
+from baseboard.core.errors import BaseboardError, SelectionError  # noqa: E402
 from baseboard.core.registry import Registry  # noqa: E402
 from baseboard.core.sampling import SamplingTensors, token_counts  # noqa: E402
 from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
@@ -262,6 +262,20 @@ def test_decode_steps_of_one_size_share_launches_and_buffers():
         cache = poisoned_cache(attention.kv_cache_shape(40), batch, 16, torch.float32)
         run_step(spec, attention, batch, cache, torch.float32)
     assert seen[0] == seen[1] and seen[0][0] > 1
+
+
+def test_attention_refuses_metadata_of_an_earlier_build():
+    spec = AttentionSpec(4, 2, 64, 0.125, 16, torch.float32, torch.device("cpu"),
+                         max_num_seqs=4, max_model_len=64)
+    attention = triton_attention.TritonAttention(spec)
+    batch = make_batch([1, 1], [5, 9], 16, 8, random.Random(3))
+    stale = attention.build_metadata(batch)
+    attention.build_metadata(batch)
+    q, k, v = torch.randn(2, 4, 64), torch.randn(2, 2, 64), torch.randn(2, 2, 64)
+    cache = torch.zeros(attention.kv_cache_shape(8))
+    with pytest.raises(BaseboardError, match="build_metadata call 1 were passed to forward "
+                                             "after call 2, which overwrote the buffers"):
+        attention.forward(q, k, v, cache, stale)
 
 
 def sampling_params(rows: int, vocab: int, **flags) -> SamplingTensors:

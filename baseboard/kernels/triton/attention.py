@@ -26,8 +26,8 @@ from itertools import accumulate
 import torch
 import triton
 
-from ...core.attention import AttentionBatch, AttentionSpec
-from ...core.errors import BaseboardError, ConfigError
+from ...core.attention import AttentionBatch, AttentionSpec, check_metadata_current
+from ...core.errors import ConfigError
 from .common import last_dim_contiguous, upcast_dots
 from .decode import DECODE_CONFIG, decode_attention, decode_splits, decode_workspace_rows
 from .kv_cache import write_kv
@@ -50,12 +50,6 @@ class TritonAttentionMetadata:
     block_tables: torch.Tensor  # [B, max_blocks] int32
     dense_prefill: bool  # every prefill starts at position 0 and the step is not graphed
     build: int  # which build_metadata call made these: only the latest one's are valid
-
-
-def stale_metadata_message(build: int, latest: int) -> str:
-    return (f"attention metadata from build_metadata call {build} were passed to forward after "
-            f"call {latest}; they are views into buffers that call overwrote. Build a step's "
-            f"metadata, run every layer with them, then build the next step's.")
 
 
 def _multiprocessors(device: torch.device) -> int:
@@ -178,8 +172,8 @@ class TritonAttention:
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: TritonAttentionMetadata) -> torch.Tensor:
         """q [T, Hq, D], k, v [T, Hk, D] (strided views are fine) -> [T, Hq, D]."""
-        if metadata.build != self._builds:
-            raise BaseboardError(stale_metadata_message(metadata.build, self._builds))
+        check_metadata_current(metadata.build, self._builds,
+                               "overwrote the buffers they are views into")
         q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
         write_kv(k, v, kv_cache, metadata.slot_mapping)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)

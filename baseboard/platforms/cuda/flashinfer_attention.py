@@ -17,8 +17,7 @@ from itertools import accumulate
 import flashinfer
 import torch
 
-from ...core.attention import AttentionBatch, AttentionSpec
-from ...core.errors import BaseboardError
+from ...core.attention import AttentionBatch, AttentionSpec, check_metadata_current
 from ...kernels.triton.common import last_dim_contiguous
 from ...kernels.triton.kv_cache import write_kv
 
@@ -99,12 +98,8 @@ class FlashInferAttention:
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: FlashInferMetadata) -> torch.Tensor:
         """q [T, Hq, D], k, v [T, Hk, D] (strided views are fine) -> [T, Hq, D]."""
-        if metadata.build != self._builds:
-            raise BaseboardError(
-                f"attention metadata from build_metadata call {metadata.build} were passed to "
-                f"forward after call {self._builds}, which re-planned FlashInfer's kernels for "
-                f"another step. Build a step's metadata, run every layer with them, then "
-                f"build the next step's.")
+        check_metadata_current(metadata.build, self._builds,
+                               "re-planned FlashInfer's kernels for another step")
         q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
         write_kv(k, v, kv_cache, metadata.slot_mapping)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
