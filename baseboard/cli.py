@@ -1,4 +1,4 @@
-"""The `baseboard` command: info | generate."""
+"""The `baseboard` command: info | generate | serve."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .frontend.generate import add_generate_arguments, run_generate
     from .frontend.info import add_info_arguments, run_info
+    from .frontend.serve import add_serve_arguments, run_serve
 
     parser = argparse.ArgumentParser(prog="baseboard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection_arguments(generate)
     add_generate_arguments(generate)
     generate.set_defaults(run=run_generate)
+    serve = commands.add_parser("serve", help="an OpenAI-compatible HTTP server")
+    add_selection_arguments(serve)
+    add_serve_arguments(serve)
+    serve.set_defaults(run=run_serve)
     return parser
 
 

@@ -1,0 +1,12 @@
+"""`baseboard serve`: an OpenAI-compatible HTTP server over the engine.
+
+async_engine.py  the engine loop: one thread steps the LLMEngine for every HTTP request
+protocol.py      the request bodies (pydantic) and their SamplingParams
+responses.py     response bodies and stream chunks
+metrics.py       the Prometheus metrics
+app.py           the FastAPI app: routes, errors, the API key
+server.py        uvicorn on a socket bound beforehand
+
+The server's packages (fastapi, uvicorn, prometheus-client: ``pip install baseboard[serve]``)
+are imported by these modules only, never by the rest of baseboard.
+"""

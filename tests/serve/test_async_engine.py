@@ -1,0 +1,223 @@
+"""The server's engine loop on the tiny random Llama (float32, CPU): requests submitted while
+others run join their steps, a request that goes away or fails frees its blocks without
+disturbing the others, and the queue of waiting sequences is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+import pytest
+
+from baseboard import LLM, SamplingParams
+from baseboard.core.errors import RequestError
+from baseboard.engine.detokenizer import IncrementalDetokenizer
+from baseboard.serve.async_engine import AsyncEngine, EngineClosedError, QueueFullError
+
+PROMPTS = ["The quick brown fox", "Paris is the capital of", "Grüße aus Köln"]
+POISONED = "Continuous batching mixes prefills"
+
+
+def greedy(max_tokens: int, **fields) -> SamplingParams:
+    return SamplingParams(temperature=0, max_tokens=max_tokens, **fields)
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model):
+    return LLM(str(tiny_model), dtype="float32", platform="cpu", max_num_seqs=4, seed=0)
+
+
+@contextlib.contextmanager
+def running(llm, **options):
+    """An AsyncEngine over ``llm``'s engine, started, and stopped (drained) at the end."""
+    engine = AsyncEngine(llm.engine, **options)
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.shutdown(timeout=60)
+    assert llm.engine.is_idle()
+
+
+async def collect(stream) -> tuple[dict[int, str], dict[int, list[int]], set[int]]:
+    """(text per completion, token ids per completion, the steps that produced them)."""
+    texts: dict[int, str] = {}
+    ids: dict[int, list[int]] = {}
+    steps: set[int] = set()
+    async with stream:
+        await stream.started()
+        async for deltas in stream:
+            for d in deltas:
+                texts[d.index] = texts.get(d.index, "") + d.text
+                ids.setdefault(d.index, []).extend(d.token_ids)
+                steps.add(d.step)
+    return texts, ids, steps
+
+
+def test_greedy_outputs_equal_llm_generate(llm):
+    params = greedy(16)
+    expected = [o.outputs[0] for o in llm.generate(PROMPTS, params)]
+
+    async def main(engine):
+        return await asyncio.gather(*(collect(engine.submit([p], params)) for p in PROMPTS))
+
+    with running(llm) as engine:
+        results = asyncio.run(main(engine))
+    for (texts, ids, _), want in zip(results, expected):
+        assert (texts[0], ids[0]) == (want.text, want.token_ids)
+
+
+def test_a_request_arriving_mid_generation_joins_the_running_batch(llm):
+    late = greedy(8)
+    expected = llm.generate(PROMPTS[1], late)[0].outputs[0]
+
+    async def main(engine):
+        long = engine.submit([PROMPTS[0]], greedy(400, ignore_eos=True))
+        async with long:
+            await long.started()
+            long_steps = {d.step for d in await long.__anext__()}
+            texts, ids, late_steps = await collect(engine.submit([PROMPTS[1]], late))
+            async for deltas in long:  # a few more steps of it, then leave: aborted
+                long_steps |= {d.step for d in deltas}
+                if max(long_steps) > max(late_steps):
+                    break
+        return texts, ids, late_steps, long_steps
+
+    with running(llm) as engine:
+        texts, ids, late_steps, long_steps = asyncio.run(main(engine))
+    assert (texts[0], ids[0]) == (expected.text, expected.token_ids)
+    # every step of the late request also advanced the long one: one batch
+    assert late_steps <= long_steps and len(late_steps) == len(ids[0])
+
+
+def test_leaving_a_stream_aborts_it_and_frees_its_blocks(llm):
+    blocks = llm.engine.block_manager
+
+    async def main(engine):
+        stream = engine.submit([PROMPTS[2]], greedy(400, ignore_eos=True))
+        generated = 0
+        async with stream:
+            await stream.started()
+            async for deltas in stream:
+                generated += len(deltas[0].token_ids)
+                if generated == 3:
+                    assert blocks.num_free_blocks < blocks.num_blocks
+                    break
+        # commands run in order: once a later request is done, the abort has been handled
+        await collect(engine.submit([PROMPTS[0]], greedy(2)))
+        return generated
+
+    with running(llm) as engine:
+        generated = asyncio.run(main(engine))
+        assert llm.engine.is_idle()  # every block free, no request left
+    assert generated == 3
+
+
+class DecodeFailure(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def poisoned(monkeypatch, llm):
+    """Requests whose prompt ends like POISONED fail inside the engine step that reads their
+    first token (their detokenizer raises): a fault injected where a tokenizer could fail."""
+    marker = llm.get_tokenizer()(POISONED).input_ids[-1]
+    init, add = IncrementalDetokenizer.__init__, IncrementalDetokenizer.add
+
+    def tagging_init(self, tokenizer, prompt_token_ids, skip_special_tokens=True):
+        init(self, tokenizer, prompt_token_ids, skip_special_tokens)
+        self.poisoned = list(prompt_token_ids[-1:]) == [marker]
+
+    def failing_add(self, token_id):
+        if self.poisoned:
+            raise DecodeFailure(f"cannot decode token {token_id}")
+        return add(self, token_id)
+
+    monkeypatch.setattr(IncrementalDetokenizer, "__init__", tagging_init)
+    monkeypatch.setattr(IncrementalDetokenizer, "add", failing_add)
+    return POISONED
+
+
+def test_a_request_failing_in_a_step_fails_alone(llm, poisoned):
+    params = greedy(12)
+    expected = [o.outputs[0].text for o in llm.generate(PROMPTS, params)]
+
+    async def main(engine):
+        good = [engine.submit([p], params) for p in PROMPTS]
+        bad = engine.submit([poisoned, PROMPTS[0]], params)  # fails as a whole
+        outcomes = await asyncio.gather(*(collect(s) for s in good + [bad]),
+                                        return_exceptions=True)
+        after = await collect(engine.submit([PROMPTS[0]], params))
+        return outcomes, after
+
+    with running(llm) as engine:
+        outcomes, after = asyncio.run(main(engine))
+    assert isinstance(outcomes[-1], DecodeFailure)
+    assert [texts[0] for texts, _, _ in outcomes[:-1]] == expected
+    assert after[0][0] == expected[0]
+
+
+def test_a_bad_prompt_fails_before_the_engine(llm):
+    async def main(engine):
+        stream = engine.submit([PROMPTS[0], {"prompt_token_ids": [10**6]}], greedy(4))
+        with pytest.raises(RequestError, match="outside the vocabulary"):
+            await stream.started()
+        return await collect(engine.submit([PROMPTS[0]], greedy(4)))
+
+    with running(llm) as engine:
+        texts, _, _ = asyncio.run(main(engine))
+    assert texts[0] == llm.generate(PROMPTS[0], greedy(4))[0].outputs[0].text
+
+
+def test_the_queue_of_waiting_sequences_is_bounded(llm):
+    engine = AsyncEngine(llm.engine, max_waiting=4)
+
+    async def main():
+        # not started yet: every submitted sequence waits
+        first = engine.submit([PROMPTS[0]], greedy(4, n=3))
+        with pytest.raises(QueueFullError, match="max-waiting"):
+            engine.submit([PROMPTS[1], PROMPTS[2]], greedy(4))
+        with pytest.raises(RequestError, match="5 sequences"):
+            engine.submit([PROMPTS[1]], greedy(4, n=5))
+        second = engine.submit([PROMPTS[1]], greedy(4))
+        engine.start()
+        done = await asyncio.gather(collect(first), collect(second))
+        third = await collect(engine.submit([PROMPTS[1], PROMPTS[2]], greedy(4, n=2)))
+        return done, third
+
+    try:
+        (first, second), third = asyncio.run(main())
+    finally:
+        engine.shutdown(timeout=60)
+    assert sorted(first[0]) == [0, 1, 2] and list(second[0]) == [0]
+    assert sorted(third[0]) == [0, 1]
+    assert llm.engine.is_idle()
+
+
+def test_shutdown_drains_what_runs_then_refuses(llm):
+    expected = llm.generate(PROMPTS[0], greedy(40, ignore_eos=True))[0].outputs[0].text
+    engine = AsyncEngine(llm.engine)
+    engine.start()
+
+    async def main():
+        stream = engine.submit([PROMPTS[0]], greedy(40, ignore_eos=True))
+        await stream.started()
+        stopping = threading.Thread(target=engine.shutdown)
+        stopping.start()
+        texts, _, _ = await collect_started(stream)
+        with pytest.raises(EngineClosedError):
+            engine.submit([PROMPTS[1]], greedy(4))
+        await asyncio.to_thread(stopping.join, 60)
+        return texts
+
+    assert asyncio.run(main())[0] == expected
+    assert not engine.alive and llm.engine.is_idle()
+
+
+async def collect_started(stream) -> tuple[dict[int, str], None, None]:
+    texts: dict[int, str] = {}
+    async for deltas in stream:
+        for d in deltas:
+            texts[d.index] = texts.get(d.index, "") + d.text
+    return texts, None, None
