@@ -23,7 +23,8 @@ class Catalog:
     platforms: dict[str, Platform] = field(default_factory=dict)
     detections: dict[str, Detection] = field(default_factory=dict)  # platform -> detect()
     models: dict[str, tuple[str, str]] = field(default_factory=dict)  # arch -> (loader, plugin)
-    quant_methods: dict[str, tuple[Any, str]] = field(default_factory=dict)  # name -> (method, plugin)
+    # name -> (method, plugin)
+    quant_methods: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -65,7 +65,6 @@ class GroupQuantized:
                        offsets=offsets)
 
 
-
 def can_concat(records: Sequence[object]) -> bool:
     """Whether ``concat_rows`` can join these weights into one record."""
     first = records[0]

@@ -35,7 +35,8 @@ def test_named_but_absent_platform_is_an_error_with_the_reason():
 
 
 def test_argument_beats_env_platform():
-    assert resolve_plan(platform="cpu", environ={"BASEBOARD_PLATFORM": "cuda"}).plan.platform == "cpu"
+    resolution = resolve_plan(platform="cpu", environ={"BASEBOARD_PLATFORM": "cuda"})
+    assert resolution.plan.platform == "cpu"
 
 
 def test_disabled_platform_plugin_is_gone_and_asking_for_it_says_so():

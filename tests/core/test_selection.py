@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from baseboard.core.errors import ConfigError, RegistrationError, SelectionError
-from baseboard.core.ops import OPS
 from baseboard.core.registry import ENVIRONMENT, Impl, Registry, Rejection
 from baseboard.core.selection import (Choice, SelectionContext, parse_backend_spec, plan_warnings,
                                       select_plan)

@@ -177,7 +177,8 @@ def test_a_platform_whose_required_distribution_is_missing_is_absent_saying_why(
 
 
 def test_a_plugin_whose_hook_raises_named_in_the_allow_list_is_an_error(site):
-    site.install("flaky-dist", {"flaky": "flaky_plugin"}, {"flaky_plugin": raising("baseboard_ops")})
+    site.install("flaky-dist", {"flaky": "flaky_plugin"},
+                 {"flaky_plugin": raising("baseboard_ops")})
     with pytest.raises(PluginError, match=r"'flaky', named in BASEBOARD_PLUGINS, could not be "
                                           r"loaded: hook baseboard_ops\(\) raised RuntimeError"):
         resolve_plan(environ={"BASEBOARD_PLUGINS": "cpu,flaky"})

@@ -5,9 +5,10 @@ The object is built on first use (about a second) into
 ``$XDG_CACHE_HOME/baseboard/cpu-kernels/<hash>/`` (``~/.cache`` by default), keyed by the
 sources, the flags, the compiler and the Python headers. Where the Python headers are
 installed it is also a CPython extension module (csrc/module.c), far cheaper to call
-than ctypes (docs/benchmarks.md); elsewhere it is a plain library for ctypes. It links OpenMP, and so shares
-torch's runtime (torch's libgomp is already loaded under the same soname): the kernels
-run on torch's threads, never on a second pool fighting it for the cores.
+than ctypes (docs/benchmarks.md); elsewhere it is a plain library for ctypes. It links
+OpenMP, and so shares torch's runtime (torch's libgomp is already loaded under the same
+soname): the kernels run on torch's threads, never on a second pool fighting it for the
+cores.
 """
 
 from __future__ import annotations

@@ -150,9 +150,8 @@ def streamed_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized 1-D tensor for data streamed every step (packed weights), on
     2 MiB-aligned memory marked MADV_HUGEPAGE: with 4 KiB pages the hardware prefetcher
     stops at every page boundary, and weight streaming measured slower (docs/benchmarks.md).
-    Where
-    the hint is refused (THP off, not Linux) the memory is ordinary pages; tensors under
-    2 MiB are not worth the alignment and stay ordinary too."""
+    Where the hint is refused (THP off, not Linux) the memory is ordinary pages; tensors
+    under 2 MiB are not worth the alignment and stay ordinary too."""
     nbytes = numel * torch.empty(0, dtype=dtype).element_size()
     madvise = _madvise()
     if nbytes < HUGE_PAGE or madvise is None:
