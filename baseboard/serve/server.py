@@ -2,9 +2,8 @@
 is known and the listening line is printed only once connections are accepted.
 
 On SIGTERM or SIGINT uvicorn stops accepting, waits for the running responses to finish
-(no timeout), then the app's lifespan stops the engine loop, which drains first. The
-process then exits with status 0 after SIGTERM (a finished shutdown), and as the CLI does
-after Ctrl-C (KeyboardInterrupt, status 130) after SIGINT.
+(no timeout), then the app's lifespan stops the engine loop, which drains first, and the
+command exits with status 0. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -48,12 +47,11 @@ class AnnouncingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, announcement: str):
         super().__init__(config)
         self.announcement = announcement
-        self.interrupted = False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         """uvicorn's graceful shutdown on SIGTERM and SIGINT, without its raising the signal
-        again once stopped (which would end a drained server with status -15)."""
+        again once stopped (which would end a drained server with status -15 or 130)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -64,12 +62,6 @@ class AnnouncingServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if self.interrupted:
-            raise KeyboardInterrupt
-
-    def handle_exit(self, sig: int, frame: object) -> None:
-        self.interrupted = self.interrupted or sig == signal.SIGINT
-        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -9,6 +9,7 @@ import contextlib
 import http.client
 import json
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pytest
 import uvicorn
 
 from baseboard import LLM, SamplingParams
+from baseboard.cli import main
 from baseboard.engine.detokenizer import IncrementalDetokenizer
 from baseboard.serve.app import ServeConfig, create_app
 from baseboard.serve.server import bind, url_of
@@ -376,3 +378,17 @@ def test_a_full_queue_is_503_and_the_key_guards_all_but_health(one_at_a_time):
             status, reply = waiting.result(timeout=120)
         assert status == 200 and reply["choices"][0]["finish_reason"] == "length"
         assert idle(wait_until(address, idle, headers=AUTH))
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_taken_port_and_a_bad_queue_before_loading(tiny_model, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tiny_model), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert main(["serve", str(tiny_model), "--max-waiting", "0"]) == 2
+    assert "--max-waiting 0 is invalid" in capsys.readouterr().err
