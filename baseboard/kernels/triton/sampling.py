@@ -3,9 +3,9 @@
 
 A row is cut into chunks, each searched by its own program, and a second kernel picks each
 row's winner among its chunks: one program per row would leave most of the GPU idle for a
-small batch (33 us for one row of 128k on an H100, against a few us split). min_p needs the
-row's largest logit before any chunk can score, so a min_p step scores in a kernel of its
-own after the chunks' maxima are known.
+small batch (docs/benchmarks.md, "Measurements behind the code"). min_p needs the row's
+largest logit before any chunk can score, so a min_p step scores in a kernel of its own
+after the chunks' maxima are known.
 
 Which path runs is decided by the host-side flags of SamplingTensors, never by reading
 device values, so sampling does not synchronise the host. Every path picks the reference's
