@@ -1,6 +1,7 @@
 """`baseboard serve`: an OpenAI-compatible HTTP server over the engine.
 
 async_engine.py  the engine loop: one thread steps the LLMEngine for every HTTP request
+request_stream.py  what a handler reads of its request: CompletionDeltas per step
 protocol.py      the request bodies (pydantic) and their SamplingParams
 responses.py     response bodies and stream chunks
 metrics.py       the Prometheus metrics

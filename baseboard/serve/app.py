@@ -24,9 +24,10 @@ from ..core.errors import ModelError, RequestError
 from ..engine.llm import LLM
 from ..engine.sampling_params import SamplingParams
 from .async_engine import (AsyncEngine, ContextError, EngineClosedError, PromptSource,
-                           QueueFullError, RequestStream, StepError)
+                           QueueFullError, StepError)
 from .metrics import ServerMetrics
 from .protocol import ChatCompletionRequest, CompletionRequest, FieldError, parse_request
+from .request_stream import RequestStream
 from .responses import SSE_DONE, ResponseBuilder, sse
 
 RETRY_AFTER_S = 1  # what a refused client is told to wait (Retry-After) when the queue is full

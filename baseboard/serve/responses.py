@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..engine.outputs import Logprob, TokenLogprobs
-from .async_engine import CompletionDelta
+from .request_stream import CompletionDelta
 
 
 def new_id(prefix: str) -> str:

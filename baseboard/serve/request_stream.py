@@ -1,0 +1,100 @@
+"""What the server's handlers read of a request submitted to the engine loop: its
+CompletionDeltas, step by step, through an asyncio queue the engine thread fills."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from ..engine.outputs import TokenLogprobs
+
+
+@dataclass
+class CompletionDelta:
+    """What one engine step added to one completion of a request.
+
+    prompt_index   which of the request's prompts (0..k-1); index: which of its n
+                   completions (0..n-1)
+    text           new text (a tail that may still become a stop string is held back)
+    token_ids      new token ids; logprobs: one {token id: Logprob} per new token, or None
+                   when the request asked for none
+    finish_reason  "stop" or "length" once the completion ended, else None
+    step           the engine step that produced it (steps are numbered from 1)
+    """
+
+    prompt_index: int
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: Optional[list[TokenLogprobs]]
+    finish_reason: Optional[str]
+    stop_reason: Optional[Union[int, str]]
+    step: int
+
+
+
+class RequestStream:
+    """One submitted request's outputs. ``await started()`` first: it raises the request's
+    error (RequestError for a prompt the engine refuses) or returns each prompt's token ids.
+    Then ``async for deltas in stream`` gives a list of CompletionDelta per engine step
+    that advanced the request, until every completion has finished; it raises the error
+    of a request that fails on the way. ``abort()``, or leaving ``async with stream``
+    before the end, stops the request and frees its KV blocks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue,
+                 on_abort: Callable[[], None]):
+        self._loop = loop
+        self._queue = queue
+        self._on_abort = on_abort
+        self.prompt_token_ids: Optional[list[list[int]]] = None
+        self.finished = False  # every completion ended, the request failed, or it was aborted
+
+    async def started(self) -> list[list[int]]:
+        """Each prompt's token ids, once the engine has accepted (tokenized and queued) the
+        request."""
+        try:
+            item = await self._queue.get()
+        except BaseException:
+            self.abort()
+            raise
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        self.prompt_token_ids = item
+        return item
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> list[CompletionDelta]:
+        if self.finished:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        deltas, finished = item
+        self.finished = finished
+        return deltas
+
+    def abort(self) -> None:
+        """Stop the request (no-op once it has finished); its blocks are freed at once."""
+        if not self.finished:
+            self.finished = True
+            self._on_abort()
+
+    async def __aenter__(self) -> RequestStream:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.abort()
+
+    def __del__(self) -> None:
+        # A response dropped before it began reading (its client left early) still ends
+        # its request; abort() runs on the loop, never inside a collector's pass.
+        if not self.finished:
+            try:
+                self._loop.call_soon_threadsafe(self.abort)
+            except RuntimeError:  # the loop is closed: the engine thread sees it on delivery
+                pass
