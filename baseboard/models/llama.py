@@ -22,8 +22,9 @@ from .rope import rope_cache
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
 # the linear layers of a decoder layer whose weights are stacked into one GEMM (``fuse``)
-FUSED = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-         ("mlp.gate_proj", "mlp.up_proj"))
+QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+GATE_UP = ("mlp.gate_proj", "mlp.up_proj")
+FUSED = (QKV, GATE_UP)
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -100,16 +101,12 @@ class DecoderLayer:
         self.attend = attention.forward
 
         w = weights
-        qkv_bias = None
-        if config.qkv_bias:
-            qkv_bias = torch.cat([w["self_attn.q_proj.bias"], w["self_attn.k_proj.bias"],
-                                  w["self_attn.v_proj.bias"]])
-        qkv = fuse([w["self_attn.q_proj.weight"], w["self_attn.k_proj.weight"],
-                    w["self_attn.v_proj.weight"]], dtype)
+        qkv_bias = torch.cat([w[f"{m}.bias"] for m in QKV]) if config.qkv_bias else None
+        qkv = fuse([w[f"{m}.weight"] for m in QKV], dtype)
         self.qkv_proj: Linear = make_linear(plan, qkv, qkv_bias)
         self.o_proj: Linear = make_linear(plan, w["self_attn.o_proj.weight"],
                                           w.get("self_attn.o_proj.bias"))
-        gate_up = fuse([w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"]], dtype)
+        gate_up = fuse([w[f"{m}.weight"] for m in GATE_UP], dtype)
         self.gate_up_proj: Linear = make_linear(plan, gate_up, None)
         self.down_proj: Linear = make_linear(plan, w["mlp.down_proj.weight"], None)
         self.input_norm: torch.Tensor = w["input_layernorm.weight"]
