@@ -41,13 +41,6 @@ class Checkpoint:
         self._weights = weights
         self._tokenizer = tokenizer
 
-    @property
-    def load_stages(self) -> tuple[tuple[str, int], ...]:
-        """The stages of a whole load and their steps, for one progress bar: ("parse", 1) is
-        done when load_checkpoint returns; ("tokenizer", 1) is the first access of
-        ``tokenizer``; ("weights", num_weights) is iterating ``weights()``, a step a weight."""
-        return (("parse", 1), ("tokenizer", 1), ("weights", self.num_weights))
-
     @cached_property
     def tokenizer(self) -> Any:
         return self._tokenizer()
