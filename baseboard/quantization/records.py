@@ -13,8 +13,6 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-GROUP_OPS = ("gemm_w4a16", "gemm_w8a16")
-
 
 @dataclass(frozen=True)
 class GroupQuantized:

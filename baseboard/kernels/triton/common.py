@@ -15,9 +15,6 @@ try:  # programmatic dependent launch: Hopper and later, Triton >= 3.3
 except ImportError:  # pragma: no cover - older Triton
     gdc_launch_dependents = gdc_wait = None
 
-TORCH_TO_TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-
-
 def upcast_dots(dtype: torch.dtype) -> bool:
     """Whether ``mma`` must multiply in float32: Triton's interpreter keeps bfloat16 as raw
     uint16 and would multiply the bit patterns as integers."""
