@@ -44,7 +44,7 @@ class StepError(BaseboardError):
     """An engine step failed as a whole: every request in it was stopped."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity
 class _Work:
     """A submitted request as the engine thread sees it."""
 
@@ -141,9 +141,10 @@ class AsyncEngine:
                                      f"request's {num} would pass the server's limit of "
                                      f"{self.max_waiting} (--max-waiting); retry later.")
             self._num_waiting += num
-        work = _Work(list(prompts), params, check_context, asyncio.get_running_loop(),
-                     asyncio.Queue(), time.monotonic(), num)
-        self._post("start", work)
+            work = _Work(list(prompts), params, check_context, asyncio.get_running_loop(),
+                         asyncio.Queue(), time.monotonic(), num)
+            # posted under the lock: the loop never stops (or dies) with it unread
+            self._post("start", work)
         return RequestStream(work.loop, work.queue, lambda: self._post("abort", work))
 
     def _post(self, command: str, work: _Work) -> None:
@@ -166,15 +167,18 @@ class AsyncEngine:
                     self._step()
                     continue
                 self._observe()
-                if self._closed:
+                if self._closed and not self._commands:
                     break
                 self._wake.wait()
         except BaseException as exc:  # the loop itself broke: nothing more can be served
             logger.exception("the engine loop stopped")
-            self.failure = exc
-            for work in {work for work, _ in self._live.values()}:
-                work.deliver(EngineClosedError(f"the engine loop stopped ({exc!r}); restart "
-                                               f"the server."))
+            with self._lock:
+                self.failure = exc
+            error = EngineClosedError(f"the engine loop stopped ({exc!r}); restart the "
+                                      f"server.")
+            waiting = [work for command, work in self._commands if command == "start"]
+            for work in {work for work, _ in self._live.values()} | set(waiting):
+                work.deliver(error)
 
     def _start(self, work: _Work) -> None:
         """Tokenize and check every prompt; queue them all, or none if one is refused."""
@@ -225,7 +229,7 @@ class AsyncEngine:
             return
         self.num_steps += 1
         now = time.monotonic()
-        outputs: dict[int, tuple[_Work, list[CompletionDelta]]] = {}
+        outputs: dict[_Work, list[CompletionDelta]] = {}
         for seq in advanced:
             work, prompt_index = self._live.get(seq.request_id, (None, 0))
             if work is None or work.done:
@@ -234,8 +238,8 @@ class AsyncEngine:
                 self._fail(work, seq.error)
                 continue
             delta = self._delta(work, seq, prompt_index, now)
-            outputs.setdefault(id(work), (work, []))[1].append(delta)
-        for work, deltas in outputs.values():
+            outputs.setdefault(work, []).append(delta)
+        for work, deltas in outputs.items():
             if work.done:  # failed by a later sequence of the same step
                 continue
             finished = work.finished

@@ -13,10 +13,12 @@ import pytest
 from baseboard import LLM, SamplingParams
 from baseboard.core.errors import RequestError
 from baseboard.engine.detokenizer import IncrementalDetokenizer
-from baseboard.serve.async_engine import AsyncEngine, EngineClosedError, QueueFullError
+from baseboard.serve.async_engine import (AsyncEngine, EngineClosedError, QueueFullError,
+                                          StepError)
 
 PROMPTS = ["The quick brown fox", "Paris is the capital of", "Grüße aus Köln"]
 POISONED = "Continuous batching mixes prefills"
+TIMEOUT_S = 120  # a loop that stopped answering fails the test instead of hanging it
 
 
 def greedy(max_tokens: int, **fields) -> SamplingParams:
@@ -26,6 +28,11 @@ def greedy(max_tokens: int, **fields) -> SamplingParams:
 @pytest.fixture(scope="module")
 def llm(tiny_model):
     return LLM(str(tiny_model), dtype="float32", platform="cpu", max_num_seqs=4, seed=0)
+
+
+def run(main):
+    """asyncio.run(main), failing after TIMEOUT_S."""
+    return asyncio.run(asyncio.wait_for(main, TIMEOUT_S))
 
 
 @contextlib.contextmanager
@@ -63,7 +70,7 @@ def test_greedy_outputs_equal_llm_generate(llm):
         return await asyncio.gather(*(collect(engine.submit([p], params)) for p in PROMPTS))
 
     with running(llm) as engine:
-        results = asyncio.run(main(engine))
+        results = run(main(engine))
     for (texts, ids, _), want in zip(results, expected):
         assert (texts[0], ids[0]) == (want.text, want.token_ids)
 
@@ -85,7 +92,7 @@ def test_a_request_arriving_mid_generation_joins_the_running_batch(llm):
         return texts, ids, late_steps, long_steps
 
     with running(llm) as engine:
-        texts, ids, late_steps, long_steps = asyncio.run(main(engine))
+        texts, ids, late_steps, long_steps = run(main(engine))
     assert (texts[0], ids[0]) == (expected.text, expected.token_ids)
     # every step of the late request also advanced the long one: one batch
     assert late_steps <= long_steps and len(late_steps) == len(ids[0])
@@ -109,7 +116,7 @@ def test_leaving_a_stream_aborts_it_and_frees_its_blocks(llm):
         return generated
 
     with running(llm) as engine:
-        generated = asyncio.run(main(engine))
+        generated = run(main(engine))
         assert llm.engine.is_idle()  # every block free, no request left
     assert generated == 3
 
@@ -152,10 +159,37 @@ def test_a_request_failing_in_a_step_fails_alone(llm, poisoned):
         return outcomes, after
 
     with running(llm) as engine:
-        outcomes, after = asyncio.run(main(engine))
+        outcomes, after = run(main(engine))
     assert isinstance(outcomes[-1], DecodeFailure)
     assert [texts[0] for texts, _, _ in outcomes[:-1]] == expected
     assert after[0][0] == expected[0]
+
+
+def test_a_failed_step_fails_its_requests_and_the_loop_goes_on(llm, monkeypatch):
+    """A step that fails as a whole (here the model runner, once) is no one request's
+    fault: the requests in the engine get the error, and later ones are served."""
+    params = greedy(8)
+    expected = llm.generate(PROMPTS[0], params)[0].outputs[0].text
+    launch = llm.engine.runner.launch
+    calls = []
+
+    def launch_failing_once(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("device lost")
+        return launch(*args)
+
+    async def main(engine):
+        streams = [engine.submit([p], params) for p in PROMPTS[:2]]
+        outcomes = await asyncio.gather(*(collect(s) for s in streams), return_exceptions=True)
+        return outcomes, await collect(engine.submit([PROMPTS[0]], params))
+
+    monkeypatch.setattr(llm.engine.runner, "launch", launch_failing_once)
+    with running(llm) as engine:
+        outcomes, after = run(main(engine))
+        assert engine.alive
+    assert all(isinstance(o, StepError) and "device lost" in str(o) for o in outcomes)
+    assert after[0][0] == expected
 
 
 def test_a_bad_prompt_fails_before_the_engine(llm):
@@ -166,7 +200,7 @@ def test_a_bad_prompt_fails_before_the_engine(llm):
         return await collect(engine.submit([PROMPTS[0]], greedy(4)))
 
     with running(llm) as engine:
-        texts, _, _ = asyncio.run(main(engine))
+        texts, _, _ = run(main(engine))
     assert texts[0] == llm.generate(PROMPTS[0], greedy(4))[0].outputs[0].text
 
 
@@ -187,7 +221,7 @@ def test_the_queue_of_waiting_sequences_is_bounded(llm):
         return done, third
 
     try:
-        (first, second), third = asyncio.run(main())
+        (first, second), third = run(main())
     finally:
         engine.shutdown(timeout=60)
     assert sorted(first[0]) == [0, 1, 2] and list(second[0]) == [0]
@@ -211,7 +245,7 @@ def test_shutdown_drains_what_runs_then_refuses(llm):
         await asyncio.to_thread(stopping.join, 60)
         return texts
 
-    assert asyncio.run(main())[0] == expected
+    assert run(main())[0] == expected
     assert not engine.alive and llm.engine.is_idle()
 
 
