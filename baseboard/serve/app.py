@@ -137,6 +137,10 @@ def create_app(llm: LLM, config: ServeConfig) -> FastAPI:
     async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
         return api_error(exc).response()
 
+    @app.exception_handler(Exception)
+    async def on_server_error(request: Request, exc: Exception) -> JSONResponse:
+        return api_error(exc).response()  # a 500 in OpenAI's shape; the traceback is logged
+
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
