@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..core.errors import RequestError
 from ..engine.sampling_params import SamplingParams
@@ -220,8 +220,6 @@ class ChatCompletionRequest(SamplingFields):
 
 def parse_request(model: type[StrictModel], body: Any) -> Any:
     """``body`` (decoded JSON) as ``model``; FieldError naming the first field at fault."""
-    from pydantic import ValidationError
-
     if not isinstance(body, dict):
         raise FieldError(f"the request body must be a JSON object, got "
                          f"{type(body).__name__}.", None)
@@ -237,8 +235,8 @@ def parse_request(model: type[StrictModel], body: Any) -> Any:
         elif error["type"] == "extra_forbidden":
             message = f"{where} is not a field this server knows; leave it out."
         elif len(path) < len(error["loc"]):  # one of several allowed types
-            message = f"{where} must be {UNION_FIELDS.get(top, 'of another type')}; got " \
-                      f"{_short(error['input'])}."
+            allowed = UNION_FIELDS.get(str(path[-1]) if path else "", "of another type")
+            message = f"{where} must be {allowed}; got {_short(error['input'])}."
         else:
             message = f"{where}: {error['msg']}; got {_short(error['input'])}."
         raise FieldError(message, top) from None
@@ -248,8 +246,7 @@ UNION_FIELDS = {
     "prompt": "a string, a list of strings, a list of token ids or a list of lists of token "
               "ids",
     "stop": "a string or a list of strings",
-    "messages": "a list of {'role': ..., 'content': ...} messages with string content or "
-                "text parts",
+    "content": "a string or a list of text parts ({'type': 'text', 'text': ...})",
 }
 _TYPE_TAG = re.compile(r"[^A-Za-z0-9_]|^(str|int|float|bool|list|dict|none)$")
 

@@ -289,6 +289,8 @@ ERRORS = [  # (path, body, status, the field named)
      "max_tokens"),
     ("/v1/chat/completions", {"model": NAME, "messages": []}, 400, "messages"),
     ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user"}]}, 400, "messages"),
+    ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "messages"),
     ("/v1/chat/completions", {"model": NAME, "messages": MESSAGES, "top_logprobs": 2}, 400,
      "top_logprobs"),
     ("/v1/chat/completions", {"model": NAME, "messages": MESSAGES, "tools": [{}]}, 400,
