@@ -108,7 +108,7 @@ def running_server(model: Path | str, *flags: str) -> Iterator[ServerProcess]:
         server.stop()
 
 
-def openai_client(server: ServerProcess, api_key: str = "unused", timeout: float = 300,
+def openai_client(server: ServerProcess, api_key: str = "unused", timeout: float = 120,
                   asynchronous: bool = False):
     """The official client on the server, with no retries, so that an error status is seen
     as the server sent it."""
