@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"baseboard serve: listening on (http://\S+)")
 START_TIMEOUT_S = 180  # a loaded 2-core machine can take a minute to import torch and load
 STOP_TIMEOUT_S = 60
-# The test checkpoint's context: longer than tests/engine's 256, so that a request can run for
-# seconds and a test knows that the request it disconnects, or that waits behind it, still
-# runs.
-CONTEXT = 2048
+# The test checkpoint's context: longer than tests/engine's 256, so that a request of
+# ignore_eos can run for seconds (about a millisecond a token) and a test knows that the
+# request it disconnects, or that waits behind it, still runs.
+CONTEXT = 8192
 SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(\S+)")
 
 
@@ -181,6 +181,18 @@ def wait_for_metrics(server: ServerProcess, done: Callable[[dict[str, float]], b
         if done(values) or time.monotonic() > deadline:
             return values
         time.sleep(0.05)
+
+
+def cpu_seconds_over(pid: int, seconds: float) -> float:
+    """CPU seconds (user + system, all threads) that ``pid`` spends in the next
+    ``seconds``, from /proc/PID/stat."""
+    def used() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = used()
+    time.sleep(seconds)
+    return used() - before
 
 
 def resident_bytes(pid: int) -> int:

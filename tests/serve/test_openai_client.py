@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from serve_process import (CONTEXT, http, metrics, openai_client, running_server, start_server,
-                           wait_for_metrics)
+from serve_process import (CONTEXT, cpu_seconds_over, http, metrics, openai_client,
+                           running_server, start_server, wait_for_metrics)
 
 from baseboard import SamplingParams
 
@@ -28,6 +28,9 @@ KV_USAGE = "baseboard:kv_cache_usage_perc"
 GENERATED = "baseboard:generation_tokens_total"
 LOGPROB_TOLERANCE = 1e-4  # float32, the server's batch against this process's
 LONG = CONTEXT - 100  # tokens of a request that must still run when the test acts on it
+# An aborted request is gone from /metrics within this, far less than the seconds its LONG
+# tokens would run by themselves.
+ABORT_TIMEOUT_S = 3.0
 
 
 def greedy(max_tokens: int = 24, **fields) -> SamplingParams:
@@ -365,9 +368,19 @@ def test_errors_leave_the_server_serving(server, client, model_name, reference_l
 # --- a client that goes away ---------------------------------------------------------------
 
 
+def assert_aborted(server, before: dict[str, float]) -> None:
+    """The request is gone from the batch and its blocks are free at once, and the server
+    stops working: a request that ran on would keep the engine busy for seconds."""
+    idle = wait_for_metrics(server, lambda v: v[RUNNING] == 0 and v[KV_USAGE] == 0,
+                            timeout=ABORT_TIMEOUT_S)
+    assert (idle[RUNNING], idle[WAITING], idle[KV_USAGE]) == (0, 0, 0)
+    assert idle[GENERATED] - before[GENERATED] < LONG
+    assert cpu_seconds_over(server.pid, 1.0) < 0.2
+
+
 def test_disconnect_mid_stream_aborts_and_frees_the_blocks(server, client, model_name):
-    # ignore_eos: the request runs all its tokens (seconds) unless the server aborts it
     before = metrics(server)
+    # ignore_eos: the request runs all its LONG tokens (seconds) unless the server aborts it
     stream = client.completions.create(model=model_name, prompt="Hello", max_tokens=LONG,
                                        temperature=0, stream=True,
                                        extra_body={"ignore_eos": True})
@@ -376,10 +389,7 @@ def test_disconnect_mid_stream_aborts_and_frees_the_blocks(server, client, model
     during = metrics(server)
     assert during[RUNNING] == 1 and during[KV_USAGE] > 0
     stream.close()
-    after = wait_for_metrics(server, lambda v: v[RUNNING] == 0 and v[KV_USAGE] == 0)
-    assert (after[RUNNING], after[WAITING], after[KV_USAGE]) == (0, 0, 0)
-    generated = after[GENERATED] - before[GENERATED]
-    assert generated < LONG
+    assert_aborted(server, before)
 
 
 def test_disconnect_before_a_whole_response_aborts_it(server, model_name):
@@ -395,9 +405,7 @@ def test_disconnect_before_a_whole_response_aborts_it(server, model_name):
                            % (address.netloc.encode(), len(body)) + body)
         during = wait_for_metrics(server, lambda v: v[RUNNING] == 1)
         assert during[RUNNING] == 1 and during[KV_USAGE] > 0
-    after = wait_for_metrics(server, lambda v: v[RUNNING] == 0 and v[KV_USAGE] == 0)
-    assert (after[RUNNING], after[WAITING], after[KV_USAGE]) == (0, 0, 0)
-    assert after[GENERATED] - before[GENERATED] < LONG
+    assert_aborted(server, before)
 
 
 # --- a server with an API key and a queue of one --------------------------------------------
