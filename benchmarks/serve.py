@@ -13,7 +13,7 @@ process (the client) spent, since on a small CPU the client competes with the se
 
     python benchmarks/serve.py [--model smollm2 | --shape qwen2.5-0.5b] [--concurrency 8,32]
         [--requests 64] [--prompt-len 64] [--max-tokens 64] [--dtype auto] [--platform P]
-        [--max-model-len N] [--time-limit 600] [--json PATH] [--smoke]
+        [--max-model-len N] [--threads N] [--time-limit 600] [--json PATH] [--smoke]
 
 --model is anything `baseboard serve` loads (default: the embedded smollm2); --shape builds
 random bf16 weights of a shape from e2e_gpu_workers.py (qwen2.5-0.5b, llama3-8b, tiny) with
@@ -312,6 +312,16 @@ def print_table(rows: list[dict]) -> None:
             print("|" + " --- |" * len(header))
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
@@ -336,6 +346,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--platform")
     parser.add_argument("--max-model-len", type=int)
+    parser.add_argument("--threads", type=int,
+                        help="torch threads of both engines (BASEBOARD_NUM_THREADS; default: "
+                             "the engine's, every core)")
     parser.add_argument("--time-limit", type=float, default=600,
                         help="seconds each side's measured run may take")
     parser.add_argument("--start-timeout", type=float, default=600,
@@ -347,10 +360,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.offline_worker:
         return offline_worker(args)
+    if args.threads:  # read by the server and the offline worker, both started from here
+        os.environ["BASEBOARD_NUM_THREADS"] = str(args.threads)
     if args.smoke:
         args.shape, args.dtype, args.concurrency = "tiny", "float32", [2, 4]
         args.requests, args.prompt_len, args.max_tokens = 8, 16, 8
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
         if args.shape:
@@ -375,9 +391,10 @@ def main() -> None:
     print_table(rows)
     if args.json:
         record = {"date": datetime.date.today().isoformat(), "commit": commit(),
-                  "machine": platform.processor() or platform.machine(),
-                  "cpus": os.cpu_count(), "model": args.shape or args.model,
-                  "dtype": args.dtype, "requests": args.requests,
+                  "machine": cpu_name(), "cpus": os.cpu_count(),
+                  "load_average": {"before": load_before, "after": os.getloadavg()},
+                  "model": args.shape or args.model,
+                  "dtype": args.dtype, "threads": args.threads, "requests": args.requests,
                   "prompt_len": args.prompt_len, "max_tokens": args.max_tokens, "rows": rows}
         Path(args.json).write_text(json.dumps(record, indent=2))
 
