@@ -20,9 +20,9 @@ import uvicorn
 
 from baseboard import LLM, SamplingParams
 from baseboard.cli import main
-from baseboard.engine.detokenizer import IncrementalDetokenizer
 from baseboard.serve.app import ServeConfig, create_app
 from baseboard.serve.server import bind, url_of
+from faults import poison
 
 NAME = "tiny"
 CONTEXT = 4096  # room for a stream that runs until the test ends it
@@ -219,30 +219,10 @@ def test_a_whole_response_whose_client_leaves_is_aborted(server):
 # --- a request that fails inside the engine ---------------------------------------------------
 
 
-class DecodeFailure(RuntimeError):
-    pass
-
-
 @pytest.fixture
 def poisoned(monkeypatch, llm):
-    """Requests whose prompt ends like this one fail inside the step that reads their first
-    token (their detokenizer raises): a fault injected where a tokenizer could fail."""
-    prompt = "Continuous batching mixes prefills"
-    marker = llm.get_tokenizer()(prompt).input_ids[-1]
-    init, add = IncrementalDetokenizer.__init__, IncrementalDetokenizer.add
-
-    def tagging_init(self, tokenizer, prompt_token_ids, skip_special_tokens=True):
-        init(self, tokenizer, prompt_token_ids, skip_special_tokens)
-        self.poisoned = list(prompt_token_ids[-1:]) == [marker]
-
-    def failing_add(self, token_id):
-        if self.poisoned:
-            raise DecodeFailure(f"cannot decode token {token_id}")
-        return add(self, token_id)
-
-    monkeypatch.setattr(IncrementalDetokenizer, "__init__", tagging_init)
-    monkeypatch.setattr(IncrementalDetokenizer, "add", failing_add)
-    return prompt
+    """A prompt whose requests fail inside the engine step (see faults.poison)."""
+    return poison(monkeypatch, llm.get_tokenizer(), "Continuous batching mixes prefills")
 
 
 def test_a_request_failing_in_the_engine_fails_alone(llm, server, poisoned):

@@ -12,9 +12,9 @@ import pytest
 
 from baseboard import LLM, SamplingParams
 from baseboard.core.errors import RequestError
-from baseboard.engine.detokenizer import IncrementalDetokenizer
 from baseboard.serve.async_engine import (AsyncEngine, EngineClosedError, QueueFullError,
                                           StepError)
+from faults import DecodeFailure, poison
 
 PROMPTS = ["The quick brown fox", "Paris is the capital of", "Grüße aus Köln"]
 POISONED = "Continuous batching mixes prefills"
@@ -121,29 +121,10 @@ def test_leaving_a_stream_aborts_it_and_frees_its_blocks(llm):
     assert generated == 3
 
 
-class DecodeFailure(RuntimeError):
-    pass
-
-
 @pytest.fixture
 def poisoned(monkeypatch, llm):
-    """Requests whose prompt ends like POISONED fail inside the engine step that reads their
-    first token (their detokenizer raises): a fault injected where a tokenizer could fail."""
-    marker = llm.get_tokenizer()(POISONED).input_ids[-1]
-    init, add = IncrementalDetokenizer.__init__, IncrementalDetokenizer.add
-
-    def tagging_init(self, tokenizer, prompt_token_ids, skip_special_tokens=True):
-        init(self, tokenizer, prompt_token_ids, skip_special_tokens)
-        self.poisoned = list(prompt_token_ids[-1:]) == [marker]
-
-    def failing_add(self, token_id):
-        if self.poisoned:
-            raise DecodeFailure(f"cannot decode token {token_id}")
-        return add(self, token_id)
-
-    monkeypatch.setattr(IncrementalDetokenizer, "__init__", tagging_init)
-    monkeypatch.setattr(IncrementalDetokenizer, "add", failing_add)
-    return POISONED
+    """A prompt whose requests fail inside the engine step (see faults.poison)."""
+    return poison(monkeypatch, llm.get_tokenizer(), POISONED)
 
 
 def test_a_request_failing_in_a_step_fails_alone(llm, poisoned):
