@@ -25,7 +25,9 @@ def bind(host: str, port: int) -> socket.socket:
     that a taken port fails at once; it listens once uvicorn serves it (until then a
     client's connection is refused, not left hanging)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on connections
+    # whose socket says TCP, and with it on each response waited ~40 ms for a delayed ACK
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))

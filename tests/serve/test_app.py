@@ -374,3 +374,11 @@ def test_serve_refuses_a_taken_port_and_a_bad_queue_before_loading(tiny_model, c
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert main(["serve", str(tiny_model), "--max-waiting", "0"]) == 2
     assert "--max-waiting 0 is invalid" in capsys.readouterr().err
+
+
+def test_the_listener_is_tcp_so_connections_get_nodelay():
+    listener = bind("127.0.0.1", 0)
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+    finally:
+        listener.close()
