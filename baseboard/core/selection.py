@@ -25,6 +25,13 @@ class SelectionContext:
     num_kv_heads: Optional[int] = None
     block_size: Optional[int] = None
     cuda_graphs: bool = False
+    # the quantized layouts the model's layers use (core.quant.QuantScheme), for the GEMM
+    # ops' supports(); empty for an unquantized model
+    quant_schemes: tuple = ()
+
+    def schemes_for(self, op: str) -> tuple:
+        """The quantized layouts this model hands to ``op``."""
+        return tuple(s for s in self.quant_schemes if s.op == op)
 
 
 @dataclass(frozen=True)
