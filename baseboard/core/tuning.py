@@ -9,7 +9,7 @@ by op, implementation (name, plugin, ``Impl.version``), shape and dtype; so a se
 times nothing, and a new driver, torch, triton or kernel version is timed afresh.
 
 Ops timed: rms_norm, fused_add_rms_norm, silu_and_mul (on [tokens, hidden] inputs) and
-gemm (per [N, K] weight). Attention, sample, rotary_embedding and the quantized GEMMs keep
+gemm (per [N, K] weight, at one row and at a step of tokens). Attention, sample, rotary_embedding and the quantized GEMMs keep
 the order of selection (preference, then priority): their inputs are not plain shapes.
 """
 
@@ -34,6 +34,11 @@ from .registry import Impl
 
 TUNED_OPS = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "gemm")
 REPEATS = 20
+
+
+def gemm_rows(tokens: int) -> tuple[int, ...]:
+    """The input rows a GEMM is timed at: a decode row, and a step of ``tokens``."""
+    return tuple(dict.fromkeys((1, tokens)))
 
 
 def tuning_on(mode: str, device_type: str) -> bool:
@@ -254,17 +259,20 @@ class Tuner:
 
     def gemm_times(self, candidates: dict[str, tuple[Impl, Any]],
                    weight_shape: tuple[int, ...]) -> dict[str, float]:
+        """Seconds per candidate for one decode row plus one step of ``tokens`` rows
+        through an [N, K] weight: implementations often differ at one row only (a GEMV
+        against cuBLAS), and a winner must not lose the other case either."""
         n, k = weight_shape
-        shape = f"{self.workload.tokens}x{k}x{n}"
 
-        def make_call(loaded: Any) -> Callable[[], Callable]:
+        def make_call(loaded: Any, rows: int) -> Callable[[], Callable]:
             def build() -> Callable:
                 state = loaded.prepare(self._tensor(n, k), None)
-                x = self._tensor(self.workload.tokens, k)
+                x = self._tensor(rows, k)
                 return lambda: loaded.apply(state, x)
             return build
 
-        return {name: self._time("gemm", impl, shape, make_call(loaded))
+        return {name: sum(self._time("gemm", impl, f"{rows}x{k}x{n}", make_call(loaded, rows))
+                          for rows in gemm_rows(self.workload.tokens))
                 for name, (impl, loaded) in candidates.items()}
 
     def choose(self, op: str, candidates: dict[str, tuple[Impl, Any]]) -> Outcome:

@@ -7,6 +7,7 @@ import json
 import re
 import os
 import subprocess
+import time
 import sys
 
 import pytest
@@ -14,7 +15,8 @@ import torch
 
 from baseboard.core.errors import ConfigError
 from baseboard.core.settings import read_settings
-from baseboard.core.tuning import TimingCache, Workload, environment, tuning_on
+from baseboard.core.registry import Impl
+from baseboard.core.tuning import TimingCache, Tuner, Workload, environment, tuning_on
 from baseboard.frontend.plan import resolve_plan
 
 PLUGIN = """
@@ -218,3 +220,27 @@ def test_the_mode_is_checked_and_auto_means_accelerators_only():
         read_settings({"BASEBOARD_TUNE": "always"})
     assert [tuning_on("auto", d) for d in ("cpu", "cuda")] == [False, True]
     assert tuning_on("force", "cpu") and not tuning_on("off", "cuda")
+
+
+def test_a_gemm_is_timed_on_one_row_as_well_as_on_a_step(tmp_path):
+    """A GEMV-like candidate fast on the decode row and a little slower on a 16-token step
+    beats one that is fast on the step and slow on the row: the row counts."""
+    def gemm(slow_at_one_row: float, slow_at_step: float):
+        class Fake:
+            @staticmethod
+            def prepare(weight, bias):
+                return weight
+
+            @staticmethod
+            def apply(state, x, out_dtype=None):
+                time.sleep(slow_at_one_row if x.shape[0] == 1 else slow_at_step)
+                return x
+        return Fake
+
+    candidates = {"rowgemm": (Impl("gemm", "rowgemm", "m:a"), gemm(0.0, 0.001)),
+                  "stepgemm": (Impl("gemm", "stepgemm", "m:b"), gemm(0.004, 0.0))}
+    tuner = Tuner(TimingCache(tmp_path, environment(torch.device("cpu"), "")),
+                  Workload(64, 128, ((32, 64),)), torch.device("cpu"), torch.float32, False)
+    outcome = tuner.choose("gemm", candidates)
+    assert outcome.selected.name == "rowgemm"
+    assert {"1x64x32", "16x64x32"} <= {key.split("|")[-2] for key in tuner.cache.times}
