@@ -5,8 +5,13 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 EXAMPLE := examples/baseboard-example-plugin
+# llm-compressor pins a transformers older than ours, so it gets an environment of its own;
+# tests/quantization/test_llmcompressor_interop.py writes its checkpoints there
+INTEROP_VENV ?= .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
+LLMCOMPRESSOR_SPEC ?= llmcompressor==0.14.0.1 compressed-tensors==0.19.0
 
-.PHONY: install demo test test-all test-gpu bench clean
+.PHONY: install interop-env demo test test-all test-gpu bench clean
 
 $(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +23,14 @@ $(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(INTEROP_STAMP):
+	python3 -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(INTEROP_VENV)/bin/python -m pip install -q $(LLMCOMPRESSOR_SPEC)
+	touch $(INTEROP_STAMP)
+
+interop-env: $(INTEROP_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/baseboard generate --chat "What is the capital of France?"
