@@ -28,11 +28,12 @@ from baseboard.core.errors import BaseboardError, SelectionError  # noqa: E402
 from baseboard.core.registry import Registry  # noqa: E402
 from baseboard.core.sampling import SamplingTensors, token_counts  # noqa: E402
 from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
-from baseboard.kernels.torch import activation, norm, rotary, sampling  # noqa: E402
+from baseboard.kernels.torch import activation, gemm, norm, rotary, sampling  # noqa: E402
 from baseboard.kernels.torch.attention import TorchAttention  # noqa: E402
 from baseboard.kernels.torch.attention import write_kv as reference_write_kv  # noqa: E402
 from baseboard.kernels.triton import activation as triton_activation  # noqa: E402
 from baseboard.kernels.triton import attention as triton_attention  # noqa: E402
+from baseboard.kernels.triton import gemm as triton_gemm  # noqa: E402
 from baseboard.kernels.triton import kv_cache as triton_kv_cache  # noqa: E402
 from baseboard.kernels.triton import norm as triton_norm  # noqa: E402
 from baseboard.kernels.triton import prefill_tiled  # noqa: E402
@@ -103,6 +104,18 @@ def test_rotary_rotates_strided_q_and_k_in_place(dtype, head_dim):
 def test_silu_and_mul(dtype, inner):
     x = torch.randn(3, 2 * inner, dtype=dtype)
     assert_close(triton_activation.silu_and_mul(x), activation.silu_and_mul(x), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,bias", [(7, 1024, False), (9, 1500, True), (4, 2048, True)])
+def test_gemv_matches_reference(dtype, n, k, bias):
+    """One row through the GEMV: N not a multiple of the tile's rows, K a multiple of its
+    columns or not (the unmasked and the masked loop)."""
+    gen = torch.Generator().manual_seed(n * k)
+    weight = torch.randn(n, k, generator=gen).to(dtype)
+    state = gemm.Gemm.prepare(weight, torch.randn(n, generator=gen).to(dtype) if bias else None)
+    x = torch.randn(1, k, generator=gen).to(dtype)
+    assert_close(triton_gemm.Gemm.apply(state, x), gemm.Gemm.apply(state, x), dtype)
 
 
 def test_write_kv_scatters_and_skips_negative_slots():

@@ -29,9 +29,11 @@ import triton
 from ...core.attention import AttentionBatch, AttentionSpec, check_metadata_current
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, upcast_dots
-from .decode import DECODE_CONFIG, decode_attention, decode_splits, decode_workspace_rows
+from .decode import (DECODE_CONFIG, DecodeConfig, decode_attention, decode_splits,
+                     decode_workspace_rows)
+from .device_tables import table_for
 from .kv_cache import write_kv
-from .prefill import prefill_attention, prefill_config
+from .prefill import PrefillConfig, prefill_attention, prefill_config
 from .prefill_tiled import (TILED_PAGE, dense_prefill_attention, paged_tile_config,
                             paged_tile_prefill_attention)
 from .records import BLOCK_SIZES, HEAD_SIZES, INTERPRETER_HEAD_SIZES, interpreting
@@ -50,6 +52,11 @@ class TritonAttentionMetadata:
     block_tables: torch.Tensor  # [B, max_blocks] int32
     dense_prefill: bool  # every prefill starts at position 0 and the step is not graphed
     build: int  # which build_metadata call made these: only the latest one's are valid
+
+
+def _device_table(device: torch.device):
+    """The device's tile table (device_tables.py); None under the interpreter."""
+    return None if interpreting() or device.type != "cuda" else table_for(device)
 
 
 def _multiprocessors(device: torch.device) -> int:
@@ -76,14 +83,19 @@ class TritonAttention:
         d_pad = triton.next_power_of_2(spec.head_dim)
         group_pad = triton.next_power_of_2(spec.num_heads // spec.num_kv_heads)
         # blocks holding whole key tiles are read a tile at a time, smaller ones gathered
+        table = _device_table(spec.device)
         if spec.block_size % TILED_PAGE == 0:
             self.paged_prefill = paged_tile_prefill_attention
-            self.prefill_config = paged_tile_config(spec.head_dim)
+            tile = table.get("prefill", f"paged-D{d_pad}") if table else None
+            self.prefill_config = PrefillConfig(*tile) if tile else paged_tile_config(spec.head_dim)
         else:
             self.paged_prefill = prefill_attention
             self.prefill_config = prefill_config(d_pad, group_pad)
-        self.decode_config = DECODE_CONFIG
-        self.decode_programs = PROGRAMS_PER_MULTIPROCESSOR * _multiprocessors(spec.device)
+        # [block_n, num_warps, num_stages, max_splits, programs per SM] from the device's table
+        decode = table.get("decode", f"D{d_pad}") if table else None
+        self.decode_config = DecodeConfig(*decode[:4]) if decode else DECODE_CONFIG
+        per_sm = decode[4] if decode else PROGRAMS_PER_MULTIPROCESSOR
+        self.decode_programs = per_sm * _multiprocessors(spec.device)
         self.qk_scale = spec.scale * math.log2(math.e)
         self.upcast = upcast_dots(spec.dtype)
         self.max_blocks = triton.cdiv(spec.max_model_len, spec.block_size)

@@ -3,9 +3,9 @@
 A decode step of one sequence multiplies one row by every weight; cuBLAS's kernels for that
 shape split K and reduce in a second kernel, or leave SMs idle on narrow weights. The GEMV
 streams each weight once: a program takes BLOCK_N rows of it, multiplies them by the input
-row in float32 and sums at the end. The tile is tuned per weight shape on first use
-(``triton.autotune``, timing each tile inside a CUDA graph: at load, in the warm-up before
-the decode graphs are captured).
+row in float32 and sums at the end. The tile per weight shape comes from the device's table
+(device_tables.py), or is tuned on first use (``triton.autotune``, timing each tile inside
+a CUDA graph: at load, in the warm-up before the decode graphs are captured).
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ import triton.testing
 from ..torch.gemm import Gemm as TorchGemm
 from ..torch.gemm import LinearWeights
 from .common import pdl_options, pdl_prologue
+from .device_tables import table_for
 from .records import interpreting
 
-# (BLOCK_N, BLOCK_K, num_warps): narrow weights want short rows for enough programs
-_TILES = ((4, 1024, 4), (8, 512, 4), (8, 1024, 4), (16, 512, 4), (16, 256, 4), (32, 256, 4),
-          (8, 2048, 8), (16, 1024, 8))
-_CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w) for n, k, w in
-            (_TILES[:1] if interpreting() else _TILES)]
+# (BLOCK_N, BLOCK_K, num_warps, num_stages): narrow weights want short rows for enough
+# programs. A device's table (device_tables.py) names the tile per weight shape; a shape it
+# lacks is tuned over these on first use.
+_TILES = ((4, 1024, 4, 3), (8, 512, 4, 3), (8, 1024, 4, 3), (16, 512, 4, 3), (16, 256, 4, 3),
+          (32, 256, 4, 3), (8, 2048, 8, 3), (16, 1024, 8, 3), (16, 1024, 8, 4),
+          (32, 512, 8, 4), (8, 1024, 4, 4), (16, 512, 4, 4))
+_CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+            for n, k, w, s in (_TILES[:1] if interpreting() else _TILES)]
 
 
 def _bench_in_graph(kernel_call, quantiles):
@@ -35,26 +39,59 @@ def _bench_in_graph(kernel_call, quantiles):
     return triton.testing.do_bench_cudagraph(kernel_call, rep=20, quantiles=quantiles)
 
 
-@triton.autotune(configs=_CONFIGS, key=["N", "K"], do_bench=_bench_in_graph)
+@triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, w_stride, bias_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+                 PDL: tl.constexpr):
     pdl_prologue(PDL)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
+    # rows past N read row N - 1 again (never stored): no mask on the weight loads
+    w_rows = w_ptr + tl.minimum(rows, N - 1).to(tl.int64)[:, None] * w_stride
     cols = tl.arange(0, BLOCK_K)
-    w_rows = w_ptr + rows.to(tl.int64)[:, None] * w_stride
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     for start in range(0, K, BLOCK_K):
         k = start + cols
-        k_ok = k < K
-        x = tl.load(x_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
-        w = tl.load(w_rows + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        if EVEN_K:
+            x = tl.load(x_ptr + k).to(tl.float32)
+            w = tl.load(w_rows + k[None, :])
+        else:
+            k_ok = k < K
+            x = tl.load(x_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+            w = tl.load(w_rows + k[None, :], mask=k_ok[None, :], other=0.0)
         acc += w.to(tl.float32) * x[None, :]
     y = tl.sum(acc, 1)
     if HAS_BIAS:
         y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
     tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+
+
+_gemv_tuned = triton.autotune(configs=_CONFIGS, key=["N", "K"],
+                              do_bench=_bench_in_graph)(_gemv_kernel)
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+         y: torch.Tensor) -> None:
+    """y [1, N] = x [1, K] @ weight [N, K].T (+ bias), with the device's tile for this shape."""
+    n, k = weight.shape
+    args = (x, weight, weight.stride(0), bias if bias is not None else x, y, n, k)
+    options = dict(HAS_BIAS=bias is not None, **pdl_options(x.device))
+    if interpreting():
+        _gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **options)
+        return
+    table = table_for(x.device)
+    shape = f"{n}x{k}:{str(weight.dtype).removeprefix('torch.')}"
+    tile = table.get("gemv", shape)
+    if tile is None:  # tuned here, once: the next call (and the next process) reads it
+        _gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **options)
+        best = _gemv_tuned.best_config
+        table.remember("gemv", shape, [best.kwargs["BLOCK_N"], best.kwargs["BLOCK_K"],
+                                       best.num_warps, best.num_stages])
+        return
+    block_n, block_k, warps, stages = tile
+    _gemv_kernel[(triton.cdiv(n, block_n),)](*args, BLOCK_N=block_n, BLOCK_K=block_k,
+                                             num_warps=warps, num_stages=stages, **options)
 
 
 class Gemm:
@@ -68,11 +105,6 @@ class Gemm:
         weight = state.weight
         if x.dim() != 2 or x.shape[0] != 1 or weight.stride(1) != 1 or x.dtype != weight.dtype:
             return TorchGemm.apply(state, x, out_dtype)
-        n, k = weight.shape
-        y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
-        bias = state.bias
-        x = x.contiguous()
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-        _gemv_kernel[grid](x, weight, weight.stride(0), bias if bias is not None else x, y,
-                           n, k, HAS_BIAS=bias is not None, **pdl_options(x.device))
+        y = torch.empty(1, weight.shape[0], dtype=out_dtype or x.dtype, device=x.device)
+        gemv(x.contiguous(), weight, state.bias, y)
         return y
