@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -54,6 +55,14 @@ class Platform:
 
     def default_dtype(self) -> torch.dtype:
         return torch.bfloat16 if torch.bfloat16 in self.supported_dtypes else torch.float32
+
+    def configure(self, settings: Any) -> "Platform":
+        """This platform as ``settings`` (``core.settings.Settings``) configure it, once it is
+        chosen for a load. A platform with a setting of its own (rocm: BASEBOARD_ROCM_AITER)
+        reads and checks it here, raising ConfigError for a value it cannot honour, and
+        returns a copy that its implementations' ``supports(ctx)`` read through
+        ``ctx.platform``. The default has none: the platform itself."""
+        return self
 
     def describe(self, present: bool) -> dict:
         """Properties for `baseboard info`; device queries only when the platform is present."""

@@ -53,6 +53,16 @@ def _tune_mode(text: str) -> str:
     return mode
 
 
+ROCM_AITER_MODES = ("auto", "on", "off")
+
+
+def _rocm_aiter_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ROCM_AITER_MODES:
+        raise ValueError(f"expected one of {', '.join(ROCM_AITER_MODES)}")
+    return mode
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -102,6 +112,10 @@ SETTINGS: tuple[Setting, ...] = (
             "explicitly, time them on the model's shapes at load and use the fastest (times "
             "cached under $XDG_CACHE_HOME/baseboard/tuning): auto on accelerators only, off "
             "never, force on the CPU too.", "auto/off/force"),
+    Setting("BASEBOARD_ROCM_AITER", _rocm_aiter_mode, "auto",
+            "On the rocm platform, AMD's AITER kernels (package amd-aiter) above the Triton "
+            "ones where the GPU and the shapes fit: auto uses them where aiter imports, on "
+            "fails the load where it does not, off never uses them.", "auto/on/off"),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
