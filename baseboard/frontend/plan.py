@@ -163,6 +163,7 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
     else:
         requested, source = None, ""
     chosen = choose_platform(catalog, requested, source)
+    chosen.platform = chosen.platform.configure(settings)
     planned = (plan_file or {}).get("platform")
     if planned is not None and planned != chosen.platform.name:
         raise ConfigError(f"plan file {plan_path} was written for platform {planned!r} (its key "
