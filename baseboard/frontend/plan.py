@@ -138,6 +138,7 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
             dtype: Optional[torch.dtype] = None, head_dim: Optional[int] = None,
             num_heads: Optional[int] = None, num_kv_heads: Optional[int] = None,
             block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None,
+            quant_schemes: tuple = (),
             environ: Mapping[str, str] | None = None, settings: Optional[Settings] = None,
             catalog: Optional[Catalog] = None, workload: Optional[Workload] = None) -> Resolution:
     """Resolve the platform and a plan for every op.
@@ -146,6 +147,8 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
     ``cli_backends`` and ``plan_path`` come from the command line. ``catalog``: the
     plugins already loaded from the same settings (the engine needs them before it knows
     the model's shape), so that discovery runs once per load; ``settings`` likewise.
+    ``quant_schemes``: the checkpoint's quantized layouts (``Checkpoint.quant_schemes``),
+    which the quantized GEMMs' ``supports()`` read.
     ``workload``: the model's shapes, on which candidates are timed where BASEBOARD_TUNE
     is on (without one, nothing is timed).
     """
@@ -176,7 +179,7 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
                            dtype=dtype or chosen.platform.default_dtype(),
                            head_dim=head_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
                            block_size=block_size or chosen.platform.kv_block_size,
-                           cuda_graphs=cuda_graphs)
+                           cuda_graphs=cuda_graphs, quant_schemes=tuple(quant_schemes))
     choices = explicit_choices(settings, backends, cli_backends, plan_file, plan_path or "")
     tuner = None
     if workload is not None and tuning_on(settings["BASEBOARD_TUNE"],

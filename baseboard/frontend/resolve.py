@@ -62,7 +62,7 @@ def configure(args: EngineArgs, checkpoint: Any, settings: Settings,
         plan_path=args.plan_path, dtype=parse_dtype(args.dtype) or checkpoint_dtype(checkpoint),
         head_dim=config.head_dim, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
         block_size=args.block_size, cuda_graphs=False if args.enforce_eager else None,
-        settings=settings, catalog=catalog,
+        settings=settings, catalog=catalog, quant_schemes=checkpoint.quant_schemes,
         workload=Workload.for_model(config, tuple(checkpoint.linear_ops)))
     platform = resolution.platform.platform
     ctx = resolution.context

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from ..core.errors import ModelError
-from ..quantization.records import GroupQuantized
+from ..quantization.records import QuantizedWeight
 from .config import ModelConfig
 
 
@@ -25,12 +25,14 @@ class Checkpoint:
     linear_ops   the GEMM ops the model's linear layers will call, sorted, e.g.
                  ("gemm", "gemm_w4a16"); known from the metadata alone
     quant_method the quantization method's name (e.g. "gguf"), or None
+    quant_schemes the distinct QuantSchemes of the quantized layers (known from the
+                 metadata alone), for ``SelectionContext.quant_schemes``; () when none
     """
 
     def __init__(self, path: Path, config: ModelConfig, dtype: torch.dtype, model_class: type,
                  weights: Callable[[], Iterator[tuple[str, Any]]], num_weights: int,
                  tokenizer: Callable[[], Any], linear_ops: tuple[str, ...] = ("gemm",),
-                 quant_method: Optional[str] = None):
+                 quant_method: Optional[str] = None, quant_schemes: tuple = ()):
         self.path = path
         self.config = config
         self.dtype = dtype
@@ -38,6 +40,7 @@ class Checkpoint:
         self.num_weights = num_weights
         self.linear_ops = tuple(sorted(set(linear_ops)))
         self.quant_method = quant_method
+        self.quant_schemes = tuple(quant_schemes)
         self._weights = weights
         self._tokenizer = tokenizer
 
@@ -75,7 +78,7 @@ class WeightStream:
 def check_finite(name: str, weight: Any, path: Path) -> None:
     """One isfinite reduction per float tensor; a quantized record's codes are integers, so
     its scales and offsets are what can hold a NaN."""
-    tensors = weight.float_tensors() if isinstance(weight, GroupQuantized) else [weight]
+    tensors = weight.float_tensors() if isinstance(weight, QuantizedWeight) else [weight]
     for tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())

@@ -7,29 +7,35 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ..core.selection import Plan
-from ..quantization.records import GroupQuantized
+from ..quantization.records import QuantizedWeight
 
-Weight = Union[torch.Tensor, GroupQuantized]
+Weight = Union[torch.Tensor, QuantizedWeight]
 
 
 class Linear:
     """``y = linear(x)``: x [T, K] -> [T, N], through ``apply(state, x)`` of the op chosen by
-    the plan. ``prepare`` ran once at load; a call costs the op's ``apply`` and nothing else."""
+    the plan. ``prepare`` ran once at load; a call costs the op's ``apply`` and nothing else,
+    except for a weight stored in act-order (GPTQ ``desc_act``), whose input columns are
+    gathered once per call (``input_perm``, int64 [K]) so that no kernel has to."""
 
-    __slots__ = ("apply", "state")
+    __slots__ = ("apply", "state", "input_perm")
 
-    def __init__(self, apply: Callable[[Any, torch.Tensor], torch.Tensor], state: Any):
+    def __init__(self, apply: Callable[..., torch.Tensor], state: Any,
+                 input_perm: Optional[torch.Tensor] = None):
         self.apply = apply
         self.state = state
+        self.input_perm = input_perm
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.apply(self.state, x)
+    def __call__(self, x: torch.Tensor, out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        if self.input_perm is not None:
+            x = x.index_select(-1, self.input_perm)
+        return self.apply(self.state, x, out_dtype)
 
 
 def make_linear(plan: Plan, weight: Weight, bias: Optional[torch.Tensor]) -> Linear:
     """Prepare a dense [N, K] weight with ``plan.gemm``, or a quantized record with the op
     it names."""
-    if isinstance(weight, GroupQuantized):
+    if isinstance(weight, QuantizedWeight):
         impl = plan.impl(weight.op)
-        return Linear(impl.apply, weight.prepare(impl, bias))
+        return Linear(impl.apply, weight.prepare(impl, bias), weight.input_perm)
     return Linear(plan.gemm.apply, plan.gemm.prepare(weight, bias))

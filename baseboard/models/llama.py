@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..core.errors import ModelError
 from ..core.selection import Plan
-from ..quantization.records import GroupQuantized, can_concat, concat_rows
+from ..quantization.records import QuantizedWeight, can_concat, concat_rows
 from .config import ModelConfig
 from .linear import Linear, Weight, make_linear
 from .rope import rope_cache
@@ -63,7 +63,7 @@ def fuse(parts: list[Weight], dtype: torch.dtype) -> Weight:
         return torch.cat(parts)
     if can_concat(parts):
         return concat_rows(parts)
-    return torch.cat([p.dequantize().to(dtype) if isinstance(p, GroupQuantized) else p
+    return torch.cat([p.dequantize().to(dtype) if isinstance(p, QuantizedWeight) else p
                       for p in parts])
 
 
@@ -154,7 +154,7 @@ class LlamaForCausalLM:
         self.lm_head: Optional[Linear] = None
 
     def _to_device(self, weight: Weight) -> Weight:
-        if isinstance(weight, GroupQuantized):
+        if isinstance(weight, QuantizedWeight):
             return weight.to(self.device)
         return weight.to(device=self.device, dtype=self.dtype)
 
@@ -191,7 +191,7 @@ class LlamaForCausalLM:
         linear layer. A missing, unexpected or wrongly shaped tensor is a ModelError."""
         loaded = self._collect(weights)
         embed = loaded.pop("model.embed_tokens.weight")
-        if isinstance(embed, GroupQuantized):
+        if isinstance(embed, QuantizedWeight):
             embed = embed.dequantize().to(self.dtype)
         self.embed_tokens = embed
         self.norm = loaded.pop("model.norm.weight")
@@ -219,4 +219,4 @@ class LlamaForCausalLM:
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [n, hidden] -> logits [n, vocab] float32, unrounded: in bf16 close logits
         tie (SmolLM2 answers 'L'Étoile' instead of 'The capital ... is Paris')."""
-        return self.lm_head.apply(self.lm_head.state, hidden, torch.float32)
+        return self.lm_head(hidden, torch.float32)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..core.errors import ModelError
+from ..quantization.method import find_method
 from .checkpoint import Checkpoint
 from .safetensors_loader import load_hf_directory
 
@@ -55,14 +56,16 @@ def load_checkpoint(path: str | Path, catalog) -> Checkpoint:
         raise ModelError(f"directory {str(path)!r} has no config.json; a Hugging Face model "
                          f"directory holds config.json and model.safetensors.")
     config = read_json(config_path)
-    quantization = (config.get("quantization_config") or {}).get("quant_method")
-    if quantization:
-        methods = {m.name: m for m in _methods(catalog)}
-        if quantization not in methods:
-            raise ModelError(f"{config_path} names quantization method {quantization!r}, which "
-                             f"no loaded plugin provides. Registered methods: "
-                             f"{', '.join(sorted(methods)) or 'none'}.")
-        return methods[quantization].load()(path, catalog)
+    method = None
+    quantization = config.get("quantization_config")
+    if quantization is not None:
+        if not isinstance(quantization, dict) or "quant_method" not in quantization:
+            raise ModelError(f"{config_path}: quantization_config is {quantization!r}; it must "
+                             f"be an object with a 'quant_method'.")
+        method = find_method(catalog, quantization["quant_method"],
+                             f"{config_path} (quantization_config.quant_method)")
+        if not method.layers:  # the method builds the whole checkpoint itself
+            return method.load()(path, catalog)
     generation = path / "generation_config.json"
     return load_hf_directory(path, config, read_json(generation) if generation.is_file() else None,
-                             catalog)
+                             catalog, method)

@@ -1,6 +1,6 @@
 """Quantization methods: the records their checkpoints load into and the ops they call."""
 
 from .method import QuantMethod
-from .records import GroupQuantized
+from .records import GroupQuantized, QuantizedWeight
 
-__all__ = ["GroupQuantized", "QuantMethod"]
+__all__ = ["GroupQuantized", "QuantMethod", "QuantizedWeight"]

@@ -3,7 +3,8 @@ the torch reference GEMMs keep as their prepared state.
 
 A record names the GEMM op that multiplies by it and holds its codes in the layout that
 op's ``prepare`` takes (see ``baseboard.core.ops``), so a model prepares any of them with
-``record.prepare(plan.impl(record.op), bias)`` and never looks inside.
+``record.prepare(plan.impl(record.op), bias)`` and never looks inside. Every record type
+derives from ``QuantizedWeight``: a method of a plugin adds its own record type the same way.
 """
 
 from __future__ import annotations
@@ -13,16 +14,54 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..core.quant import QuantScheme
+
+
+class QuantizedWeight:
+    """What a model and a loader ask of every quantized weight record.
+
+    op          the GEMM op whose ``prepare`` takes this record's tensors
+    shape       (N, K) of the dense weight
+    input_perm  int64 [K] or None: the layer multiplies ``x[:, input_perm]`` by this
+                weight (GPTQ act-order; see ``baseboard.models.linear``)
+    scheme      the record's ``QuantScheme`` (None where the method does not say)
+    """
+
+    op: str
+    input_perm: Optional[torch.Tensor] = None
+    scheme: Optional[QuantScheme] = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def prepare(self, impl: Any, bias: Optional[torch.Tensor]) -> Any:
+        """Call ``impl.prepare`` (an implementation of ``self.op``) with this record's tensors."""
+        raise NotImplementedError
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense [N, K] weight in the checkpoint's input order (``input_perm`` undone)."""
+        raise NotImplementedError
+
+    def float_tensors(self) -> list[torch.Tensor]:
+        """The float tensors of the record: those that can hold a NaN."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> QuantizedWeight:
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
-class GroupQuantized:
+class GroupQuantized(QuantizedWeight):
     """A [N, K] weight quantized in groups of ``group_size`` consecutive inputs.
 
     op          "gemm_w4a16": qweight [N, K] uint8 holding 0..15, offsets [N, K/G]
                 "gemm_w8a16": qweight [N, K] int8, offsets None
     scales      [N, K/G]; w[n, k] = qweight[n, k] * scales[n, k/G] (+ offsets[n, k/G])
-    Scales and offsets keep the dtype they were stored in (float16 for GGUF), which is
-    exact; an op's ``prepare`` converts them to what its kernel wants.
+    input_perm  int64 [K] or None. With act-order the columns are stored sorted by group:
+                stored column j is the checkpoint's input ``input_perm[j]``.
+    Scales and offsets keep the dtype they were stored in (float16 for GGUF and GPTQ),
+    which is exact; an op's ``prepare`` converts them to what its kernel wants.
     """
 
     op: str
@@ -30,20 +69,21 @@ class GroupQuantized:
     scales: torch.Tensor
     offsets: Optional[torch.Tensor]
     group_size: int
+    input_perm: Optional[torch.Tensor] = None
+    scheme: Optional[QuantScheme] = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.qweight.shape)
 
     def prepare(self, impl: Any, bias: Optional[torch.Tensor]) -> Any:
-        """Call ``impl.prepare`` (an implementation of ``self.op``) with this record's tensors."""
         if self.op == "gemm_w4a16":
             return impl.prepare(self.qweight, self.scales, self.offsets, self.group_size, bias)
         return impl.prepare(self.qweight, self.scales, self.group_size, bias)
 
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The dense [N, K] weight in ``dtype``: each value computed in float32 and rounded
-        once to ``dtype``."""
+    def dequantize_stored(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense [N, K] weight in stored column order (``input_perm`` not undone): each
+        value computed in float32 and rounded once to ``dtype``."""
         n, k = self.shape
         # [N, K/G, G], scaled and offset in place: one [N, K] float32 allocation
         dense = self.qweight.reshape(n, k // self.group_size, self.group_size).to(
@@ -53,22 +93,40 @@ class GroupQuantized:
             dense += self.offsets.float()[..., None]
         return dense.reshape(n, k).to(dtype)
 
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        dense = self.dequantize_stored(dtype)
+        if self.input_perm is None:
+            return dense
+        unpermuted = torch.empty_like(dense)
+        unpermuted[:, self.input_perm] = dense
+        return unpermuted
+
     def float_tensors(self) -> list[torch.Tensor]:
-        """The scales and offsets: the parts of the record that can hold a NaN."""
         return [self.scales] if self.offsets is None else [self.scales, self.offsets]
 
     def to(self, device: torch.device) -> GroupQuantized:
         offsets = None if self.offsets is None else self.offsets.to(device)
+        perm = None if self.input_perm is None else self.input_perm.to(device)
         return replace(self, qweight=self.qweight.to(device), scales=self.scales.to(device),
-                       offsets=offsets)
+                       offsets=offsets, input_perm=perm)
+
+
+def _same_perm(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool(torch.equal(a, b))
 
 
 def can_concat(records: Sequence[object]) -> bool:
-    """Whether ``concat_rows`` can join these weights into one record."""
+    """Whether ``concat_rows`` can join these weights into one record: same op, group size,
+    scale dtype, K, and input permutation. GPTQ act-order layers fed the same input (q, k, v;
+    gate, up) get the same permutation from the same Hessian, so they concatenate; parts with
+    different permutations cannot share one gather of x."""
     first = records[0]
     return all(isinstance(r, GroupQuantized) and r.op == first.op
                and r.group_size == first.group_size and r.scales.dtype == first.scales.dtype
-               and r.shape[1] == first.shape[1] for r in records)
+               and r.shape[1] == first.shape[1] and _same_perm(r.input_perm, first.input_perm)
+               for r in records)
 
 
 def concat_rows(records: Sequence[GroupQuantized]) -> GroupQuantized:
