@@ -23,6 +23,7 @@ REFERENCES = {
     "gemm_w8a16": "quant_gemm:GemmW8A16",
     "gemm_w8a8_int8": "quant_gemm:GemmW8A8Int8",
     "gemm_w8a8_fp8": "quant_gemm:GemmW8A8Fp8",
+    "gemm_w8a8_fp8_block": "quant_gemm:GemmW8A8Fp8Block",
     "attention": "attention:TorchAttention",
     "sample": "sampling:sample",
 }

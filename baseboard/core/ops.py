@@ -78,6 +78,12 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "prepare(qweight [N, K] float8_e4m3fn, scales [N] float32, bias [N] | None) -> state; "
            "apply(state, x [T, K], out_dtype) -> [T, N]: x is quantized per token to float8_e4m3fn "
            "(scale = amax/448) and multiplied with float32 accumulation."),
+    OpSpec("gemm_w8a8_fp8_block", "weight",
+           "prepare(qweight [N, K] float8_e4m3fn, scales [ceil(N/BN), ceil(K/BK)] float32, "
+           "block_size: (BN, BK), bias [N] | None) -> state; apply(state, x [T, K], out_dtype) "
+           "-> [T, N] with w[n, k] = qweight[n, k] * scales[n/BN, k/BK] (DeepSeek-V3 / Qwen3 "
+           "FP8, 128x128): x is quantized per token in groups of BK inputs to float8_e4m3fn "
+           "(scale = group amax/448) and multiplied with float32 accumulation."),
     OpSpec("attention", "attention",
            "A class: __init__(spec: AttentionSpec); kv_cache_shape(num_blocks) -> shape of one "
            "layer's cache; build_metadata(batch: AttentionBatch) -> metadata (once per step); "

@@ -27,6 +27,9 @@ GEMM_SHAPES = ((64, 128), (96, 80), (257, 129))  # (K, N)
 GROUP_SHAPES = ((64, 128, 32, False), (96, 80, 32, True), (96, 80, 96, False),
                 (257, 129, 257, True))  # (K, N, group size G, bias); G = K is per-channel
 CHANNEL_SHAPES = ((64, 128, False), (96, 80, True), (257, 129, True))  # (K, N, bias)
+# (K, N, (BN, BK), bias): whole 128x128 blocks, partial last blocks, small blocks
+BLOCK_SHAPES = ((256, 256, (128, 128), False), (257, 129, (128, 128), True),
+                (96, 80, (32, 32), True))
 ATTENTION_CONFIGS = ((4, 4, 64, 16), (8, 2, 128, 16), (8, 1, 64, 32),
                      (6, 2, 80, 16), (8, 2, 128, 64))
 # (Hq, Hk, D, block size): MHA, GQA, MQA, odd D, blocks holding whole key tiles
@@ -105,6 +108,12 @@ def _channel_gemm(op: str) -> list[Case]:
             for dtype in DTYPES for k, n, bias in CHANNEL_SHAPES]
 
 
+def _block_gemm(op: str) -> list[Case]:
+    return [_case(op, dtype, f"K{k}-N{n}-B{bn}x{bk}{_bias_label(bias)}", hidden=k, out=n,
+                  block_size=(bn, bk), bias=bias)
+            for dtype in DTYPES for k, n, (bn, bk), bias in BLOCK_SHAPES]
+
+
 def _attention(op: str) -> list[Case]:
     return [_case(op, dtype, f"H{hq}-KV{hk}-D{d}-B{bs}", num_heads=hq, num_kv_heads=hk,
                   head_dim=d, block_size=bs)
@@ -122,6 +131,7 @@ GENERATORS: dict[str, Callable[[str], list[Case]]] = {
     "rotary_embedding": _rotary, "gemm": _gemm,
     "gemm_w4a16": _group_gemm, "gemm_w8a16": _group_gemm,
     "gemm_w8a8_int8": _channel_gemm, "gemm_w8a8_fp8": _channel_gemm,
+    "gemm_w8a8_fp8_block": _block_gemm,
     "attention": _attention, "sample": _sample,
 }
 

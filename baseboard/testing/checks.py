@@ -54,6 +54,18 @@ def rotary_cache(max_position: int, head_dim: int, device: torch.device,
     return torch.cat((angles.cos(), angles.sin()), dim=-1).to(device)
 
 
+def projection_views(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [T, Hq, D] and k [T, Hk, D] copied into one [T, (Hq + 2 Hk) D] buffer, laid out as
+    the model's qkv projection writes them, and returned as views of it: a token's row of q
+    (or k) starts (Hq + 2 Hk) D values after the previous one, not Hq D (Hk D)."""
+    t, hq, d = q.shape
+    hk = k.shape[1]
+    qkv = torch.zeros((t, (hq + 2 * hk) * d), dtype=q.dtype, device=q.device)
+    qkv[:, :hq * d] = q.reshape(t, hq * d)
+    qkv[:, hq * d:(hq + hk) * d] = k.reshape(t, hk * d)
+    return qkv[:, :hq * d].view(t, hq, d), qkv[:, hq * d:(hq + hk) * d].view(t, hk, d)
+
+
 def _check_rotary(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
     gen, p = case.generator(), case.params
     t, d, hq, hk = p["tokens"], p["head_dim"], p["num_heads"], p["num_kv_heads"]
@@ -61,8 +73,11 @@ def _check_rotary(case: Case, impl: Any, reference: Any, device: torch.device) -
     positions = torch.randint(0, 4096, (t,), generator=gen).to(device)
     q = randn(gen, (t, hq, d), case.dtype, device)
     k = randn(gen, (t, hk, d), case.dtype, device)
-    _call_both(f"rotary_embedding(positions [{t}], q [{t}, {hq}, {d}], k [{t}, {hk}, {d}], "
-               f"cos_sin_cache)", case, impl, reference, positions, q, k, cache)
+    # each side gets its own views of one projection output, as the model passes them
+    compare(f"rotary_embedding(positions [{t}], q [{t}, {hq}, {d}], k [{t}, {hk}, {d}] "
+            f"(views of one qkv projection), cos_sin_cache)",
+            impl(positions.clone(), *projection_views(q, k), cache.clone()),
+            reference(positions.clone(), *projection_views(q, k), cache.clone()), case)
 
 
 def _check_silu_and_mul(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
@@ -97,6 +112,11 @@ def _weight_inputs(case: Case, gen: torch.Generator, device: torch.device) -> di
         qweight, scales = quantize.quantize_int8_groups(dense, g)
         return {"qweight": qweight.to(device), "scales": scales.to(device, case.dtype),
                 "group_size": g, "bias": bias}
+    if case.op == "gemm_w8a8_fp8_block":
+        block = case.params["block_size"]
+        qweight, scales = quantize.quantize_fp8_blocks(dense, block)
+        return {"qweight": qweight.to(device), "scales": scales.to(device),
+                "block_size": block, "bias": bias}
     if case.op == "gemm_w8a8_int8":
         qweight, scales = quantize.quantize_int8_per_channel(dense)
     else:
@@ -126,6 +146,7 @@ CHECKS: dict[str, Callable[[Case, Any, Any, torch.device], None]] = {
     "rotary_embedding": _check_rotary, "silu_and_mul": _check_silu_and_mul,
     "gemm": _check_weight_op, "gemm_w4a16": _check_weight_op, "gemm_w8a16": _check_weight_op,
     "gemm_w8a8_int8": _check_weight_op, "gemm_w8a8_fp8": _check_weight_op,
+    "gemm_w8a8_fp8_block": _check_weight_op,
     "attention": check_attention, "sample": check_sample,
 }
 

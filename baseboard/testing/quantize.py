@@ -67,3 +67,20 @@ def quantize_fp8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.
     scales = (w.abs().amax(dim=-1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
     qweight = (w / scales).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return qweight, scales.squeeze(-1)
+
+
+def quantize_fp8_blocks(weight: torch.Tensor, block_size: tuple[int, int]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """float8_e4m3fn with one scale per BN x BK block for ``gemm_w8a8_fp8_block`` (the last
+    blocks of a row or column may be partial).
+
+    weight [N, K] -> (qweight [N, K] float8_e4m3fn, scales [ceil(N/BN), ceil(K/BK)] float32).
+    """
+    (bn, bk), (n, k) = block_size, weight.shape
+    rows, cols = -(-n // bn), -(-k // bk)
+    padded = torch.nn.functional.pad(weight.float(), (0, cols * bk - k, 0, rows * bn - n))
+    blocks = padded.view(rows, bn, cols, bk)
+    scales = (blocks.abs().amax(dim=(1, 3)) / FP8_MAX).clamp(min=1e-12)  # [rows, cols]
+    codes = (blocks / scales[:, None, :, None]).clamp(-FP8_MAX, FP8_MAX)
+    qweight = codes.view(rows * bn, cols * bk)[:n, :k].to(torch.float8_e4m3fn)
+    return qweight, scales

@@ -114,3 +114,60 @@ class GemmW8A8Fp8:
         if state.bias is not None:
             y = y + state.bias.float()
         return y.to(out_dtype or x.dtype)
+
+
+class BlockQuantWeights(NamedTuple):
+    qweight: torch.Tensor  # [N, K] float8_e4m3fn
+    scales: torch.Tensor  # [ceil(N/BN), ceil(K/BK)] float32
+    block_size: tuple[int, int]  # (BN, BK)
+    bias: Optional[torch.Tensor]
+
+
+def expand_blocks(scales: torch.Tensor, block_size: tuple[int, int],
+                  shape: tuple[int, int]) -> torch.Tensor:
+    """[ceil(N/BN), ceil(K/BK)] block scales -> [N, K], one per weight element."""
+    bn, bk = block_size
+    n, k = shape
+    return scales.repeat_interleave(bn, dim=0)[:n].repeat_interleave(bk, dim=1)[:, :k]
+
+
+def check_blocks(qweight: torch.Tensor, scales: torch.Tensor,
+                 block_size: tuple[int, int]) -> None:
+    n, k = qweight.shape
+    bn, bk = block_size
+    want = (-(-n // bn), -(-k // bk))
+    if tuple(scales.shape) != want:
+        raise ValueError(f"block scales of shape {tuple(scales.shape)} do not match qweight "
+                         f"{tuple(qweight.shape)} with blocks of {bn}x{bk}: expected {want}")
+
+
+def quantize_per_token_group(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """x [T, K] -> the float32 values a float8_e4m3fn activation quantized per token in
+    groups of ``group_size`` inputs (scale = group amax / 448) stands for, [T, K]."""
+    t, k = x.shape
+    groups = -(-k // group_size)
+    padded = F.pad(x.float(), (0, groups * group_size - k)).view(t, groups, group_size)
+    scale = padded.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    codes = (padded / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return (codes.float() * scale).view(t, groups * group_size)[:, :k]
+
+
+class GemmW8A8Fp8Block:
+    """float8_e4m3fn weights with one scale per BN x BK block (DeepSeek-V3 / Qwen3 FP8),
+    activations quantized per token in groups of BK inputs to fp8."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor, block_size: tuple[int, int],
+                bias: Optional[torch.Tensor]) -> BlockQuantWeights:
+        check_blocks(qweight, scales, block_size)
+        return BlockQuantWeights(qweight, scales, tuple(block_size), bias)
+
+    @staticmethod
+    def apply(state: BlockQuantWeights, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        weight = state.qweight.float() * expand_blocks(state.scales.float(), state.block_size,
+                                                       tuple(state.qweight.shape))
+        y = quantize_per_token_group(x, state.block_size[1]) @ weight.T
+        if state.bias is not None:
+            y = y + state.bias.float()
+        return y.to(out_dtype or x.dtype)
