@@ -111,6 +111,74 @@ class GroupQuantized(QuantizedWeight):
                        offsets=offsets, input_perm=perm)
 
 
+@dataclass(frozen=True)
+class ChannelQuantized(QuantizedWeight):
+    """A [N, K] weight with one scale per output row, multiplied with activations that the
+    op quantizes per token (W8A8).
+
+    op       "gemm_w8a8_int8": qweight [N, K] int8
+             "gemm_w8a8_fp8": qweight [N, K] float8_e4m3fn
+    scales   [N] float32; w[n, k] = qweight[n, k] * scales[n] (a checkpoint's per-tensor
+             scale is repeated per row, which is exact)
+    """
+
+    op: str
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    scheme: Optional[QuantScheme] = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.qweight.shape)
+
+    def prepare(self, impl: Any, bias: Optional[torch.Tensor]) -> Any:
+        return impl.prepare(self.qweight, self.scales, bias)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return (self.qweight.float() * self.scales.float()[:, None]).to(dtype)
+
+    def float_tensors(self) -> list[torch.Tensor]:
+        return [self.scales]
+
+    def to(self, device: torch.device) -> ChannelQuantized:
+        return replace(self, qweight=self.qweight.to(device), scales=self.scales.to(device))
+
+
+@dataclass(frozen=True)
+class BlockQuantized(QuantizedWeight):
+    """A [N, K] float8_e4m3fn weight with one scale per BN x BK block (DeepSeek-V3, Qwen3
+    FP8; op "gemm_w8a8_fp8_block").
+
+    qweight     [N, K] float8_e4m3fn
+    scales      [ceil(N/BN), ceil(K/BK)] float32; w[n, k] = qweight[n, k] * scales[n/BN, k/BK]
+    block_size  (BN, BK)
+    """
+
+    op: str
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    block_size: tuple[int, int]
+    scheme: Optional[QuantScheme] = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.qweight.shape)
+
+    def prepare(self, impl: Any, bias: Optional[torch.Tensor]) -> Any:
+        return impl.prepare(self.qweight, self.scales, self.block_size, bias)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        (bn, bk), (n, k) = self.block_size, self.shape
+        scales = self.scales.float().repeat_interleave(bn, 0)[:n].repeat_interleave(bk, 1)
+        return (self.qweight.float() * scales[:, :k]).to(dtype)
+
+    def float_tensors(self) -> list[torch.Tensor]:
+        return [self.scales]
+
+    def to(self, device: torch.device) -> BlockQuantized:
+        return replace(self, qweight=self.qweight.to(device), scales=self.scales.to(device))
+
+
 def _same_perm(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -123,6 +191,15 @@ def can_concat(records: Sequence[object]) -> bool:
     gate, up) get the same permutation from the same Hessian, so they concatenate; parts with
     different permutations cannot share one gather of x."""
     first = records[0]
+    if isinstance(first, ChannelQuantized):
+        return all(isinstance(r, ChannelQuantized) and r.op == first.op
+                   and r.shape[1] == first.shape[1] for r in records)
+    if isinstance(first, BlockQuantized):
+        # a part that ends inside a block of rows would share that block's scales with the
+        # next part; only the last part may end with a partial block
+        return all(isinstance(r, BlockQuantized) and r.block_size == first.block_size
+                   and r.shape[1] == first.shape[1] for r in records) \
+            and all(r.shape[0] % first.block_size[0] == 0 for r in records[:-1])
     return all(isinstance(r, GroupQuantized) and r.op == first.op
                and r.group_size == first.group_size and r.scales.dtype == first.scales.dtype
                and r.shape[1] == first.shape[1] and _same_perm(r.input_perm, first.input_perm)
@@ -132,6 +209,9 @@ def can_concat(records: Sequence[object]) -> bool:
 def concat_rows(records: Sequence[GroupQuantized]) -> GroupQuantized:
     """Stack records along N (fusing q/k/v or gate/up); see ``can_concat``."""
     first = records[0]
+    if isinstance(first, (ChannelQuantized, BlockQuantized)):
+        return replace(first, qweight=torch.cat([r.qweight for r in records]),
+                       scales=torch.cat([r.scales for r in records]))
     offsets = None if first.offsets is None else torch.cat([r.offsets for r in records])
     return replace(first, qweight=torch.cat([r.qweight for r in records]),
                    scales=torch.cat([r.scales for r in records]), offsets=offsets)

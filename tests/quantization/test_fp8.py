@@ -44,3 +44,32 @@ def test_block_reference_refuses_scales_of_the_wrong_shape():
     qweight = torch.zeros(256, 256, dtype=torch.float8_e4m3fn)
     with pytest.raises(ValueError, match=r"expected \(2, 2\)"):
         GemmW8A8Fp8Block.prepare(qweight, torch.ones(2, 3), (128, 128), None)
+
+
+def test_block_records_concatenate_only_on_whole_blocks_of_rows():
+    from baseboard.quantization.records import BlockQuantized, can_concat, concat_rows
+
+    gen = torch.Generator().manual_seed(1)
+
+    def record(n):
+        qweight, scales = quantize_fp8_blocks(torch.randn(n, 96, generator=gen), (32, 32))
+        return BlockQuantized("gemm_w8a8_fp8_block", qweight, scales, (32, 32))
+
+    whole = [record(64), record(32), record(40)]  # only the last ends inside a block
+    assert can_concat(whole)
+    joined = concat_rows(whole)
+    torch.testing.assert_close(joined.dequantize(),
+                               torch.cat([r.dequantize() for r in whole]), rtol=0, atol=0)
+    assert not can_concat([record(40), record(32)])
+
+
+def test_channel_records_concatenate_and_dequantize_per_row():
+    from baseboard.quantization.records import ChannelQuantized, can_concat, concat_rows
+
+    codes = torch.tensor([[1, -2], [3, 4]], dtype=torch.int8)
+    a = ChannelQuantized("gemm_w8a8_int8", codes, torch.tensor([0.5, 2.0]))
+    b = ChannelQuantized("gemm_w8a8_int8", codes[:1], torch.tensor([0.25]))
+    assert can_concat([a, b])
+    assert not can_concat([a, ChannelQuantized("gemm_w8a8_fp8", codes.float().to(
+        torch.float8_e4m3fn), torch.ones(2))])
+    assert concat_rows([a, b]).dequantize().tolist() == [[0.5, -1.0], [6.0, 8.0], [0.25, -0.5]]
