@@ -1,0 +1,119 @@
+"""Tiles of the quantized GEMM kernels, as data: per kernel family, per device name, per
+bucket of input rows M.
+
+A bucket is (largest M it serves, Tile); the first bucket whose bound is >= M serves M,
+and the last bound is ``UNBOUNDED``. A device without its own table takes ``DEFAULT``'s;
+Triton's interpreter takes ``INTERPRETER``'s (small tiles: the tests run on the CPU).
+Measured selection or a tuning run extends ``TILES`` with a device's own rows; nothing
+else reads tile sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+UNBOUNDED = 1 << 62
+DEFAULT = "default"
+INTERPRETER = "interpreter"
+WEIGHT_ONLY = "weight_only"  # gemm_w4a16 and gemm_w8a16 (quant_gemm.py)
+W8A8 = "w8a8"  # gemm_w8a8_fp8 and gemm_w8a8_int8 (quant_w8a8.py)
+AUTO_SPLIT = 0  # split_k: as many splits as fill the device with WAVES waves of programs
+WAVES = 2
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One launch configuration. ``split_k`` splits the K loop over that many programs per
+    output tile (their partial sums are added by the last to finish; see splitk.py);
+    AUTO_SPLIT chooses it from the tile count and the number of SMs. The weight-only kernels
+    apply one scale per K step, so they shrink ``block_k`` to divide the group size."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+    group_m: int = 8  # output tiles along M that share a column of weight tiles (L2 reuse)
+
+
+Table = tuple[tuple[int, Tile], ...]
+
+# Small M is bound by reading the weight: narrow tiles, deep K steps, split K so that every
+# SM streams its share. Large M is bound by the tensor cores: the usual large tiles.
+_WEIGHT_ONLY_DEFAULT: Table = (
+    (16, Tile(16, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (32, Tile(32, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (64, Tile(64, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (128, Tile(64, 128, 64, 1, num_warps=4, num_stages=4)),
+    (UNBOUNDED, Tile(128, 128, 64, 1, num_warps=8, num_stages=3)),
+)
+_W8A8_DEFAULT: Table = (
+    (16, Tile(16, 64, 256, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (64, Tile(64, 64, 256, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (256, Tile(128, 128, 128, 1, num_warps=8, num_stages=4)),
+    (UNBOUNDED, Tile(128, 256, 128, 1, num_warps=8, num_stages=3)),
+)
+# the interpreter runs one program at a time: few large programs are fast, and a split
+# of 2 keeps the split-K reduction under test
+_INTERPRETED: Table = ((UNBOUNDED, Tile(16, 64, 32, 2, num_warps=1, num_stages=1)),)
+
+TILES: dict[str, dict[str, Table]] = {
+    WEIGHT_ONLY: {DEFAULT: _WEIGHT_ONLY_DEFAULT, INTERPRETER: _INTERPRETED},
+    W8A8: {DEFAULT: _W8A8_DEFAULT, INTERPRETER: _INTERPRETED},
+}
+
+
+def device_key(device: torch.device, interpreting: bool) -> str:
+    """The name ``TILES`` is keyed by: the GPU's name ("NVIDIA H200"), or INTERPRETER."""
+    if interpreting or device.type == "cpu":
+        return INTERPRETER
+    return _device_name(device.type, device.index)
+
+
+@functools.cache
+def _device_name(device_type: str, index: Optional[int]) -> str:
+    if device_type == "cuda":
+        return torch.cuda.get_device_name(index)
+    return device_type
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors (compute units) of ``device``; 1 off the GPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def table_for(family: str, key: str) -> Table:
+    """The buckets of ``family`` on the device named ``key`` (DEFAULT's when it has none)."""
+    tables = TILES[family]
+    return tables.get(key, tables[DEFAULT])
+
+
+def tile_for(table: Table, m: int) -> Tile:
+    """The tile of the first bucket that serves ``m`` rows."""
+    for bound, tile in table:
+        if m <= bound:
+            return tile
+    return table[-1][1]
+
+
+def splits(tile: Tile, output_tiles: int, k_steps: int, sms: int) -> int:
+    """How many programs share each output tile's K loop: the tile's own ``split_k``, or
+    (AUTO_SPLIT) enough for WAVES programs per SM, never more than there are K steps."""
+    wanted = tile.split_k or -(-WAVES * sms // output_tiles)
+    return max(1, min(wanted, k_steps))
+
+
+def max_split_tiles(table: Table, n: int) -> int:
+    """The most output tiles a split bucket of bounded M launches for a weight of ``n``
+    columns: the size of the arrival counters a weight keeps (splitk.py). A split bucket of
+    unbounded M takes fresh counters per call instead."""
+    return max([-(-bound // tile.block_m) * -(-n // tile.block_n) for bound, tile in table
+                if tile.split_k != 1 and bound != UNBOUNDED], default=0)
