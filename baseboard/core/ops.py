@@ -55,7 +55,9 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "rotary_embedding(positions [T] int64, q [T, Hq, D], k [T, Hk, D], "
            "cos_sin_cache [max_position, D] float32 (cos in the first D/2 columns, sin in the "
            "last D/2)) -> (q, k) rotated in the rotate-half (GPT-NeoX / Hugging Face Llama) "
-           "style. May rotate q and k in place."),
+           "style. q and k are views of one qkv projection output [T, (Hq + 2 Hk) * D]: heads "
+           "and values contiguous, tokens (Hq + 2 Hk) * D apart. May rotate q and k in place "
+           "or return rotated copies."),
     OpSpec("silu_and_mul", "function",
            "silu_and_mul(x [T, 2I]) -> [T, I] = silu(x[:, :I]) * x[:, I:]."),
     OpSpec("gemm", "weight",
