@@ -19,6 +19,7 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import statistics
 import sys
@@ -213,10 +214,30 @@ def worker_checkpoint(args) -> dict:
     return info
 
 
-def worker_baseboard(args) -> dict:
+def timed_load(args, tune: str):
+    """(LLM, seconds to build it) with BASEBOARD_TUNE=tune."""
+    os.environ["BASEBOARD_TUNE"] = tune
+    start = time.perf_counter()
     llm = make_baseboard(args, args.variant)
+    return llm, time.perf_counter() - start
+
+
+def worker_baseboard(args) -> dict:
+    """The runs, and the load times: the first with measured selection (an empty timing
+    cache when the driver gives a fresh one), then again with the cache filled, and with
+    tuning off (the three differ by what tuning costs)."""
+    llm, first = timed_load(args, "auto")
     batches = {str(b): baseboard_runs(llm, args, b) for b in args.batches}
-    return {"plan": llm.plan.selected(), "batches": batches}
+    decisions = {op: d.why for op, d in llm.plan.decisions.items() if d.measured}
+    plan = llm.plan.selected()
+    del llm
+    free_device_memory()
+    loads = {"tune_first_s": first}
+    for label, tune in (("tune_cached_s", "auto"), ("tune_off_s", "off")):
+        llm, loads[label] = timed_load(args, tune)
+        del llm
+        free_device_memory()
+    return {"plan": plan, "batches": batches, "measured": decisions, "loads": loads}
 
 
 def worker_transformers(args) -> dict:
