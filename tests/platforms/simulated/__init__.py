@@ -1,0 +1,1 @@
+"""Simulated AMD and Intel GPU environments for tests on a machine without either."""
