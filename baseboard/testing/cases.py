@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from ..core.platform import Platform
+from ..core.quant import PER_CHANNEL, QuantScheme
 from ..core.selection import SelectionContext
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -25,8 +26,15 @@ HEAD_DIMS = (64, 96, 128)
 ROTARY_HEADS = (4, 2)  # (Hq, Hk)
 GEMM_SHAPES = ((64, 128), (96, 80), (257, 129))  # (K, N)
 GROUP_SHAPES = ((64, 128, 32, False), (96, 80, 32, True), (96, 80, 96, False),
-                (257, 129, 257, True))  # (K, N, group size G, bias); G = K is per-channel
+                (96, 80, 16, True), (257, 129, 257, True))
+# (K, N, group size G, bias); G = K is per-channel; 16 and 32 are GGUF's (Q6_K, Q4_K)
 CHANNEL_SHAPES = ((64, 128, False), (96, 80, True), (257, 129, True))  # (K, N, bias)
+# gemm_w4a16 also with symmetric codes (offset = -8 * scale, as GPTQ sym and GGUF Q4_0 store)
+SYMMETRIC_4BIT_SHAPES = ((256, 64, 128, False),)  # (K, N, G, bias)
+# the layout each quantized GEMM's cases hand to supports(ctx): (weight, activation)
+CASE_SCHEMES = {"gemm_w4a16": ("uint4", "16bit"), "gemm_w8a16": ("int8", "16bit"),
+                "gemm_w8a8_int8": ("int8", "int8"),
+                "gemm_w8a8_fp8": ("float8_e4m3fn", "float8_e4m3fn")}
 # (K, N, (BN, BK), bias): whole 128x128 blocks, partial last blocks, small blocks
 BLOCK_SHAPES = ((256, 256, (128, 128), False), (257, 129, (128, 128), True),
                 (96, 80, (32, 32), True))
@@ -40,7 +48,7 @@ SAMPLING_MODES = ("mixed", "plain", "greedy", "mixed+min_p", "plain+min_p", "mix
                   "mixed+frequency", "mixed+repetition", "mixed+penalties+min_p",
                   "plain+penalties+min_p", "greedy+penalties")
 
-CONTEXT_FIELDS = ("head_dim", "num_heads", "num_kv_heads", "block_size")
+CONTEXT_FIELDS = ("head_dim", "num_heads", "num_kv_heads", "block_size", "quant_schemes")
 
 
 @dataclass(frozen=True)
@@ -97,14 +105,26 @@ def _gemm(op: str) -> list[Case]:
             for dtype in DTYPES for k, n in GEMM_SHAPES for bias in (False, True)]
 
 
+def _schemes(op: str, k: int, group_size: int, symmetric: bool) -> tuple[QuantScheme]:
+    weight, activation = CASE_SCHEMES[op]
+    group = PER_CHANNEL if group_size == k else group_size
+    return (QuantScheme(op, weight, group, symmetric, activation=activation),)
+
+
 def _group_gemm(op: str) -> list[Case]:
-    return [_case(op, dtype, f"K{k}-N{n}-G{g}{_bias_label(bias)}", hidden=k, out=n,
-                  group_size=g, bias=bias)
-            for dtype in DTYPES for k, n, g, bias in GROUP_SHAPES]
+    shapes = [(k, n, g, bias, op != "gemm_w4a16") for k, n, g, bias in GROUP_SHAPES]
+    if op == "gemm_w4a16":
+        shapes += [(k, n, g, bias, True) for k, n, g, bias in SYMMETRIC_4BIT_SHAPES]
+    return [_case(op, dtype, f"K{k}-N{n}-G{g}{_bias_label(bias)}"
+                  f"{'-sym' if sym and op == 'gemm_w4a16' else ''}", hidden=k, out=n,
+                  group_size=g, bias=bias, symmetric=sym,
+                  quant_schemes=_schemes(op, k, g, sym))
+            for dtype in DTYPES for k, n, g, bias, sym in shapes]
 
 
 def _channel_gemm(op: str) -> list[Case]:
-    return [_case(op, dtype, f"K{k}-N{n}{_bias_label(bias)}", hidden=k, out=n, bias=bias)
+    return [_case(op, dtype, f"K{k}-N{n}{_bias_label(bias)}", hidden=k, out=n, bias=bias,
+                  quant_schemes=_schemes(op, k, k, True))
             for dtype in DTYPES for k, n, bias in CHANNEL_SHAPES]
 
 

@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-SOURCES = ("gemm.c", "attention.c", "elementwise.c", "sampling.c")
-HEADERS = ("kernels.h", "vec.h")
+SOURCES = ("gemm.c", "quant_gemm.c", "attention.c", "elementwise.c", "sampling.c")
+HEADERS = ("kernels.h", "panels.h", "vec.h")
 MODULE_SOURCE = "module.c"
 MODULE_NAME = "_baseboard_cpu"
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",

@@ -1,20 +1,30 @@
-"""Quantized GEMMs for ``gemm_w4a16`` and ``gemm_w8a16``: ``prepare`` dequantizes the
-weight once and packs it for the dense native kernels (gemm.py), so a quantized model
-decodes at the dense GEMM's speed instead of dequantizing every weight on every call
-(the reference's way).
+"""Quantized GEMMs for ``gemm_w4a16`` and ``gemm_w8a16``.
 
-The op's ``prepare`` is not told the activation dtype, so there is one implementation
-per dtype, selected by the model's dtype (``supports``): ``avx512_bf16`` dequantizes to
-bf16 (the cpu platform's default where the CPU has AVX512-BF16), ``dequant_f32`` to
-float32 (GGUF checkpoints run in float32 by default, as llama.cpp computes).
+``avx512_bf16`` and ``avx512_f32`` keep the weight quantized (csrc/quant_gemm.c): the
+codes are packed once into 32-column panels (4-bit codes two to a byte), the scales and
+offsets kept in the dtype they came in, and one native kernel multiplies. It has two paths
+inside, chosen per call by the number of rows M:
 
-Memory: the resident weight is dense, 2 bytes per weight in bf16 and 4 in float32,
-where 4-bit codes with group scales take about 0.56: about 3.5x (bf16) or 7x (float32)
-the quantized size; 2x and 4x for 8-bit codes.
+- M <= ``FUSED_ROWS`` (decode): the codes are turned into numbers in registers and never
+  written out, so a step streams about a quarter (4-bit) or half (int8) of a bf16
+  weight's bytes; each group's sum is scaled in float32.
+- larger M (prefill): each panel is dequantized once into a per-thread dense panel and the
+  dense kernels of gemm.c run on it, so prefill runs at the dense kernel's speed.
 
-Numerics: each weight value (code * scale + offset) is computed in float32 and rounded
-once to the dense dtype, as a model stored in that dtype holds it; the reference rounds
-it to the activation dtype too, or keeps float32 for float32 outputs (the lm_head).
+``FUSED_ROWS`` is where the second path overtook the first in benchmarks/cpu_quant.py on
+the machines in docs/benchmarks.md, not a measurement made at load.
+
+The op's ``prepare`` is not told the activation dtype, so there is one implementation per
+dtype, selected by the model's dtype: ``avx512_bf16`` for bf16 models, ``avx512_f32`` for
+float32 models (GGUF checkpoints run in float32 by default, as llama.cpp computes).
+
+``dequant_bf16`` and ``dequant_f32`` dequantize once at load to a dense weight for the
+dense kernels (gemm.py): 2 or 4 bytes a weight resident. They stay registered, at a lower
+priority, to be chosen by name (``--impl``) as the plain alternative.
+
+Numerics: the fused path multiplies the exact codes and scales each group's float32 sum,
+so it is at least as precise as the reference (which rounds every weight to the activation
+dtype first); the dequantizing path computes each weight as the reference does.
 """
 
 from __future__ import annotations
@@ -22,13 +32,187 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
+from ...core.errors import ModelError
 from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16
-from .gemm import Avx512Gemm, PackedLinear, pack_linear
+from . import native
+from .gemm import PANEL, Avx512Gemm, PackedLinear, pack_linear
+
+FUSED_ROWS = 8  # rows up to which codes are decoded in registers; beyond, per-panel dequant
+SCALE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # kept as given: exact
+
+
+class QuantizedLinear:
+    """A [N, K] weight of ``bits``-bit codes packed for the native kernel, for activations
+    of ``dtype`` (bf16 or float32).
+
+    codes    uint8, panels of 32 columns in the layout of csrc/quant_gemm.c
+    scales   [panels, K/G, 32] in the dtype given (bf16, float16 or float32)
+    offsets  like scales, or None (symmetric codes)
+    bias     float32 padded to whole panels, or None
+    """
+
+    __slots__ = ("codes", "scales", "offsets", "bias", "dtype", "bits", "group_size",
+                 "out_features", "in_features", "_x_f32", "_args", "_qgemm")
+
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor,
+                 offsets: Optional[torch.Tensor], group_size: int, bits: int,
+                 bias: Optional[torch.Tensor], dtype: torch.dtype):
+        n, k = qweight.shape
+        _check_layout(qweight, scales, offsets, group_size, bits, dtype)
+        self.dtype, self.bits, self.group_size = dtype, bits, group_size
+        self.out_features, self.in_features = n, k
+        self._x_f32 = dtype == torch.float32
+        self.codes = _pack_codes(qweight, bits, self._x_f32)
+        self.scales = _panel_groups(scales)
+        self.offsets = None if offsets is None else _panel_groups(offsets.to(scales.dtype))
+        self.bias = None
+        if bias is not None:
+            self.bias = torch.zeros(self.codes.shape[0] * PANEL, dtype=torch.float32)
+            self.bias[:n] = bias.float()
+        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+        self._args = (ptr(self.codes), ptr(self.scales), ptr(self.offsets),
+                      native.dtype_code(scales.dtype), ptr(self.bias))
+        self._qgemm = native.library().bb_qgemm
+
+    def matmul(self, x: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
+        """x [T, K] -> [T, N] in out_dtype (default x's)."""
+        if x.dtype != self.dtype or x.dim() != 2 or x.stride(1) != 1:
+            return self._general(x, out_dtype)
+        y = self._run(x, self._x_f32 or out_dtype == torch.float32, self._args[4])
+        wanted = out_dtype or x.dtype
+        return y if y.dtype == wanted else y.to(wanted)
+
+    def _run(self, x: torch.Tensor, out_f32: bool, bias: Optional[int]) -> torch.Tensor:
+        rows, n, k = x.shape[0], self.out_features, self.in_features
+        threads = torch.get_num_threads()
+        y = torch.empty((rows, n), dtype=torch.float32 if out_f32 else torch.bfloat16)
+        scratch, work = _workspace(rows, k, self.group_size, self._x_f32, threads)
+        codes, scales, offsets, scale_dtype, _ = self._args
+        self._qgemm(x.data_ptr(), x.stride(0), self._x_f32, codes, scales, offsets, scale_dtype,
+                    bias, y.data_ptr(), n, out_f32, rows, n, k, self.group_size, self.bits,
+                    FUSED_ROWS, work, threads)
+        del scratch  # held until the kernel returned
+        return y
+
+    def _general(self, x: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
+        """Leading dimensions, strided rows or another dtype: rows of the kernel's dtype
+        made contiguous, else the weight as the dequantizing path holds it (rounded to the
+        kernel's dtype) through F.linear: slow, and never taken by a model of one dtype."""
+        dtype = out_dtype or x.dtype
+        if x.dtype == self.dtype:
+            flat = x.reshape(-1, x.shape[-1]).contiguous()
+            return self.matmul(flat, dtype).view(*x.shape[:-1], self.out_features)
+        bias = None if self.bias is None else self.bias[:self.out_features].to(dtype)
+        return F.linear(x.to(dtype), self.dequantized(dtype), bias)
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        """The dense [N, K] weight in ``dtype``, for the slow path and for tests: the kernel
+        on an identity (K rows, so its dequantizing path): the reference's values, rounded
+        to the kernel's dtype."""
+        eye = torch.eye(self.in_features, dtype=self.dtype)
+        return self._run(eye, True, None).T.contiguous().to(dtype)  # [K, N] -> [N, K]
+
+
+def _check_layout(qweight: torch.Tensor, scales: torch.Tensor, offsets: Optional[torch.Tensor],
+                  group_size: int, bits: int, dtype: torch.dtype) -> None:
+    n, k = qweight.shape
+    want = torch.uint8 if bits == 4 else torch.int8
+    if qweight.dtype != want:
+        raise ModelError(f"{bits}-bit codes must be {want}, got {qweight.dtype}; the op's "
+                         f"prepare takes unpacked codes [N, K] (baseboard.core.ops)")
+    if scales.dtype not in SCALE_DTYPES:
+        raise ModelError(f"scales of dtype {scales.dtype} are not supported by the native "
+                         f"quantized GEMM; pass bfloat16, float16 or float32 scales")
+    if dtype == torch.bfloat16 and group_size % 2 and group_size != k:
+        raise ModelError(f"group_size {group_size} is odd: the bf16 kernel multiplies pairs "
+                         f"of inputs, which must not straddle two groups; use the dequant_bf16 "
+                         f"implementation (--impl gemm_w{bits}a16=dequant_bf16) for this weight")
+    if offsets is not None and offsets.shape != scales.shape:
+        raise ModelError(f"offsets of shape {tuple(offsets.shape)} do not match scales "
+                         f"{tuple(scales.shape)}")
+
+
+def _pack_codes(qweight: torch.Tensor, bits: int, f32_layout: bool) -> torch.Tensor:
+    """[N, K] codes -> [panels, bytes per panel] uint8 (csrc/quant_gemm.c's layout)."""
+    n, k = qweight.shape
+    q = qweight.contiguous().view(torch.uint8)
+    panels = -(-n // PANEL)
+    steps = k if f32_layout else -(-k // 2)
+    step_bytes = (64 if bits == 8 else 32) // (2 if f32_layout else 1)
+    packed = native.streamed_empty(panels * steps * step_bytes, torch.uint8)
+    native.library().bb_qgemm_pack(q.data_ptr(), k, n, k, bits, f32_layout, packed.data_ptr(),
+                                   torch.get_num_threads())
+    return packed.view(panels, steps * step_bytes)
+
+
+def _panel_groups(values: torch.Tensor) -> torch.Tensor:
+    """[N, K/G] -> [panels, K/G, 32] (N zero-padded), the kernel's per-group vectors."""
+    n, groups = values.shape
+    panels = -(-n // PANEL)
+    padded = torch.zeros((panels * PANEL, groups), dtype=values.dtype)
+    padded[:n] = values
+    return padded.view(panels, PANEL, groups).transpose(1, 2).contiguous()
+
+
+def _workspace(rows: int, k: int, group_size: int, x_f32: bool,
+               threads: int) -> tuple[torch.Tensor, int]:
+    """Scratch for one call (see bb_qgemm) and its 64-byte aligned address."""
+    if rows <= FUSED_ROWS:
+        nbytes = 4 * rows * (k // group_size)
+    else:
+        steps = k if x_f32 else -(-k // 2)
+        nbytes = threads * (-(-steps * 128 // 64) * 64)
+    scratch = torch.empty(nbytes + 64, dtype=torch.uint8)
+    return scratch, scratch.data_ptr() + (-scratch.data_ptr() % 64)
+
+
+class Avx512W4A16:
+    """4-bit codes (0..15 per uint8) with group scales and offsets, bf16 activations."""
+
+    dtype = torch.bfloat16  # of the activations, and of the model this serves
+
+    @classmethod
+    def prepare(cls, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+                group_size: int, bias: Optional[torch.Tensor]) -> QuantizedLinear:
+        GemmW4A16.prepare(qweight, scales, offsets, group_size, bias)  # the shapes' checks
+        return QuantizedLinear(qweight, scales, offsets, group_size, 4, bias, cls.dtype)
+
+    @staticmethod
+    def apply(state: QuantizedLinear, x: torch.Tensor,
+              out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        return state.matmul(x, out_dtype)
+
+
+class Avx512W8A16:
+    """int8 codes with group (or per-channel) scales, bf16 activations."""
+
+    dtype = torch.bfloat16
+
+    @classmethod
+    def prepare(cls, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
+                bias: Optional[torch.Tensor]) -> QuantizedLinear:
+        GemmW8A16.prepare(qweight, scales, group_size, bias)
+        return QuantizedLinear(qweight, scales, None, group_size, 8, bias, cls.dtype)
+
+    apply = Avx512W4A16.apply
+
+
+class Avx512W4A16Float32(Avx512W4A16):
+    """4-bit codes, float32 activations."""
+
+    dtype = torch.float32
+
+
+class Avx512W8A16Float32(Avx512W8A16):
+    """int8 codes, float32 activations."""
+
+    dtype = torch.float32
 
 
 class DequantW4A16:
-    """4-bit codes (0..15 per uint8) with group scales and offsets, run as bf16."""
+    """4-bit codes dequantized once at load to bf16, then the avx512_bf16 dense GEMM."""
 
     dtype = torch.bfloat16  # of the dense weight, and of the model this serves
 
@@ -42,7 +226,7 @@ class DequantW4A16:
 
 
 class DequantW8A16:
-    """int8 codes with group (or per-channel) scales, run as bf16."""
+    """int8 codes dequantized once at load to bf16, then the avx512_bf16 dense GEMM."""
 
     dtype = torch.bfloat16
 

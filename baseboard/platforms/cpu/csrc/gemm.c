@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "kernels.h"
+#include "panels.h"
 
 #define PANEL 32
 
@@ -86,6 +87,17 @@ void bb_gemm_pack(const uint16_t *w, long ldw, long N, long K, uint16_t *packed,
     }
 }
 
+/* One packed panel times every row of x: y[:, 0:columns] (y points at the panel's first
+ * column). Shared with the dequantizing path of quant_gemm.c. */
+void gemm_panel(const uint16_t *x, long lda, const uint16_t *panel, long K, const float *bias,
+                void *y, long ldc, long M, int out_f32, long columns) {
+    for (long m = 0; m < M; m += 8) {
+        long rows = M - m < 8 ? M - m : 8;
+        void *ym = out_f32 ? (void *)((float *)y + m * ldc) : (void *)((uint16_t *)y + m * ldc);
+        tiles[rows](x + m * lda, lda, panel, K, bias, ym, ldc, out_f32, columns);
+    }
+}
+
 /* y [M, N] (row stride ldc) = x [M, K] (row stride lda) @ w.T + bias; bias is float32
  * padded to whole panels, or NULL; y is bf16, or float32 when out_f32. */
 void bb_gemm(const uint16_t *x, long lda, const uint16_t *packed, const float *bias,
@@ -93,15 +105,10 @@ void bb_gemm(const uint16_t *x, long lda, const uint16_t *packed, const float *b
     long k_pairs = (K + 1) / 2, panels = (N + PANEL - 1) / PANEL;
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (long p = 0; p < panels; p++) {
-        const uint16_t *panel = packed + p * k_pairs * PANEL * 2;
-        const float *b = bias ? bias + p * PANEL : NULL;
-        long n0 = p * PANEL, columns = N - n0;
-        void *yp = out_f32 ? (void *)((float *)y + n0) : (void *)((uint16_t *)y + n0);
-        for (long m = 0; m < M; m += 8) {
-            long rows = M - m < 8 ? M - m : 8;
-            void *ym = out_f32 ? (void *)((float *)yp + m * ldc) : (void *)((uint16_t *)yp + m * ldc);
-            tiles[rows](x + m * lda, lda, panel, K, b, ym, ldc, out_f32, columns);
-        }
+        long n0 = p * PANEL;
+        gemm_panel(x, lda, packed + p * k_pairs * PANEL * 2, K, bias ? bias + n0 : NULL,
+                   out_f32 ? (void *)((float *)y + n0) : (void *)((uint16_t *)y + n0), ldc, M,
+                   out_f32, N - n0);
     }
 }
 
@@ -155,16 +162,18 @@ void bb_gemm_pack_f32(const float *w, long ldw, long N, long K, float *packed, i
     }
 }
 
+void gemm_panel_f32(const float *x, long lda, const float *panel, long K, const float *bias,
+                    float *y, long ldc, long M, long columns) {
+    for (long m = 0; m < M; m += 8)
+        tiles_f32[M - m < 8 ? M - m : 8](x + m * lda, lda, panel, K, bias, y + m * ldc, ldc,
+                                        columns);
+}
+
 void bb_gemm_f32(const float *x, long lda, const float *packed, const float *bias, float *y,
                  long ldc, long M, long N, long K, int threads) {
     long panels = (N + PANEL - 1) / PANEL;
     #pragma omp parallel for num_threads(threads) schedule(static)
-    for (long p = 0; p < panels; p++) {
-        const float *panel = packed + p * K * PANEL;
-        const float *b = bias ? bias + p * PANEL : NULL;
-        long n0 = p * PANEL;
-        for (long m = 0; m < M; m += 8)
-            tiles_f32[M - m < 8 ? M - m : 8](x + m * lda, lda, panel, K, b, y + m * ldc + n0,
-                                            ldc, N - n0);
-    }
+    for (long p = 0; p < panels; p++)
+        gemm_panel_f32(x, lda, packed + p * K * PANEL, K, bias ? bias + p * PANEL : NULL,
+                       y + p * PANEL, ldc, M, N - p * PANEL);
 }

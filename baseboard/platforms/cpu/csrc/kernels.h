@@ -27,6 +27,12 @@ void bb_gemm(const uint16_t *x, long lda, const uint16_t *packed, const float *b
 void bb_gemm_pack_f32(const float *w, long ldw, long N, long K, float *packed, int threads);
 void bb_gemm_f32(const float *x, long lda, const float *packed, const float *bias, float *y,
                  long ldc, long M, long N, long K, int threads);
+void bb_qgemm_pack(const uint8_t *q, long ldq, long N, long K, int bits, int f32_layout,
+                   uint8_t *packed, int threads);
+void bb_qgemm(const void *x, long lda, int x_f32, const uint8_t *codes, const void *scales,
+              const void *offsets, int scale_dtype, const float *bias, void *y, long ldc,
+              int out_f32, long M, long N, long K, long G, int bits, long fused_rows,
+              void *work, int threads);
 void bb_attention(const attention_step *st, const void *q, long q_stride, const void *k,
                   long k_stride, const void *v, long v_stride, void *cache, long num_blocks,
                   void *out, long out_stride, int threads);

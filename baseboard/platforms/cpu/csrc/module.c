@@ -35,7 +35,7 @@ static int convert(PyObject *const *args, Py_ssize_t n, const char *kinds, arg *
 
 #define BIND(NAME, KINDS, ...)                                                               \
 static PyObject *py_##NAME(PyObject *self, PyObject *const *args, Py_ssize_t n) {            \
-    arg a[16];                                                                               \
+    arg a[24];                                                                               \
     (void)self;                                                                              \
     if (!convert(args, n, KINDS, a, #NAME)) return NULL;                                     \
     NAME(__VA_ARGS__);                                                                       \
@@ -48,6 +48,11 @@ BIND(bb_gemm, "plpppllllll", a[0].p, a[1].l, a[2].p, a[3].p, a[4].p, a[5].l, a[6
 BIND(bb_gemm_pack_f32, "plllpl", a[0].p, a[1].l, a[2].l, a[3].l, a[4].p, (int)a[5].l)
 BIND(bb_gemm_f32, "plppplllll", a[0].p, a[1].l, a[2].p, a[3].p, a[4].p, a[5].l, a[6].l, a[7].l,
      a[8].l, (int)a[9].l)
+BIND(bb_qgemm_pack, "plllllpl", a[0].p, a[1].l, a[2].l, a[3].l, (int)a[4].l, (int)a[5].l, a[6].p,
+     (int)a[7].l)
+BIND(bb_qgemm, "pllppplppllllllllpl", a[0].p, a[1].l, (int)a[2].l, a[3].p, a[4].p, a[5].p,
+     (int)a[6].l, a[7].p, a[8].p, a[9].l, (int)a[10].l, a[11].l, a[12].l, a[13].l, a[14].l,
+     (int)a[15].l, a[16].l, a[17].p, (int)a[18].l)
 BIND(bb_attention, "pplplplplpll", a[0].p, a[1].p, a[2].l, a[3].p, a[4].l, a[5].p, a[6].l,
      a[7].p, a[8].l, a[9].p, a[10].l, (int)a[11].l)
 BIND(bb_rms_norm, "plplpllflll", a[0].p, a[1].l, a[2].p, a[3].l, a[4].p, a[5].l, a[6].l,
@@ -63,6 +68,7 @@ BIND(bb_argmax, "plllpl", a[0].p, a[1].l, a[2].l, a[3].l, a[4].p, (int)a[5].l)
 #define METHOD(NAME) {#NAME, (PyCFunction)(void (*)(void))py_##NAME, METH_FASTCALL, NULL}
 static PyMethodDef methods[] = {
     METHOD(bb_gemm_pack), METHOD(bb_gemm), METHOD(bb_gemm_pack_f32), METHOD(bb_gemm_f32),
+    METHOD(bb_qgemm_pack), METHOD(bb_qgemm),
     METHOD(bb_attention), METHOD(bb_rms_norm),
     METHOD(bb_fused_add_rms_norm), METHOD(bb_silu_and_mul), METHOD(bb_rotary_embedding),
     METHOD(bb_argmax), {NULL, NULL, 0, NULL}};
