@@ -137,8 +137,8 @@ def test_unsupported_architecture_lists_the_supported_ones(tiny_copy, resolution
 def test_unknown_quantization_method(tiny_copy, resolution):
     config = json.loads((tiny_copy / "config.json").read_text())
     (tiny_copy / "config.json").write_text(
-        json.dumps({**config, "quantization_config": {"quant_method": "gptq"}}))
-    with pytest.raises(ModelError, match="method 'gptq', which no loaded plugin provides.*gguf"):
+        json.dumps({**config, "quantization_config": {"quant_method": "hqq"}}))
+    with pytest.raises(ModelError, match="method 'hqq', which no loaded plugin provides.*gguf"):
         load_checkpoint(tiny_copy, resolution.catalog)
 
 
