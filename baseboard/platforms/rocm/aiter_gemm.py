@@ -47,16 +47,15 @@ class A8W8Weights(NamedTuple):
 def _a8w8(state: A8W8Weights, x: torch.Tensor, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
     """Quantize x [T, K] per token to the weights' code type, then gemm_a8w8_CK."""
     out_dtype = out_dtype or x.dtype
-    if out_dtype == torch.float32:
-        # CK's a8w8 writes bf16/fp16 only; the float32 result the lm_head asks for comes
-        # from the dequantized weight instead (a quantized lm_head is rare)
-        weight = state.qweight.float() * state.scales
-        bias = None if state.bias is None else state.bias.float()
-        return F.linear(x.float(), weight, bias)
     x = x.contiguous()
     xq = torch.empty(x.shape, dtype=state.qweight.dtype, device=x.device)
     x_scale = torch.empty((x.shape[0], 1), dtype=torch.float32, device=x.device)
     aiter.dynamic_per_token_scaled_quant(xq, x, x_scale)
+    if out_dtype == torch.float32:
+        # CK's a8w8 writes bf16/fp16 only; the float32 result the lm_head asks for is the
+        # same product in float32 (a quantized lm_head is rare)
+        y = F.linear(xq.float(), state.qweight.float()) * x_scale * state.scales.view(1, -1)
+        return y if state.bias is None else y + state.bias.float()
     return aiter.gemm_a8w8_CK(xq, state.qweight, x_scale, state.scales, state.bias, out_dtype)
 
 
