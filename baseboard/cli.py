@@ -1,4 +1,4 @@
-"""The `baseboard` command: info | generate | serve."""
+"""The `baseboard` command: info | generate | serve | quantize."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .frontend.generate import add_generate_arguments, run_generate
     from .frontend.info import add_info_arguments, run_info
+    from .frontend.quantize import add_quantize_arguments, run_quantize
     from .frontend.serve import add_serve_arguments, run_serve
 
     parser = argparse.ArgumentParser(prog="baseboard", description=__doc__)
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection_arguments(serve)
     add_serve_arguments(serve)
     serve.set_defaults(run=run_serve)
+    quantize = commands.add_parser("quantize", help="write a quantized copy of a Hugging Face "
+                                                    "checkpoint (round-to-nearest)")
+    add_quantize_arguments(quantize)
+    quantize.set_defaults(run=run_quantize)
     return parser
 
 

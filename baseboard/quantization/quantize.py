@@ -56,7 +56,7 @@ class GptqWriter:
                 "desc_act": False, "sym": self.sym, "checkpoint_format": "gptq"}
 
     def layer(self, name: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = _group_size(name, weight, self.group_size)
+        size = group_size_for(name, weight.shape, self.group_size)
         q = quantize_rtn(weight, self.bits, size, self.sym)
         return gptq.pack(q.codes, q.scales, q.zeros, q.g_idx, self.bits)
 
@@ -82,15 +82,17 @@ class AwqWriter:
                 "zero_point": True, "version": "gemm"}
 
     def layer(self, name: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
-        q = quantize_rtn(weight, awq.BITS, _group_size(name, weight, self.group_size), False)
+        size = group_size_for(name, weight.shape, self.group_size)
+        q = quantize_rtn(weight, awq.BITS, size, False)
         return awq.pack(q.codes, q.scales, q.zeros)
 
 
 WRITERS = {"gptq": GptqWriter, "awq": AwqWriter}
 
 
-def _group_size(name: str, weight: torch.Tensor, group_size: int) -> int:
-    k = weight.shape[1]
+def group_size_for(name: str, shape: tuple[int, ...], group_size: int) -> int:
+    """The group size of a [N, K] weight (-1: K); a ConfigError where it does not divide K."""
+    k = shape[1]
     size = k if group_size == -1 else group_size
     if k % size:
         raise ConfigError(f"--group-size {group_size} does not divide the {k} inputs of "
@@ -142,6 +144,8 @@ def quantize_checkpoint(src: Path, dst: Path, options: QuantizeOptions,
     files = safetensors_files(src)
     header = read_headers(files)
     layers = [n for n, (shape, _) in header.items() if is_quantized_layer(n, shape)]
+    for name in layers:  # every layer checked before anything is written
+        group_size_for(name, header[name][0], writer.group_size)
     dst.mkdir(parents=True, exist_ok=True)
     weight_map: dict[str, str] = {}
     bar = tqdm(total=len(layers), desc=f"quantizing to {options.method}", unit="layer",

@@ -64,16 +64,24 @@ def dense_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dense
 
 
-def transformers_dense(path: Path):
-    """A float32 transformers model of ``path`` with the dequantized weights."""
-    import transformers
+def write_dense_checkpoint(path: Path, dst: Path) -> Path:
+    """The quantized checkpoint ``path`` as a dense float32 one in ``dst``: its weights
+    dequantized by the readers above, its config without quantization_config."""
+    from safetensors.torch import save_file
 
+    dst.mkdir(parents=True)
     config = json.loads((path / "config.json").read_text())
     config.pop("quantization_config")
-    hf_config = transformers.AutoConfig.for_model(**config)
-    model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
-    state = {n: t.float() for n, t in dense_state_dict(path).items()}
-    result = model.load_state_dict(state, strict=False)
-    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}, result
-    model.tie_weights()
-    return model.eval()
+    (dst / "config.json").write_text(json.dumps(config))
+    tensors = {n: t.float().contiguous() for n, t in dense_state_dict(path).items()}
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def transformers_dense(path: Path):
+    """transformers' float32 model of ``path`` with the dequantized weights, loaded from a
+    dense checkpoint written beside it."""
+    from transformers import AutoModelForCausalLM
+
+    dense = write_dense_checkpoint(path, path.parent / f"{path.name}-dense")
+    return AutoModelForCausalLM.from_pretrained(dense, dtype=torch.float32).eval()
