@@ -1,0 +1,137 @@
+"""The layers of a compressed-tensors checkpoint: each quantized module's tensors checked
+against its config group and loaded into baseboard's records (see ``packing`` for the
+layouts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from ...core.errors import ModelError
+from ...core.quant import QuantScheme
+from ..layer_tensors import (FLOATS, LayerCheck, Parts, block_scale_shape, ceil_div,
+                             describe, per_row_scales)
+from ..records import BlockQuantized, ChannelQuantized, GroupQuantized
+from .config import CompressedTensorsConfig, Layout, parse_config
+from .packing import unpack_quantized
+
+PARTS = ("weight", "weight_packed", "weight_shape", "weight_scale", "weight_zero_point",
+         "weight_g_idx")
+CODE_DTYPES = {"int8": "I8", "fp8": "F8_E4M3", "fp8_block": "F8_E4M3"}
+Loaded = Union[GroupQuantized, ChannelQuantized, BlockQuantized, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CompressedTensorsReader:
+    """A parsed compressed-tensors ``quantization_config``; reads its checkpoint's layers.
+    A module is quantized when it holds a ``weight_scale`` (or ``weight_packed``)."""
+
+    config: CompressedTensorsConfig
+    markers: tuple[str, ...] = ("weight_scale", "weight_packed")
+    parts: tuple[str, ...] = PARTS
+
+    def scheme(self, module: str, tensors: Parts) -> Optional[QuantScheme]:
+        layout = self.config.layout_for(module)
+        check_layer(module, tensors, layout)
+        return layout.scheme
+
+    def read(self, module: str, tensors: dict[str, torch.Tensor]) -> Loaded:
+        """The layer's tensors -> its record (a dense float32 [N, K] weight for asymmetric
+        int8 packed layers, which gemm_w8a16 cannot take)."""
+        layout = self.config.layout_for(module)
+        stored = tensors.get("weight_shape")
+        stored = tuple(int(v) for v in stored.tolist()) if stored is not None else None
+        n, k = check_layer(module, describe(tensors), layout, stored)
+        if layout.kind == "packed":
+            return _packed(module, tensors, layout, n, k)
+        codes, scale = tensors["weight"], tensors["weight_scale"]
+        if layout.kind == "fp8_block":
+            return BlockQuantized("gemm_w8a8_fp8_block", codes, scale.float(),
+                                  layout.weights.block_structure, layout.scheme)
+        zero = tensors.get("weight_zero_point")
+        if zero is not None and bool(zero.any()):
+            raise ModelError(f"tensor '{module}.weight_zero_point' holds non-zero values, but "
+                             f"{layout.describe()} is symmetric.")
+        if layout.scheme.op == "gemm_w8a16":
+            group = layout.weights.group_size if layout.weights.strategy == "group" else k
+            scales = scale if scale.dim() == 2 and scale.shape[0] == n else \
+                per_row_scales(scale, n)[:, None]
+            return GroupQuantized("gemm_w8a16", codes, scales, None, group, scheme=layout.scheme)
+        return ChannelQuantized(layout.scheme.op, codes, per_row_scales(scale, n), layout.scheme)
+
+
+def _packed(module: str, tensors: dict[str, torch.Tensor], layout: Layout, n: int,
+            k: int) -> Loaded:
+    bits = layout.weights.num_bits
+    codes, scales, zeros = unpack_quantized(tensors, bits)
+    group = layout.weights.group_size if layout.weights.strategy == "group" else k
+    middle = 2 ** (bits - 1)  # the stored zero point of a symmetric layer
+    if layout.scheme is None:  # asymmetric int8: (u - u_zero) * scale, dense in float32
+        per_column = torch.arange(k) // group
+        return (codes.float() - zeros.float()[:, per_column]) * scales.float()[:, per_column]
+    if bits == 8:
+        qweight = (codes.to(torch.int16) - middle).to(torch.int8)
+        return GroupQuantized("gemm_w8a16", qweight, scales, None, group, scheme=layout.scheme)
+    # u * scale - u_zero * scale: exact in float32 (a 4-bit zero times a 16-bit scale)
+    zero = zeros.float() if zeros is not None else torch.full(scales.shape, float(middle))
+    offsets = -(zero * scales.float())
+    return GroupQuantized("gemm_w4a16", codes, scales, offsets, group, scheme=layout.scheme)
+
+
+def check_layer(module: str, parts: Parts, layout: Layout,
+                stored_shape: Optional[tuple[int, ...]] = None) -> tuple[int, int]:
+    """(N, K) of the layer; a tensor that contradicts ``layout`` is a ModelError naming it.
+    ``stored_shape``: the value of a pack-quantized layer's weight_shape once loaded (the
+    header alone gives K only up to the padding of the last word)."""
+    check = LayerCheck(module, parts, f"compressed-tensors {layout.describe()}")
+    weights = layout.weights
+    if layout.kind == "packed":
+        check.absent("weight", "weight_g_idx", because="its codes are in weight_packed")
+        n, words = check.matrix("weight_packed", "I32")
+        check.expect("weight_shape", (2,), "I64", "I32")
+        rows, per_row = check.matrix("weight_scale", *FLOATS)
+        group = weights.group_size if weights.strategy == "group" else None
+        k = per_row * group if group else words * 32 // weights.num_bits
+        if stored_shape is not None:
+            if len(stored_shape) != 2 or stored_shape[0] != n:
+                raise check.fail("weight_shape", f"holds {list(stored_shape)}",
+                                 f"[{n}, K] for weight_packed {(n, words)}")
+            k = stored_shape[1]
+        if rows != n:
+            raise check.fail("weight_scale", f"has {rows} rows", f"{n}, one per output row "
+                             f"of weight_packed {(n, words)}")
+        if group and (k % group or per_row != k // group):
+            raise check.fail("weight_scale", f"has shape {(rows, per_row)} for K = {k}",
+                             f"K a multiple of group_size {group} and shape {(n, k // group)}")
+        if not group and per_row != 1:
+            raise check.fail("weight_scale", f"has shape {(rows, per_row)}", f"shape ({n}, 1)")
+        if ceil_div(k * weights.num_bits, 32) != words:
+            raise check.fail("weight_packed", f"has shape {(n, words)}",
+                             f"{ceil_div(k * weights.num_bits, 32)} words per row for "
+                             f"K = {k} inputs of {weights.num_bits} bits")
+        if weights.symmetric:
+            check.absent("weight_zero_point", because="it is symmetric")
+        else:
+            check.expect("weight_zero_point", (ceil_div(n * weights.num_bits, 32), per_row),
+                         "I32")
+        return n, k
+    check.absent("weight_packed", "weight_shape", "weight_g_idx",
+                 because="its codes are stored unpacked in 'weight'")
+    n, k = check.matrix("weight", CODE_DTYPES[layout.kind])
+    if layout.kind == "fp8_block":
+        check.expect("weight_scale", block_scale_shape((n, k), weights.block_structure), *FLOATS)
+    elif weights.strategy == "group":
+        size = weights.group_size
+        if k % size:
+            raise check.fail("weight", f"has K = {k} inputs", f"a multiple of group_size {size}")
+        check.expect("weight_scale", (n, k // size), *FLOATS)
+    else:
+        check.per_row_scale("weight_scale", n)
+    return n, k
+
+
+def read_config(quantization_config: dict, source: str) -> CompressedTensorsReader:
+    """The ``layers`` function of the compressed-tensors method."""
+    return CompressedTensorsReader(parse_config(quantization_config, source))
