@@ -104,7 +104,9 @@ def _weight_inputs(case: Case, gen: torch.Generator, device: torch.device) -> di
         return {"weight": dense.to(device, case.dtype), "bias": bias}
     if case.op == "gemm_w4a16":
         g = case.params["group_size"]
-        qweight, scales, offsets = quantize.quantize_4bit_groups(dense, g)
+        quantizer = quantize.quantize_4bit_symmetric if case.params["symmetric"] \
+            else quantize.quantize_4bit_groups
+        qweight, scales, offsets = quantizer(dense, g)
         return {"qweight": qweight.to(device), "scales": scales.to(device, case.dtype),
                 "offsets": offsets.to(device, case.dtype), "group_size": g, "bias": bias}
     if case.op == "gemm_w8a16":

@@ -38,6 +38,20 @@ def quantize_4bit_groups(weight: torch.Tensor, group_size: int
     return (codes.reshape(weight.shape).to(torch.uint8), scales.squeeze(-1), low.squeeze(-1))
 
 
+def quantize_4bit_symmetric(weight: torch.Tensor, group_size: int
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Symmetric 4-bit group quantization for ``gemm_w4a16``, as GPTQ (sym) and GGUF Q4_0
+    store it: codes 0..15 around a zero point of 8, offsets = -8 * scales.
+
+    weight [N, K] -> (qweight [N, K] uint8, scales [N, K/G] float32, offsets [N, K/G]).
+    """
+    groups = _groups(weight, group_size)
+    scales = (groups.abs().amax(dim=-1, keepdim=True) / 7.0).clamp(min=1e-8)
+    codes = (groups / scales).round().clamp(-8, 7) + 8
+    return (codes.reshape(weight.shape).to(torch.uint8), scales.squeeze(-1),
+            -8 * scales.squeeze(-1))
+
+
 def quantize_int8_groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 group quantization for ``gemm_w8a16``.
 
