@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# FlagGems and Liger on the GPU, in one device call: the conformance kit for both plugin
+# packages (examples/baseboard-flaggems, examples/baseboard-liger), then their ops beside
+# the built-in Triton kernels and torch (benchmarks/foreign_ops.py).
+#
+# The libraries come from wheels in .whl/ (no network on the GPU machine), installed with
+# --no-deps so nothing replaces the image's torch or triton:
+#   flag_gems-5.0.2-py3-none-any.whl
+#   liger_kernel-0.8.5-py3-none-any.whl
+#   sqlalchemy-2.0.48-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl
+#       (flag_gems imports it at import time, for its tuning cache)
+#   greenlet-3.5.6-cp312-cp312-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl
+#       (sqlalchemy's dependency on x86_64)
+# and .whl/base/*.whl where present (pytest, pluggy, iniconfig, ... that the image lacks).
+# FlagGems' other pins (numpy 1.26.4, packaging, PyYAML) are met by what transformers
+# brings. Fetch them, on a machine with network, from the repository root:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     flag-gems==5.0.2 liger-kernel==0.8.5 sqlalchemy==2.0.48 greenlet
+#
+# Usage, on the GPU machine from the repository root: bash benchmarks/foreign_ops.sh [OUTDIR]
+# (OUTDIR defaults to $OUT, else /tmp/foreign_ops). Exits non-zero if a step failed.
+set -uo pipefail
+out=${1:-${OUT:-/tmp/foreign_ops}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+site=/tmp/site
+wheels=(.whl/flag_gems-*.whl .whl/liger_kernel-*.whl .whl/sqlalchemy-*.whl .whl/greenlet-*.whl)
+if [ -d .whl/base ]; then wheels+=(.whl/base/*.whl); fi
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "${wheels[@]}" || exit 1
+export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+# baseboard and the two plugin packages from this checkout: their entry points are found
+# through the metadata pip writes
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" --upgrade \
+  . examples/baseboard-flaggems examples/baseboard-liger || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+git rev-parse --short HEAD 2>/dev/null || true
+failed=0
+step() {
+  local name=$1; shift
+  echo "=== $name"
+  "$@" 2>&1 | tee "$out/$name.log" | tail -40
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then echo "=== $name FAILED (exit $rc)"; failed=1; fi
+}
+step plugins python3 -c "
+from baseboard.core.settings import read_settings
+from baseboard.frontend.plan import load_catalog
+for r in load_catalog(read_settings({})).plugins.report:
+    print(r.name, r.status, r.distribution, r.version, r.error or '')"
+for plugin in flaggems liger; do
+  step "kit_$plugin" python3 -m pytest -q -rs -p no:cacheprovider --baseboard-plugin "$plugin"
+  # a library that does not load here turns every case into a skip: that is no pass
+  if ! tail -1 "$out/kit_$plugin.log" | grep -q " passed"; then
+    echo "=== kit_$plugin: no case ran"; failed=1
+  fi
+done
+step benchmark python3 benchmarks/foreign_ops.py --json "$out/foreign_ops.json"
+exit $failed
