@@ -20,9 +20,10 @@ NAME = "liger"
 # (torch.xpu) GPUs as its devices. It has no dense GEMM.
 PLATFORMS = ("cuda", "rocm", "xpu")
 # Below the built-in Triton kernels (50) until benchmarks/foreign_ops.py has measured both
-# on a GPU; with BASEBOARD_TUNE on (the default on GPUs) the timed ops are chosen by
-# measurement on the model's own shapes anyway, so this decides rotary_embedding and
-# untuned runs.
+# on a GPU. It decides little: the GPU platforms prefer their own kernels (Triton, AITER,
+# IPEX) for the norms, rotary and SiLU-and-mul whatever the priority, and with
+# BASEBOARD_TUNE on (the default on GPUs) the norms, SiLU-and-mul and every GEMM shape go
+# to the implementation measured fastest on the model's own shapes.
 PRIORITY = 40
 VERSION = "liger-kernel-0.8"
 
