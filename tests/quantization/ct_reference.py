@@ -46,6 +46,14 @@ def write_compressed(model, path: Path, scheme: str, group_size: Optional[int] =
         compressed_tensors.quantization_config(scheme, group_size, symmetric))
 
 
+def write_compressed_blocks(model, path: Path, block_size: tuple[int, int]) -> Path:
+    """llm-compressor's FP8_BLOCK layout with ``block_size`` blocks."""
+    return write_checkpoint(
+        model, path,
+        lambda w: compressed_tensors.quantize_weight(w, "fp8-block", block_size=block_size),
+        compressed_tensors.quantization_config("fp8-block", block_size=block_size))
+
+
 def write_fp8(model, path: Path, block_size: Optional[tuple[int, int]]) -> Path:
     return write_checkpoint(model, path, lambda w: fp8.quantize_weight(w, block_size),
                             fp8.quantization_config(block_size))
@@ -118,7 +126,12 @@ def dense_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def fake_quantize_per_token(x: torch.Tensor, codes: str) -> torch.Tensor:
     """x with each row rounded to int8 (scale amax/127) or float8_e4m3fn (amax/448) codes
-    and scaled back: what a W8A8 layer multiplies."""
+    and scaled back: what a W8A8 layer multiplies. "fp8/G": each run of G inputs of a row
+    has its own scale (block-scaled FP8)."""
+    if codes.startswith("fp8/"):
+        size = int(codes[4:])
+        groups = x.unflatten(-1, (x.shape[-1] // size, size))
+        return fake_quantize_per_token(groups, "fp8").flatten(-2)
     if codes == "int8":
         scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127
         return torch.round(x / scale).clamp(-128, 127) * scale
@@ -128,8 +141,8 @@ def fake_quantize_per_token(x: torch.Tensor, codes: str) -> torch.Tensor:
 
 def transformers_dense(path: Path, activations: Optional[str] = None):
     """A float32 transformers model of ``path`` with the dequantized weights; with
-    ``activations`` ("int8" or "fp8") the decoder layers' linear inputs are quantized per
-    token as well, as the checkpoint's W8A8 layers run."""
+    ``activations`` ("int8", "fp8" or "fp8/G") the decoder layers' linear inputs are
+    quantized per token as well, as the checkpoint's W8A8 layers run."""
     import transformers
 
     config = json.loads((path / "config.json").read_text())

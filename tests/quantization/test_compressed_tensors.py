@@ -15,8 +15,9 @@ from baseboard.core.errors import ModelError
 from baseboard.models.llama import fuse
 from baseboard.models.loader import load_checkpoint
 from baseboard.quantization import compressed_tensors
-from baseboard.quantization.records import ChannelQuantized, GroupQuantized
-from ct_reference import dense_state_dict, packed_dense, transformers_dense, write_compressed
+from baseboard.quantization.records import BlockQuantized, ChannelQuantized, GroupQuantized
+from ct_reference import (dense_state_dict, packed_dense, transformers_dense, write_compressed,
+                          write_compressed_blocks)
 from paged_runner import PagedRunner
 from tiny_models import tiny_hf_model
 
@@ -90,6 +91,7 @@ MODEL_CASES = [
     pytest.param("w8a16", 32, True, None, id="w8a16-g32", marks=SLOW),
     pytest.param("w8a8-int8", None, True, "int8", id="w8a8-int8"),
     pytest.param("fp8", None, True, "fp8", id="fp8-dynamic"),
+    pytest.param("fp8-block", None, True, "fp8/32", id="fp8-block-32x32"),
 ]
 
 
@@ -98,7 +100,10 @@ def test_tiny_model_matches_transformers_on_the_dequantized_weights(
         scheme, group_size, symmetric, activations, tmp_path, reference_resolution):
     """W8A8 layers quantize their inputs per token: the reference does the same to the
     inputs of its dense linear layers."""
-    path = write_compressed(tiny_hf_model(), tmp_path, scheme, group_size, symmetric)
+    if scheme == "fp8-block":
+        path = write_compressed_blocks(tiny_hf_model(), tmp_path, (32, 32))
+    else:
+        path = write_compressed(tiny_hf_model(), tmp_path, scheme, group_size, symmetric)
     reference = transformers_dense(path, activations)
     checkpoint = load_checkpoint(path, reference_resolution.catalog)
     assert checkpoint.quant_method == "compressed-tensors"
@@ -127,6 +132,17 @@ def test_ops_and_schemes_are_known_from_the_header(tmp_path, reference_resolutio
     checkpoint = load_checkpoint(path, reference_resolution.catalog)
     assert set(checkpoint.linear_ops) == ops  # the lm_head is ignored: dense
     assert [s.describe() for s in checkpoint.quant_schemes] == [described]
+
+
+def test_fp8_blocks_load_as_block_records(tmp_path, reference_resolution):
+    path = write_compressed_blocks(tiny_hf_model(), tmp_path, (32, 32))
+    checkpoint = load_checkpoint(path, reference_resolution.catalog)
+    assert [s.describe() for s in checkpoint.quant_schemes] == [
+        "float8_e4m3fn block 32x32 sym, dynamic per-token float8_e4m3fn activations"]
+    weight = dict(checkpoint.weights())[f"{LAYER}.weight"]
+    assert isinstance(weight, BlockQuantized) and weight.scales.shape == (1, 2)
+    torch.testing.assert_close(weight.dequantize(), dense_state_dict(path)[f"{LAYER}.weight"],
+                               rtol=0, atol=0)
 
 
 def test_w8a8_parts_fuse_into_one_record(tmp_path, reference_resolution):
