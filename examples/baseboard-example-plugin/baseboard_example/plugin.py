@@ -12,6 +12,7 @@ import torch
 
 from baseboard.core.registry import Impl
 from baseboard.plugins import hookimpl
+from baseboard.quantization.method import QuantMethod
 
 from .platform import SimPlatform
 
@@ -35,3 +36,10 @@ def baseboard_ops() -> list[Impl]:
     return [Impl(op="gemm", name="transposed", loader="baseboard_example.gemm:TransposedGemm",
                  platforms=("cpu", "sim"), priority=5, supports=supports,
                  doc="weight stored pre-transposed [K, N]; one addmm per call")]
+
+
+@hookimpl
+def baseboard_quantization_methods() -> list[QuantMethod]:
+    return [QuantMethod(name="example-int8-rows", doc="int8 weights, one scale per row",
+                        ops=("gemm_w8a16",),
+                        layers="baseboard_example.int8_rows:read_config")]
