@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ...core.registry import Impl
+from .quant_support import fp8_device_reason, schemes_reason
 
 GPU_DEVICE_TYPES = ("cuda", "xpu")
 HEAD_SIZES = (64, 80, 96, 128, 256)
@@ -31,6 +32,10 @@ _MODULES = {
     "attention": "attention:TritonAttention",
     "sample": "sampling:sample",
     "gemm": "gemm:Gemm",
+    "gemm_w4a16": "quant_gemm:GemmW4A16",
+    "gemm_w8a16": "quant_gemm:GemmW8A16",
+    "gemm_w8a8_int8": "quant_w8a8:GemmW8A8Int8",
+    "gemm_w8a8_fp8": "quant_w8a8:GemmW8A8Fp8",
 }
 
 
@@ -91,6 +96,10 @@ def _checks(op: str) -> tuple[Supports, ...]:
         return (device_reason,)
     if op == "attention":
         return (device_reason, dtype_reason, attention_reason)
+    if op == "gemm_w8a8_fp8":
+        return (device_reason, dtype_reason, fp8_device_reason, schemes_reason(op))
+    if op.startswith("gemm_w"):
+        return (device_reason, dtype_reason, schemes_reason(op))
     return (device_reason, dtype_reason)
 
 

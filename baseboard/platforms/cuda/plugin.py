@@ -10,6 +10,7 @@ from typing import Any, Optional
 import torch
 
 from ...core.registry import Impl, distribution_installed
+from ...kernels.torch import quant_alternatives
 from ...kernels.triton.records import triton_impls
 from ...plugins import hookimpl
 from .platform import CudaPlatform
@@ -47,6 +48,21 @@ FLASHINFER = Impl(
     doc="FlashInfer's paged attention (FA3 prefill on Hopper), planned per step on the host")
 
 
+_TORCH_QUANT = "baseboard.kernels.torch.quant_alternatives"
+# torch's own quantized GEMMs, below the Triton kernels (50) until measured faster
+TORCH_QUANT_GEMMS = [
+    Impl(op="gemm_w8a8_fp8", name="scaled_mm", loader=f"{_TORCH_QUANT}:ScaledMmFp8",
+         platforms=("cuda",), priority=40, supports=quant_alternatives.supports_scaled_mm,
+         doc="torch._scaled_mm, row-wise scales; activations quantized by torch ops"),
+    Impl(op="gemm_w8a8_int8", name="int_mm", loader=f"{_TORCH_QUANT}:IntMmInt8",
+         platforms=("cuda",), priority=40, supports=quant_alternatives.supports_int_mm,
+         doc="torch._int_mm into int32, rescaled by torch ops"),
+    Impl(op="gemm_w4a16", name="tinygemm", loader=f"{_TORCH_QUANT}:TinyGemmW4A16",
+         platforms=("cuda",), priority=30, supports=quant_alternatives.supports_tinygemm,
+         doc="torch._weight_int4pack_mm (tinygemm); bf16 results only"),
+]
+
+
 @hookimpl
 def baseboard_platforms():
     return [CudaPlatform()]
@@ -54,4 +70,4 @@ def baseboard_platforms():
 
 @hookimpl
 def baseboard_ops() -> list[Impl]:
-    return [*triton_impls(("cuda",), priority=50), FLASHINFER]
+    return [*triton_impls(("cuda",), priority=50), FLASHINFER, *TORCH_QUANT_GEMMS]
