@@ -9,9 +9,15 @@ every run, median), bfloat16, on the shapes of an 8B (Llama-3-8B) and a 0.5B (Qw
 model at T = 1, 32 and 2048 tokens: rms_norm and fused_add_rms_norm over the hidden size,
 rotary_embedding on q and k as views of one qkv projection, silu_and_mul over the MLP
 width, and gemm on the qkv, o, gate_up and down weights. An implementation that raises is
-reported with its error and the others go on.
+reported with its error and the others go on. The JSON is rewritten after every row, so a
+run cut short keeps what it measured.
 
-    python benchmarks/foreign_ops.py [--json PATH]   (PATH defaults to $OUT/foreign_ops.json)
+FlagGems' GEMM autotunes the first call of each shape over up to 216 tile configurations of
+its Hopper kernel (each compiled first), and keeps the timings in ~/.flaggems
+(FLAGGEMS_CACHE_DIR): the first run of the gemm rows takes minutes, a second one does not.
+
+    python benchmarks/foreign_ops.py [--ops gemm,...] [--json PATH]
+                                                     (PATH defaults to $OUT/foreign_ops.json)
     python benchmarks/foreign_ops.py --smoke         (tiny shapes on the CPU, through Triton's
                                                       interpreter: checks the script)
 
@@ -150,10 +156,11 @@ def run_one(impl: Any, reference: Any, op: str, make_args, weight, smoke: bool):
     return timed(lambda: impl(*args), smoke), error
 
 
-def bench(catalog, platform, device: torch.device, smoke: bool) -> tuple[list, dict]:
+def bench(catalog, platform, device: torch.device, ops: list[str], smoke: bool,
+          save: Callable[[list, dict], None]) -> tuple[list, dict]:
     rows, skipped_all = [], {}
     models, tokens_list = (SMOKE_MODELS, SMOKE_TOKENS) if smoke else (MODELS, TOKENS)
-    for op in OPS:
+    for op in ops:
         for model, m in models.items():
             ctx = SelectionContext(platform, dtype=BF16, head_dim=m["head_dim"],
                                    num_heads=m["heads"], num_kv_heads=m["kv_heads"])
@@ -173,6 +180,7 @@ def bench(catalog, platform, device: torch.device, smoke: bool) -> tuple[list, d
                             row["failed"][name] = f"{type(exc).__name__}: {exc}"[:300]
                     rows.append(row)
                     print_row(row)
+                    save(rows, skipped_all)
     return rows, skipped_all
 
 
@@ -219,8 +227,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."),
                                                        "foreign_ops.json"))
+    parser.add_argument("--ops", default=",".join(OPS),
+                        help=f"comma-separated, of {', '.join(OPS)} (default: all)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+    ops = [op for op in args.ops.split(",") if op]
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        parser.error(f"--ops: unknown {unknown}; choose from {', '.join(OPS)}")
     catalog = load_catalog(read_settings({}))  # the plugins as installed, none disabled
     # the records timed are those for the cuda platform; --smoke runs them on the CPU
     platform = catalog.platforms["cuda"]
@@ -229,7 +243,15 @@ def main() -> None:
     print(f"device: {name}; {versions()}")
     print("median microseconds per call, bfloat16; Nx: speed against triton (above 1 is faster); "
           f"WRONG: relative error above {TOLERANCE}")
-    rows, skipped = bench(catalog, platform, device, args.smoke)
+
+    def save(rows: list, skipped: dict) -> None:
+        record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                  "device": name, "versions": versions(), "rows": rows,
+                  "not_timed": skipped, "faster_than_triton": summary(rows)}
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
+
+    rows, skipped = bench(catalog, platform, device, ops, args.smoke, save)
     for op, reasons in skipped.items():
         for impl, reason in reasons.items():
             print(f"not timed: {op}={impl}: {reason}")
@@ -242,11 +264,7 @@ def main() -> None:
              if e > TOLERANCE]
     for failure in failures + wrong:
         print("PROBLEM:", *failure)
-    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "device": name, "versions": versions(), "rows": rows, "not_timed": skipped,
-              "faster_than_triton": wins}
-    with open(args.json, "w") as f:
-        json.dump(record, f, indent=1)
+    save(rows, skipped)
     print(f"wrote {args.json}")
 
 
