@@ -9,13 +9,11 @@ import torch
 from ...core.platform import Detection, Platform
 
 # ops Intel Extension for PyTorch's XPU build serves, preferred above the Triton kernels
-IPEX_OPS = ("rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mul")
+IPEX_OPS = ("attention", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mul")
 
 
 def _preferences() -> dict[str, tuple[str, ...]]:
-    preferred = {op: ("ipex", "triton") for op in IPEX_OPS}
-    preferred["attention"] = ("triton",)
-    return preferred
+    return {op: ("ipex", "triton") for op in IPEX_OPS}
 
 
 @dataclass

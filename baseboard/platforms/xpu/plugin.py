@@ -1,8 +1,8 @@
 """The xpu platform plugin: the platform and the implementations it registers.
 
 The Triton kernels serve every op they have (Intel's XPU build of Triton compiles them);
-where the XPU build of Intel Extension for PyTorch imports, its row-wise kernels are
-preferred for the norms, rotary and SiLU-and-mul.
+where the XPU build of Intel Extension for PyTorch imports, its kernels are preferred
+for paged attention, the norms, rotary and SiLU-and-mul.
 """
 
 from __future__ import annotations
@@ -18,10 +18,16 @@ IPEX_PRIORITY = 60  # above the Triton kernels (50)
 
 
 def ipex_xpu_impls() -> list[Impl]:
-    return [Impl(op=op, name="ipex", loader=f"baseboard.platforms.xpu.ipex_ops:{op}",
+    rows = [Impl(op=op, name="ipex", loader=f"baseboard.platforms.xpu.ipex_ops:{op}",
                  platforms=("xpu",), priority=IPEX_PRIORITY, supports=ipex_xpu_supports,
                  doc="Intel Extension for PyTorch (XPU): ipex.llm.functional")
-            for op in IPEX_OPS]
+            for op in IPEX_OPS if op != "attention"]
+    attention = Impl(op="attention", name="ipex",
+                     loader="baseboard.platforms.xpu.ipex_attention:IpexXpuAttention",
+                     platforms=("xpu",), priority=IPEX_PRIORITY, supports=ipex_xpu_supports,
+                     cuda_graph_safe=False,
+                     doc="Intel Extension for PyTorch (XPU): PagedAttention, one varlen call")
+    return [*rows, attention]
 
 
 @hookimpl

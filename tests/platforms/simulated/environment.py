@@ -25,7 +25,8 @@ MAX_1550 = SimpleNamespace(name="Intel(R) Data Center GPU Max 1550", total_memor
                            has_fp16=True, has_fp64=True)
 # modules that bind a vendor package at import: dropped with the fakes
 ADAPTERS = ("baseboard.platforms.rocm.aiter_ops", "baseboard.platforms.rocm.aiter_gemm",
-            "baseboard.platforms.rocm.aiter_attention", "baseboard.platforms.xpu.ipex_ops")
+            "baseboard.platforms.rocm.aiter_attention", "baseboard.platforms.xpu.ipex_ops",
+            "baseboard.platforms.xpu.ipex_attention")
 
 
 def simulate_rocm(monkeypatch, properties: SimpleNamespace = MI300X) -> None:

@@ -1,1 +1,1 @@
-from . import functional  # noqa: F401
+from . import functional, modules  # noqa: F401
