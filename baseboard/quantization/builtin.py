@@ -7,8 +7,8 @@ from .method import QuantMethod
 
 GGUF = QuantMethod(
     name="gguf",
-    doc="llama.cpp GGUF files: F32, F16, BF16; Q8_0 (gemm_w8a16), Q4_0 and Q4_1 (gemm_w4a16); "
-        "Q5_0, Q5_1, Q2_K..Q6_K dequantized at load",
+    doc="llama.cpp GGUF files: F32, F16, BF16; Q8_0 and Q6_K (gemm_w8a16), Q4_0, Q4_1 and "
+        "Q4_K (gemm_w4a16); Q5_0, Q5_1, Q2_K, Q3_K, Q5_K dequantized at load",
     ops=("gemm_w4a16", "gemm_w8a16"),
     loader="baseboard.quantization.gguf.loader:load_gguf",
     suffixes=(".gguf",),

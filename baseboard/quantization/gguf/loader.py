@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from ...core.errors import ModelError
+from ...core.quant import QuantScheme
 from ...models.checkpoint import Checkpoint
 from ...models.config import ModelConfig
 from ...models.llama import fused_linear_ops
 from ...models.registry import model_class
 from ..records import GroupQuantized
-from .blocks import DENSE_TYPES, QUANTIZED_TYPES, SUPPORTED_TYPES, decode, matrix_op
+from .blocks import DENSE_TYPES, QUANTIZED_TYPES, SCHEMES, SUPPORTED_TYPES, decode, matrix_op
 from .metadata import ARCHITECTURES, ROPE_FREQS, gguf_architecture, gguf_config, hf_name
 from .reader import GgufFile, TensorInfo, read_gguf
 from .tokenizer import gguf_tokenizer
@@ -25,9 +26,9 @@ EMBEDDING = "token_embd.weight"
 
 
 def load_gguf(path: Path, catalog) -> Checkpoint:
-    """A Checkpoint over a GGUF file. Q4_0/Q4_1 matrices become gemm_w4a16 records, Q8_0
-    gemm_w8a16 records; a quantized token embedding is dequantized (and, when the output
-    layer is tied to it, also handed over quantized as lm_head.weight)."""
+    """A Checkpoint over a GGUF file. Q4_0/Q4_1/Q4_K matrices become gemm_w4a16 records,
+    Q8_0/Q6_K gemm_w8a16 records; a quantized token embedding is dequantized (and, when the
+    output layer is tied to it, also handed over quantized as lm_head.weight)."""
     file = read_gguf(path)
     gguf_architecture(file)
     _check_tensors(file)
@@ -39,7 +40,8 @@ def load_gguf(path: Path, catalog) -> Checkpoint:
                       weights=lambda: _weights(file, tensors, config),
                       num_weights=len(tensors) + tied_record,
                       tokenizer=lambda: gguf_tokenizer(file),
-                      linear_ops=_linear_ops(file, config), quant_method="gguf")
+                      linear_ops=_linear_ops(file, config), quant_method="gguf",
+                      quant_schemes=_quant_schemes(file, config))
 
 
 def _type_of(file: GgufFile, name: str) -> str:
@@ -74,6 +76,14 @@ def _linear_ops(file: GgufFile, config: ModelConfig) -> tuple[str, ...]:
     if config.tie_word_embeddings:  # the output layer multiplies by the token embedding
         ops["lm_head.weight"] = matrix_op(_type_of(file, EMBEDDING))
     return fused_linear_ops(ops)
+
+
+def _quant_schemes(file: GgufFile, config: ModelConfig) -> tuple[QuantScheme, ...]:
+    """The distinct layouts of the quantized linear layers, from the tensor types alone."""
+    types = [t.type_name for t in file.tensors if len(t.shape) == 2 and t.name != EMBEDDING]
+    if config.tie_word_embeddings:
+        types.append(_type_of(file, EMBEDDING))
+    return tuple(dict.fromkeys(SCHEMES[t] for t in types if t in SCHEMES))
 
 
 def unpermute_rows(rows: int, num_heads: int) -> np.ndarray:
