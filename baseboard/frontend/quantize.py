@@ -12,13 +12,15 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="Hugging Face directory with config.json and safetensors")
     parser.add_argument("dst", help="new directory to write the quantized checkpoint to")
     parser.add_argument("--method", required=True, choices=METHODS,
-                        help="layout to write (gptq and awq: round-to-nearest, no calibration)")
+                        help="layout to write, by round-to-nearest (no calibration): gptq, "
+                             "awq, or compressed-tensors w4a16, w8a8-int8, fp8 (FP8_DYNAMIC)")
     parser.add_argument("--bits", type=int, help="bits per weight (gptq: 4 or 8; default 4)")
     parser.add_argument("--group-size", type=int,
-                        help="inputs per scale; -1: one scale per output row (default 128)")
+                        help="inputs per scale; -1: one scale per output row (gptq, awq, "
+                             "w4a16; default 128)")
     parser.add_argument("--sym", action=argparse.BooleanOptionalAction, default=None,
-                        help="symmetric codes, no zero point (gptq default: --sym; awq: "
-                             "--no-sym only)")
+                        help="symmetric codes, no zero point (gptq and w4a16 default: --sym; "
+                             "awq: --no-sym only)")
 
 
 def run_quantize(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """``baseboard quantize``: round-to-nearest quantization of a Hugging Face safetensors
-directory into the layout of a quantization method, with its ``quantization_config``.
+directory into the layout of a quantization method, with its ``quantization_config``:
+gptq and awq, or llm-compressor's compressed-tensors layouts (w4a16, w8a8-int8, fp8).
 
 Every 2-D weight of the decoder layers (``model.layers.*``: attention and MLP
 projections) is quantized; embeddings, norms, biases and the lm_head stay as they are,
@@ -22,7 +23,6 @@ from ..core.errors import ConfigError, ModelError
 from . import awq, gptq
 from .rtn import quantize_rtn
 
-METHODS = ("gptq", "awq", "fp8", "w8a8-int8", "w4a16")
 LAYER_PREFIX = "model.layers."
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
@@ -87,7 +87,50 @@ class AwqWriter:
         return awq.pack(q.codes, q.scales, q.zeros)
 
 
-WRITERS = {"gptq": GptqWriter, "awq": AwqWriter}
+class CompressedTensorsWriter:
+    """llm-compressor's layouts (quant_method "compressed-tensors"), written by that
+    method's own packer: w4a16 (pack-quantized, groups or per-channel, sym or asym),
+    w8a8-int8 (int8 per-channel weights, dynamic per-token activations) and fp8 (FP8_DYNAMIC:
+    float8_e4m3fn per-channel weights, dynamic per-token activations)."""
+
+    def __init__(self, options: QuantizeOptions):
+        self.scheme = options.method
+        bits = 4 if self.scheme == "w4a16" else 8
+        if options.bits not in (None, bits):
+            raise ConfigError(f"--bits {options.bits} is not supported by --method "
+                              f"{self.scheme}; it writes {bits}-bit weights.")
+        if self.scheme == "w4a16":
+            self.group_size = 128 if options.group_size is None else options.group_size
+            if not (self.group_size == -1 or self.group_size > 0):
+                raise ConfigError(f"--group-size {self.group_size} is not supported; use -1 "
+                                  f"(one scale per output row) or a positive size such as 128.")
+            self.sym = True if options.sym is None else options.sym
+            return
+        if options.group_size not in (None, -1):
+            raise ConfigError(f"--group-size is not supported by --method {self.scheme}: its "
+                              f"weights have one scale per output row. Leave it out.")
+        if options.sym is False:
+            raise ConfigError(f"--no-sym is not supported by --method {self.scheme}: its "
+                              f"weights are symmetric. Leave it out.")
+        self.group_size, self.sym = -1, True
+
+    def _group(self) -> Optional[int]:
+        return None if self.group_size == -1 else self.group_size
+
+    def quantization_config(self) -> dict:
+        from .compressed_tensors.quantize import quantization_config
+
+        return quantization_config(self.scheme, self._group(), self.sym)
+
+    def layer(self, name: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        from .compressed_tensors.quantize import quantize_weight
+
+        group_size_for(name, weight.shape, self.group_size)
+        return quantize_weight(weight, self.scheme, self._group(), self.sym)
+
+
+WRITERS = {"gptq": GptqWriter, "awq": AwqWriter, "w4a16": CompressedTensorsWriter,
+           "w8a8-int8": CompressedTensorsWriter, "fp8": CompressedTensorsWriter}
 
 
 def group_size_for(name: str, shape: tuple[int, ...], group_size: int) -> int:
@@ -100,14 +143,13 @@ def group_size_for(name: str, shape: tuple[int, ...], group_size: int) -> int:
     return size
 
 
+METHODS = tuple(WRITERS)
+
+
 def writer_for(options: QuantizeOptions):
-    """The writer of ``options.method``; a method baseboard cannot write yet is a
-    ConfigError saying which can."""
+    """The writer of ``options.method``; an unknown method is a ConfigError listing them."""
     if options.method in WRITERS:
         return WRITERS[options.method](options)
-    if options.method in METHODS:
-        raise ConfigError(f"--method {options.method} is not available yet in this version "
-                          f"of baseboard; available: {', '.join(WRITERS)}.")
     raise ConfigError(f"--method {options.method!r} is not a quantization method baseboard "
                       f"writes; choose one of {', '.join(METHODS)}.")
 

@@ -145,3 +145,50 @@ def test_a_quantized_source_is_refused(source, tmp_path, capsys):
     assert quantize(source, tmp_path / "q1", "--method", "gptq", "--group-size", "32") == 0
     assert quantize(tmp_path / "q1", tmp_path / "q2", "--method", "awq") == 2
     assert "is already quantized (gptq)" in capsys.readouterr().err
+
+
+# --- compressed-tensors layouts, written by that method's packer -----------------------------
+
+@pytest.mark.parametrize("method, args, ops", [
+    ("w4a16", ("--group-size", "32", "--no-sym"), ("gemm", "gemm_w4a16")),
+    ("w8a8-int8", (), ("gemm", "gemm_w8a8_int8")),
+    ("fp8", (), ("gemm", "gemm_w8a8_fp8")),
+])
+def test_compressed_tensors_layouts_load_as_what_the_independent_reader_reads(
+        source, tmp_path, reference_resolution, method, args, ops):
+    from ct_reference import dense_state_dict
+
+    dst = tmp_path / method
+    assert quantize(source, dst, "--method", method, *args) == 0
+    config = json.loads((dst / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "compressed-tensors"
+    checkpoint = load_checkpoint(dst, reference_resolution.catalog)
+    assert (checkpoint.quant_method, checkpoint.linear_ops) == ("compressed-tensors", ops)
+    weights = dict(checkpoint.weights())
+    want = dense_state_dict(dst)
+    layer = "model.layers.1.self_attn.o_proj.weight"
+    torch.testing.assert_close(weights[layer].dequantize(), want[layer], rtol=0, atol=0)
+
+
+def test_w4a16_generates_what_transformers_does_on_its_weights(source, tmp_path,
+                                                               reference_resolution):
+    from ct_reference import transformers_dense as ct_transformers_dense
+
+    dst = tmp_path / "w4a16"
+    assert quantize(source, dst, "--method", "w4a16", "--group-size", "32") == 0
+    got, _ = greedy(dst, reference_resolution)
+    with torch.no_grad():
+        want = ct_transformers_dense(dst).generate(
+            torch.tensor([TOKENS]), max_new_tokens=8, do_sample=False)[0, len(TOKENS):]
+    assert got == want.tolist()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--method", "fp8", "--group-size", "32"), "--group-size is not supported by --method fp8"),
+    (("--method", "w8a8-int8", "--no-sym"), "--no-sym is not supported by --method w8a8-int8"),
+    (("--method", "w4a16", "--bits", "8"), "--bits 8 is not supported by --method w4a16"),
+])
+def test_compressed_tensors_options_say_what_is_supported(source, tmp_path, capsys, args,
+                                                          message):
+    assert quantize(source, tmp_path / "out", *args) == 2
+    assert message in capsys.readouterr().err
