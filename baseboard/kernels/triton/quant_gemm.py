@@ -29,10 +29,9 @@ import triton.language as tl
 
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, mma, pdl_options, pdl_prologue, upcast_dots
-from .quant_tiles import (WEIGHT_ONLY, Table, device_key, max_split_tiles, sm_count, splits,
-                          table_for, tile_for)
+from .quant_tiles import WEIGHT_ONLY, Table, device_key, max_split_tiles, table_for, tile_for
 from .records import interpreting
-from .splitk import arrival_counters, finish_tile, output_tile, partial_sums
+from .splitk import arrival_counters, finish_tile, output_tile, split_launch
 
 MIN_BLOCK_K = 16  # the smallest K of a tensor-core dot
 
@@ -77,10 +76,10 @@ def _code_values(codes, shift, BITS: tl.constexpr, MODE: tl.constexpr, DTYPE: tl
 @triton.jit
 def _weight_only_kernel(
         x_ptr, stride_xm, w_ptr, scale_ptr, offset_ptr, bias_ptr, y_ptr, stride_ym,
-        partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT,
+        partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT, split_k,
         BITS: tl.constexpr, PER_CHANNEL: tl.constexpr, GROUP: tl.constexpr,
         HAS_OFFSETS: tl.constexpr, HAS_BIAS: tl.constexpr, MODE: tl.constexpr,
-        CODE_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr,
+        CODE_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         EVEN_K: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
     pdl_prologue(PDL)
@@ -139,7 +138,7 @@ def _weight_only_kernel(
                 shift_per_x += tl.load(offset_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
             acc += x_sum[:, None] * shift_per_x[None, :]
     finish_tile(acc, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, counter_ptr,
-                pid, pid_k, HAS_BIAS, SPLIT_K)
+                pid, pid_k, split_k, HAS_BIAS, SPLIT)
 
 
 def _mode(bits: int, dtype: torch.dtype) -> tuple[str, int]:
@@ -207,23 +206,17 @@ def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
         return y.reshape(*lead, n)
     tile = tile_for(state.table, m)
     block_k = step_k(tile.block_k, state.group_size)
-    steps = triton.cdiv(k, block_k)
-    output_tiles = triton.cdiv(m, tile.block_m) * triton.cdiv(n, tile.block_n)
-    per_split = triton.cdiv(steps, splits(tile, output_tiles, steps, sm_count(x.device)))
-    split = triton.cdiv(steps, per_split)  # no split left without a step
-    counters = state.counters
-    if split > 1 and output_tiles > counters.numel():
-        counters = arrival_counters(output_tiles, x.device)
+    launch = split_launch(tile, m, n, triton.cdiv(k, block_k), state.counters, x.device)
     mode, code_bias = _mode(state.bits, x.dtype)
     offsets, bias = state.offsets, state.bias
-    _weight_only_kernel[(output_tiles, split)](
+    _weight_only_kernel[launch.grid](
         x, x.stride(0), state.codes, state.scales, offsets if offsets is not None else x,
-        bias if bias is not None else x, y, y.stride(0), partial_sums(split, m, n, x.device),
-        counters, m, n, k, per_split,
+        bias if bias is not None else x, y, y.stride(0), launch.partials, launch.counters,
+        m, n, k, launch.steps_per_split, launch.split,
         BITS=state.bits, PER_CHANNEL=state.group_size == 0, GROUP=state.group_size or k,
         HAS_OFFSETS=offsets is not None, HAS_BIAS=bias is not None, MODE=mode,
-        CODE_BIAS=code_bias, SPLIT_K=split, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n,
-        BLOCK_K=block_k, GROUP_M=tile.group_m, EVEN_K=k % block_k == 0,
+        CODE_BIAS=code_bias, SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
+        BLOCK_N=tile.block_n, BLOCK_K=block_k, GROUP_M=tile.group_m, EVEN_K=k % block_k == 0,
         UPCAST=upcast_dots(x.dtype), num_warps=tile.num_warps, num_stages=tile.num_stages,
         **pdl_options(x.device))
     return y.reshape(*lead, n)

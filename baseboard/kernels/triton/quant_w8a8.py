@@ -17,10 +17,9 @@ import triton.language as tl
 
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, pdl_options, pdl_prologue
-from .quant_tiles import (W8A8, Table, device_key, max_split_tiles, sm_count, splits,
-                          table_for, tile_for)
+from .quant_tiles import W8A8, Table, device_key, max_split_tiles, table_for, tile_for
 from .records import interpreting
-from .splitk import arrival_counters, finish_tile, output_tile, partial_sums
+from .splitk import arrival_counters, finish_tile, output_tile, split_launch
 
 INT8_MAX = 127.0
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
@@ -76,8 +75,8 @@ def _quantize_rows_kernel(x_ptr, stride_xm, q_ptr, scale_ptr, K, QMAX: tl.conste
 
 @triton.jit
 def _w8a8_kernel(a_ptr, a_scale_ptr, w_ptr, stride_wn, w_scale_ptr, bias_ptr, y_ptr, stride_ym,
-                 partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT,
-                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr,
+                 partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT, split_k,
+                 HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                  EVEN_K: tl.constexpr, PDL: tl.constexpr):
     """y = (a [M, K] @ w [N, K].T) * a_scale [M, 1] * w_scale [N] + bias."""
@@ -109,7 +108,7 @@ def _w8a8_kernel(a_ptr, a_scale_ptr, w_ptr, stride_wn, w_scale_ptr, bias_ptr, y_
     w_scale = tl.load(w_scale_ptr + cols, mask=col_ok, other=0.0)
     y = acc.to(tl.float32) * a_scale[:, None] * w_scale[None, :]
     finish_tile(y, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, counter_ptr,
-                pid, pid_k, HAS_BIAS, SPLIT_K)
+                pid, pid_k, split_k, HAS_BIAS, SPLIT)
 
 
 def quantize_rows(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,21 +151,16 @@ def w8a8_matmul(state: ChannelState, x: torch.Tensor,
         return y.reshape(*lead, n)
     xq, x_scale = quantize_rows(x, state.qweight.dtype)
     tile = tile_for(state.table, m)
-    steps = triton.cdiv(k, tile.block_k)
-    output_tiles = triton.cdiv(m, tile.block_m) * triton.cdiv(n, tile.block_n)
-    per_split = triton.cdiv(steps, splits(tile, output_tiles, steps, sm_count(x.device)))
-    split = triton.cdiv(steps, per_split)
-    counters = state.counters
-    if split > 1 and output_tiles > counters.numel():
-        counters = arrival_counters(output_tiles, x.device)
+    launch = split_launch(tile, m, n, triton.cdiv(k, tile.block_k), state.counters, x.device)
     bias = state.bias
-    _w8a8_kernel[(output_tiles, split)](
+    _w8a8_kernel[launch.grid](
         xq, x_scale, state.qweight, state.qweight.stride(0), state.scales,
-        bias if bias is not None else x_scale, y, y.stride(0),
-        partial_sums(split, m, n, x.device), counters, m, n, k, per_split,
-        HAS_BIAS=bias is not None, SPLIT_K=split, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n,
-        BLOCK_K=tile.block_k, GROUP_M=tile.group_m, EVEN_K=k % tile.block_k == 0,
-        num_warps=tile.num_warps, num_stages=tile.num_stages, **pdl_options(x.device))
+        bias if bias is not None else x_scale, y, y.stride(0), launch.partials,
+        launch.counters, m, n, k, launch.steps_per_split, launch.split,
+        HAS_BIAS=bias is not None, SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
+        BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+        EVEN_K=k % tile.block_k == 0, num_warps=tile.num_warps, num_stages=tile.num_stages,
+        **pdl_options(x.device))
     return y.reshape(*lead, n)
 
 

@@ -9,9 +9,13 @@ counters serve the next call as they are, inside a CUDA graph too.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
+
+from .quant_tiles import Tile, sm_count, splits
 
 
 def partial_sums(split: int, m: int, n: int, device: torch.device) -> torch.Tensor:
@@ -22,6 +26,28 @@ def partial_sums(split: int, m: int, n: int, device: torch.device) -> torch.Tens
 def arrival_counters(count: int, device: torch.device) -> torch.Tensor:
     """[count] int32 zeros: one counter per output tile of a split launch."""
     return torch.zeros(max(count, 1), dtype=torch.int32, device=device)
+
+
+class SplitLaunch(NamedTuple):
+    grid: tuple[int, int]  # (output tiles, programs per tile)
+    steps_per_split: int  # K steps of each program
+    split: int
+    partials: torch.Tensor
+    counters: torch.Tensor
+
+
+def split_launch(tile: Tile, m: int, n: int, steps: int, counters: torch.Tensor,
+                 device: torch.device) -> SplitLaunch:
+    """The launch of an [m, n] output in ``tile``s over ``steps`` K steps: how far K is split
+    (quant_tiles.splits), the partial tiles, and the weight's ``counters`` (fresh ones when
+    there are more tiles than it keeps counters for)."""
+    output_tiles = triton.cdiv(m, tile.block_m) * triton.cdiv(n, tile.block_n)
+    per_split = triton.cdiv(steps, splits(tile, output_tiles, steps, sm_count(device)))
+    split = triton.cdiv(steps, per_split)  # no program left without a step
+    if split > 1 and output_tiles > counters.numel():
+        counters = arrival_counters(output_tiles, device)
+    return SplitLaunch((output_tiles, split), per_split, split,
+                       partial_sums(split, m, n, device), counters)
 
 
 @triton.jit
@@ -35,12 +61,13 @@ def _store_output(acc, rows, cols, N, mask, y_ptr, stride_ym, bias_ptr,
 
 @triton.jit
 def finish_tile(acc, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, counter_ptr,
-                tile_id, pid_k, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr):
+                tile_id, pid_k, split_k, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr):
     """Write ``acc`` ([BLOCK_M, BLOCK_N] float32, this program's sum over its share of K)
     plus the bias to y[rows, cols] (y is [M, N] with row stride ``stride_ym``, N <= it),
-    adding the other splits' partial tiles first when K is split."""
+    adding the other splits' partial tiles first when K is split (SPLIT: over ``split_k``
+    programs; a run-time count, so each tile shape compiles once split and once not)."""
     mask = (rows < M)[:, None] & (cols < N)[None, :]
-    if SPLIT_K == 1:
+    if not SPLIT:
         _store_output(acc, rows, cols, N, mask, y_ptr, stride_ym, bias_ptr, HAS_BIAS)
     else:
         offsets = rows.to(tl.int64)[:, None] * N + cols[None, :]
@@ -49,10 +76,10 @@ def finish_tile(acc, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, 
         # every thread's partial is stored before one thread announces the arrival
         tl.debug_barrier()
         arrived = tl.atomic_add(counter_ptr + tile_id, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
+        if arrived == split_k - 1:
             # .cg reads from L2, where the other programs' stores are
             total = tl.load(partial_ptr + offsets, mask=mask, other=0.0, cache_modifier=".cg")
-            for split in range(1, SPLIT_K):
+            for split in range(1, split_k):
                 total += tl.load(partial_ptr + split * plane + offsets, mask=mask, other=0.0,
                                  cache_modifier=".cg")
             _store_output(total, rows, cols, N, mask, y_ptr, stride_ym, bias_ptr, HAS_BIAS)
