@@ -156,7 +156,7 @@ def test_simulated_fp8_on_gfx942_is_the_product_on_the_e4m3fnuz_grid(fake_aiter)
     from baseboard.testing import quantize
 
     qweight, scales = quantize.quantize_fp8_per_channel(torch.randn(80, 96) / 10)
-    bias = torch.randn(80).to(torch.bfloat16)
+    bias = torch.randn(80)  # float32: CK takes it in the output dtype, converted per call
     x = torch.randn(7, 96).to(torch.bfloat16)
     got = AiterGemmW8A8Fp8.apply(AiterGemmW8A8Fp8.prepare(qweight, scales, bias), x)
     x_scale = x.float().abs().amax(-1, keepdim=True) / 240.0

@@ -56,7 +56,10 @@ def _a8w8(state: A8W8Weights, x: torch.Tensor, out_dtype: Optional[torch.dtype])
         # same product in float32 (a quantized lm_head is rare)
         y = F.linear(xq.float(), state.qweight.float()) * x_scale * state.scales.view(1, -1)
         return y if state.bias is None else y + state.bias.float()
-    return aiter.gemm_a8w8_CK(xq, state.qweight, x_scale, state.scales, state.bias, out_dtype)
+    bias = state.bias
+    if bias is not None and bias.dtype != out_dtype:  # CK takes the bias in the output dtype
+        bias = bias.to(out_dtype)
+    return aiter.gemm_a8w8_CK(xq, state.qweight, x_scale, state.scales, bias, out_dtype)
 
 
 class AiterGemmW8A8Int8:

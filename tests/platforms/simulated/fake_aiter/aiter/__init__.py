@@ -197,6 +197,7 @@ def gemm_a8w8_CK(XQ, WQ, x_scale, w_scale, bias=None, dtype=torch.bfloat16, spli
            f"gemm_a8w8: XQ {XQ.dtype} and WQ {WQ.dtype} must both be int8 or {dtypes.fp8}")
     _check(x_scale.dtype == w_scale.dtype == torch.float32, "scales are float32")
     _check(dtype in (torch.bfloat16, torch.float16), f"output {dtype} is not bf16/fp16")
+    _check(bias is None or bias.dtype == dtype, "Out amd bias should have the same dtype!")
     _record("gemm_a8w8_CK", m=XQ.shape[0], dtype=XQ.dtype)
     y = (XQ.double() @ WQ.double().T).float() * x_scale.view(-1, 1) * w_scale.view(1, -1)
     if bias is not None:
