@@ -172,6 +172,10 @@ def read_config(config: dict, source: str) -> GptqReader:
         raise ModelError(f"{source}: checkpoint_format {checkpoint_format!r} is not supported "
                          f"by the gptq method; supported: {', '.join(FORMATS)} (re-save a "
                          f"Marlin or BitBLAS repacked checkpoint in the gptq format).")
+    if config.get("dynamic"):
+        raise ModelError(f"{source}: 'dynamic' (GPTQModel's per-module bits and group sizes) "
+                         f"is not supported; the gptq method reads one bits and group_size "
+                         f"for every layer.")
     if config.get("is_marlin_format"):
         raise ModelError(f"{source}: is_marlin_format is set; the gptq method reads the gptq "
                          f"layout only (qweight packed along K).")

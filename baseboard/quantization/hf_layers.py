@@ -13,6 +13,7 @@ from .method import LayerReader
 # tensor name -> (shape, safetensors dtype such as "I32", "F16")
 Header = dict[str, tuple[tuple[int, ...], str]]
 EMBEDDING = "model.embed_tokens.weight"
+LM_HEAD = "lm_head.weight"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class QuantizedLayers:
         """The op of every linear weight, by its dense name (``<module>.weight``)."""
         ops = {name: "gemm" for name, (shape, _) in header.items()
                if name.endswith(".weight") and len(shape) == 2 and name != EMBEDDING}
+        ops.setdefault(LM_HEAD, "gemm")  # tied: the lm_head multiplies by the embedding
         for module, scheme in self.schemes.items():
             ops[f"{module}.weight"] = scheme.op if scheme else "gemm"
         return ops

@@ -40,6 +40,8 @@ def write_quantized(model, path: Path, method: str, bits: int = 4, group_size: i
     save_tiny(model, path)
     tensors = {}
     for name, weight in model.state_dict().items():
+        if name == "lm_head.weight" and model.config.tie_word_embeddings:
+            continue  # the embedding itself, which save_pretrained leaves out too
         if not is_quantized_layer(name, tuple(weight.shape)):
             tensors[name] = weight.contiguous()
             continue

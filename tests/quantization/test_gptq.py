@@ -185,6 +185,7 @@ def load_all(path, resolution):
                                       "gptq_v2"),
     ({"group_size": 0}, "group_size 0 is not supported"),
     ({"desc_act": "yes"}, "desc_act is 'yes'; it must be true or false"),
+    ({"dynamic": {r"+:.*\.down_proj": {"bits": 8}}}, "'dynamic' .* is not supported"),
 ])
 def test_unsupported_settings_say_what_is_supported(gptq_copy, reference_resolution, changes,
                                                     message):
@@ -238,3 +239,11 @@ def test_symmetric_8bit_with_other_zero_points_is_named(tmp_path, reference_reso
     edit_config(path, sym=True)
     with pytest.raises(ModelError, match=r"qzeros' holds zero points other than 128"):
         load_all(path, reference_resolution)
+
+
+def test_a_tied_lm_head_counts_as_a_gemm(tmp_path, reference_resolution):
+    model = tiny_hf_model(tie_word_embeddings=True)
+    path = write_quantized(model, tmp_path, "gptq", 4, 32, True)
+    assert "lm_head.weight" not in load_file(path / "model.safetensors")
+    checkpoint = load_checkpoint(path, reference_resolution.catalog)
+    assert checkpoint.linear_ops == ("gemm", "gemm_w4a16")
