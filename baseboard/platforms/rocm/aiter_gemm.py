@@ -16,26 +16,27 @@ import torch
 import torch.nn.functional as F
 from aiter.tuned_gemm import tgemm
 
+from ...kernels.torch.gemm import Gemm as TorchGemm, LinearWeights
 from .fp8 import e4m3fn_to_e4m3fnuz
-
-
-class DenseWeights(NamedTuple):
-    weight: torch.Tensor  # [N, K]
-    bias: Optional[torch.Tensor]  # [N]
 
 
 class AiterGemm:
     """x @ weight.T + bias through aiter.tuned_gemm."""
 
     @staticmethod
-    def prepare(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> DenseWeights:
-        return DenseWeights(weight.contiguous(), bias)
+    def prepare(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> LinearWeights:
+        return LinearWeights(weight.contiguous(), bias)
 
     @staticmethod
-    def apply(state: DenseWeights, x: torch.Tensor,
+    def apply(state: LinearWeights, x: torch.Tensor,
               out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """x [T, K] -> [T, N] in out_dtype (float32: hipBLASLt's float32 accumulator)."""
-        return tgemm.mm(x, state.weight, state.bias, otype=out_dtype or x.dtype)
+        """x [T, K] -> [T, N] in out_dtype."""
+        if out_dtype is not None and out_dtype != x.dtype:
+            # a shape AITER has not tuned runs its torch or skinny kernels in x's dtype and
+            # converts after, which would round the lm_head's float32 logits: the
+            # reference's path writes the float32 accumulator itself (hipBLASLt)
+            return TorchGemm.apply(state, x, out_dtype)
+        return tgemm.mm(x, state.weight, state.bias)
 
 
 class A8W8Weights(NamedTuple):

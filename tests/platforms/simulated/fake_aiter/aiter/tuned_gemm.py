@@ -1,4 +1,6 @@
-"""Simulated aiter.tuned_gemm: ``tgemm.mm`` as AITER's TunedGemm calls it."""
+"""Simulated aiter.tuned_gemm: ``tgemm.mm`` as AITER's TunedGemm calls it. A shape without a
+tuned entry takes AITER's default solutions (its torch or skinny kernels), which compute in
+the input's dtype and convert to ``otype`` afterwards; so does this."""
 
 from __future__ import annotations
 
@@ -12,9 +14,8 @@ class TunedGemm:
         import aiter
 
         aiter.CALLS.append(("tgemm.mm", {"m": inp.shape[0], "otype": otype}))
-        out = torch.nn.functional.linear(inp.float(), weights.float(),
-                                         None if bias is None else bias.float())
-        return out.to(otype or inp.dtype)
+        out = torch.nn.functional.linear(inp, weights, bias)
+        return out if otype is None else out.to(otype)
 
 
 tgemm = TunedGemm()
