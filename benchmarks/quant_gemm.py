@@ -1,0 +1,397 @@
+"""Quantized GEMM benchmark: every kernel checked against its torch reference, then timed
+against bf16 ``F.linear`` at K=4096, N in (6144, 14336, 4096) and M from 1 to 4096.
+
+Kernels: bf16 F.linear (the baseline); W4A16 g128 symmetric and asymmetric and W8A16
+per-channel (Triton); tinygemm int4 g128 (torch._weight_int4pack_mm); FP8 W8A8 (Triton, and
+torch._scaled_mm row-wise), INT8 W8A8 (Triton, and torch._int_mm), each with its per-token
+activation quantization; and the Triton activation quantization alone.
+
+Each measurement replays a CUDA graph of many calls, timed with CUDA events; the calls
+cycle through copies of the weight that together exceed the L2 cache, so every call reads
+its weight from HBM as a model's successive layers do. A kernel that fails (its check,
+its capture or its launch) is reported and the others go on. Writes JSON (--out) and,
+with matplotlib installed, a plot of the speedup over bf16 against M per kernel.
+
+    python benchmarks/quant_gemm.py --out quant_gemm.json    (about 2-3 minutes on an H200)
+    python benchmarks/quant_gemm.py --tune --out tune.json   (sweeps the Triton tiles per M)
+    python benchmarks/quant_gemm.py --smoke                  (tiny shapes on the CPU through
+                                                              Triton's interpreter)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if "--smoke" in sys.argv:  # must precede the first triton import
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from baseboard.kernels.torch import quant_alternatives as alt  # noqa: E402
+from baseboard.kernels.torch import quant_gemm as reference  # noqa: E402
+from baseboard.kernels.triton import quant_gemm, quant_tiles, quant_w8a8  # noqa: E402
+
+K = 4096
+NS = (6144, 14336, 4096)
+MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
+CHECK_MS = (1, 16, 256)  # split K and not
+GROUP = 128
+TOLERANCE = 3e-2  # max |error| / max |reference|: bf16 outputs, a different summation order
+BUDGET_S = 225.0  # stop starting new measurements past this (the run must end within 4 min)
+L2_MULTIPLE = 3  # weight copies cycled per graph: together this many times the L2 cache
+
+
+class Linear:
+    """bf16 F.linear, the baseline, in the weight-op shape the others have."""
+
+    @staticmethod
+    def prepare(weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+    @staticmethod
+    def apply(state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, state)
+
+
+class QuantizeOnly:
+    """The Triton per-token fp8 quantization alone (it is part of every FP8 W8A8 time)."""
+
+    @staticmethod
+    def prepare(qweight: torch.Tensor, scales: torch.Tensor, bias: Any) -> None:
+        return None
+
+    @staticmethod
+    def apply(state: None, x: torch.Tensor) -> torch.Tensor:
+        return quant_w8a8.quantize_rows(x, torch.float8_e4m3fn)[0]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    kind: str  # which weights it takes (make_weights)
+    impl: Any  # prepare(**weights) / apply(state, x)
+    reference: Any = None  # the torch reference op, None: not checked
+
+
+KERNELS = (
+    Kernel("bf16 F.linear", "bf16", Linear),
+    Kernel("W4A16 g128 sym (triton)", "w4_sym", quant_gemm.GemmW4A16, reference.GemmW4A16),
+    Kernel("W4A16 g128 asym (triton)", "w4_asym", quant_gemm.GemmW4A16, reference.GemmW4A16),
+    Kernel("W4A16 g128 (tinygemm)", "w4_asym", alt.TinyGemmW4A16, reference.GemmW4A16),
+    Kernel("W8A16 per-channel (triton)", "w8", quant_gemm.GemmW8A16, reference.GemmW8A16),
+    Kernel("FP8 W8A8 (triton)", "fp8", quant_w8a8.GemmW8A8Fp8, reference.GemmW8A8Fp8),
+    Kernel("FP8 W8A8 (_scaled_mm)", "fp8", alt.ScaledMmFp8, reference.GemmW8A8Fp8),
+    Kernel("INT8 W8A8 (triton)", "int8", quant_w8a8.GemmW8A8Int8, reference.GemmW8A8Int8),
+    Kernel("INT8 W8A8 (_int_mm)", "int8", alt.IntMmInt8, reference.GemmW8A8Int8),
+    Kernel("FP8 act. quantization only (triton)", "fp8", QuantizeOnly),
+)
+
+
+def make_weights(kind: str, n: int, k: int, device: torch.device, seed: int) -> dict:
+    """Random quantized weights in the ops' canonical layouts (prepare's keyword arguments),
+    scaled so that x @ w.T is of order 1 for x ~ N(0, 1)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    unit = 1 / math.sqrt(k)
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=gen, device=device)
+
+    if kind == "bf16":
+        return {"weight": (torch.randn(n, k, generator=gen, device=device) * unit).bfloat16()}
+    if kind.startswith("w4"):
+        codes = torch.randint(0, 16, (n, k), generator=gen, device=device, dtype=torch.uint8)
+        scales = (0.5 + uniform(n, k // GROUP)) * unit / 4
+        offsets = -8 * scales if kind == "w4_sym" else -scales * (4 + 8 * uniform(n, k // GROUP))
+        return {"qweight": codes, "scales": scales.bfloat16(), "offsets": offsets.bfloat16(),
+                "group_size": GROUP, "bias": None}
+    if kind == "w8":
+        codes = torch.randint(-127, 128, (n, k), generator=gen, device=device, dtype=torch.int8)
+        scales = (0.5 + uniform(n, 1)) * unit / 64
+        return {"qweight": codes, "scales": scales.bfloat16(), "group_size": k, "bias": None}
+    scales = (0.5 + uniform(n)) * unit
+    if kind == "fp8":
+        codes = torch.randn(n, k, generator=gen, device=device).to(torch.float8_e4m3fn)
+    else:
+        codes = torch.randint(-127, 128, (n, k), generator=gen, device=device, dtype=torch.int8)
+        scales = scales / 64
+    return {"qweight": codes, "scales": scales.float(), "bias": None}
+
+
+def weight_bytes(weights: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in weights.values()
+               if isinstance(t, torch.Tensor))
+
+
+def max_relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
+
+
+def time_calls(calls: list[Callable[[], Any]], smoke: bool) -> tuple[float, str]:
+    """Microseconds a call, and how it was timed: a CUDA graph of many calls (cycling through
+    ``calls``) replayed under CUDA events, or (a capture that fails) the calls launched one
+    by one under the events."""
+    if smoke:
+        start = time.perf_counter()
+        calls[0]()
+        return (time.perf_counter() - start) * 1e6, "wall clock (interpreter)"
+    for call in calls:  # compile, allocate
+        call()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    calls[0]()
+    end.record()
+    end.synchronize()
+    estimate_us = max(start.elapsed_time(end) * 1e3, 1.0)
+    reps = max(len(calls), min(200, int(3000 / estimate_us)))
+    how = "CUDA graph"
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(reps):
+                calls[i % len(calls)]()
+        run = graph.replay
+    except Exception as exc:  # timed eagerly, and said so
+        how = f"eager (capture failed: {type(exc).__name__}: {str(exc)[:120]})"
+        torch.cuda.synchronize()
+
+        def run() -> None:
+            for i in range(reps):
+                calls[i % len(calls)]()
+    run()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(5):
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) * 1e3 / reps)
+    return statistics.median(samples), how
+
+
+def prepared_copies(kernel: Kernel, n: int, k: int, device: torch.device,
+                    smoke: bool) -> tuple[list, dict]:
+    """The kernel's states over enough weight copies to overflow the L2 cache, and the
+    first copy's canonical weights (for the reference)."""
+    first = make_weights(kernel.kind, n, k, device, seed=0)
+    copies = 1
+    if not smoke:
+        l2 = torch.cuda.get_device_properties(device).L2_cache_size
+        copies = max(1, min(16, math.ceil(L2_MULTIPLE * l2 / weight_bytes(first))))
+    states = [kernel.impl.prepare(**first)]
+    states += [kernel.impl.prepare(**make_weights(kernel.kind, n, k, device, seed=c))
+               for c in range(1, copies)]
+    return states, first
+
+
+def check(kernel: Kernel, state: Any, weights: dict, n: int, k: int, ms: tuple[int, ...],
+          device: torch.device) -> list[dict]:
+    """Max relative errors against the reference at each of ``ms``; raises past TOLERANCE."""
+    if kernel.reference is None:
+        return []
+    ref_state = kernel.reference.prepare(**weights)
+    rows = []
+    for m in ms:
+        x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        error = max_relative_error(kernel.impl.apply(state, x),
+                                   kernel.reference.apply(ref_state, x))
+        rows.append({"kernel": kernel.name, "n": n, "m": m, "max_rel_error": error})
+        print(f"  check {kernel.name:<38} N={n:<6} M={m:<5} max rel error {error:.2e}")
+        assert error < TOLERANCE, f"max relative error {error:.2e} over {TOLERANCE:.0e} at M={m}"
+    return rows
+
+
+def benchmark(kernels: tuple[Kernel, ...], ns: tuple[int, ...], ms: tuple[int, ...], k: int,
+              device: torch.device, smoke: bool, started: float) -> dict:
+    results, accuracy, errors = [], [], []
+    for n in ns:
+        for kernel in kernels:
+            if time.perf_counter() - started > BUDGET_S:
+                errors.append({"kernel": kernel.name, "n": n, "stage": "skipped",
+                               "error": f"time budget of {BUDGET_S:.0f} s reached"})
+                continue
+            stage = "prepare"
+            try:
+                states, weights = prepared_copies(kernel, n, k, device, smoke)
+                stage = "check"
+                accuracy += check(kernel, states[0], weights, n, k,
+                                  tuple(m for m in CHECK_MS if m in ms) or ms[:1], device)
+                del weights
+                for m in ms:
+                    stage = f"time M={m}"
+                    x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+                    calls = [lambda s=s: kernel.impl.apply(s, x) for s in states]
+                    us, how = time_calls(calls, smoke)
+                    results.append({"kernel": kernel.name, "n": n, "k": k, "m": m, "us": us,
+                                    "timed": how, "weight_copies": len(states)})
+                    print(f"  {kernel.name:<38} N={n:<6} M={m:<5} {us:9.1f} us  ({how})")
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+                print(f"  FAILED {kernel.name} N={n} at {stage}: {message}")
+                if not isinstance(exc, AssertionError):
+                    traceback.print_exc(limit=3)
+                errors.append({"kernel": kernel.name, "n": n, "stage": stage, "error": message})
+            finally:
+                states = None
+                if not smoke:
+                    torch.cuda.empty_cache()
+    base = {(r["n"], r["m"]): r["us"] for r in results if r["kernel"] == "bf16 F.linear"}
+    for row in results:
+        row["speedup_vs_bf16"] = base[(row["n"], row["m"])] / row["us"] \
+            if (row["n"], row["m"]) in base else None
+    return {"results": results, "accuracy": accuracy, "errors": errors}
+
+
+def print_table(results: list[dict], ns: tuple[int, ...], ms: tuple[int, ...]) -> None:
+    names = list(dict.fromkeys(r["kernel"] for r in results))
+    index = {(r["kernel"], r["n"], r["m"]): r for r in results}
+    for n in ns:
+        print(f"\nN={n}: microseconds (speedup over bf16)")
+        print(f"{'kernel':<38}" + "".join(f"{'M=' + str(m):>17}" for m in ms))
+        for name in names:
+            cells = []
+            for m in ms:
+                row = index.get((name, n, m))
+                if row is None:
+                    cells.append(f"{'-':>17}")
+                else:
+                    speed = row["speedup_vs_bf16"]
+                    cells.append(f"{row['us']:10.1f} ({speed:4.2f}x)" if speed else
+                                 f"{row['us']:17.1f}")
+            print(f"{name:<38}" + "".join(cells))
+
+
+def plot(report: dict, path: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r["speedup_vs_bf16"]]
+    ns = list(dict.fromkeys(r["n"] for r in rows))
+    fig, axes = plt.subplots(1, len(ns), figsize=(6 * len(ns), 4.5), squeeze=False)
+    for ax, n in zip(axes[0], ns):
+        for name in dict.fromkeys(r["kernel"] for r in rows if r["n"] == n):
+            mine = [r for r in rows if r["n"] == n and r["kernel"] == name]
+            ax.plot([r["m"] for r in mine], [r["speedup_vs_bf16"] for r in mine], marker="o",
+                    markersize=3, label=name)
+        ax.axhline(1.0, color="gray", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("M (rows)")
+        ax.set_ylabel("speedup over bf16 F.linear")
+        ax.set_title(f"K={report['k']}, N={n} ({report['device']})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+TUNE_MS = (1, 16, 32, 64, 128, 1024)
+
+
+def tune_candidates(family: str, m: int) -> list[quant_tiles.Tile]:
+    """A small grid around the defaults: the tile shapes that make sense at ``m`` rows."""
+    tile = quant_tiles.Tile
+    block_ms = [bm for bm in (16, 32, 64, 128) if bm >= min(m, 16) and bm <= max(16, 2 * m)]
+    out = []
+    for bm in block_ms:
+        for bn in (32, 64, 128, 256) if m <= 64 else (64, 128, 256):
+            for bk in (64, 128, 256) if m <= 64 else (64, 128):
+                splits = (quant_tiles.AUTO_SPLIT, 1, 4) if m <= 64 else (1,)
+                for split in splits:
+                    for warps, stages in ((4, 3), (4, 4), (8, 3)):
+                        if bm * bn >= 128 * 128 or warps == 4:
+                            out.append(tile(bm, bn, bk, split, warps, stages))
+    return out
+
+
+def tune(device: torch.device, n: int, started: float) -> dict:
+    """Time each candidate tile at each of TUNE_MS and print the best: rows for
+    quant_tiles.TILES under this device's name."""
+    name = quant_tiles.device_key(device, False)
+    found = {}
+    for family, kernel in ((quant_tiles.WEIGHT_ONLY, KERNELS[2]), (quant_tiles.W8A8, KERNELS[5])):
+        weights = make_weights(kernel.kind, n, K, device, seed=0)
+        copies = [make_weights(kernel.kind, n, K, device, seed=c) for c in range(1, 4)]
+        for m in TUNE_MS:
+            timings = []
+            x = torch.randn(m, K, device=device, dtype=torch.bfloat16)
+            for tile in tune_candidates(family, m):
+                quant_tiles.TILES[family][name] = ((quant_tiles.UNBOUNDED, tile),)
+                try:
+                    states = [kernel.impl.prepare(**w) for w in [weights, *copies]]
+                    calls = [lambda s=s: kernel.impl.apply(s, x) for s in states]
+                    timings.append((time_calls(calls, False)[0], tile))
+                except Exception as exc:
+                    print(f"  {family} M={m} {tile}: {type(exc).__name__}: {str(exc)[:100]}")
+            quant_tiles.TILES[family].pop(name, None)
+            timings.sort(key=lambda t: t[0])
+            for us, tile in timings[:3]:
+                print(f"  {family:<12} N={n} M={m:<5} {us:8.1f} us  {tile}")
+            if timings:
+                found.setdefault(family, []).append(
+                    {"m": m, "us": timings[0][0], "tile": timings[0][1].__dict__})
+            print(f"  ({time.perf_counter() - started:.0f} s)")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."),
+                                                      "quant_gemm.json"))
+    parser.add_argument("--plot", help="PNG path (default: --out with .png)")
+    parser.add_argument("--only", help="comma-separated substrings of kernel names")
+    parser.add_argument("--tune", action="store_true", help="sweep the Triton tiles per M")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.smoke:
+        device, ns, ms, k = torch.device("cpu"), (48,), (1, 5, 33), 256
+    else:
+        device, ns, ms, k = torch.device("cuda"), NS, MS, K
+    kernels = KERNELS
+    if args.only:
+        wanted = [w.strip().lower() for w in args.only.split(",")]
+        kernels = tuple(kr for kr in KERNELS if kr.name == "bf16 F.linear"
+                        or any(w in kr.name.lower() for w in wanted))
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "triton": __import__("triton").__version__,
+              "k": k, "ns": list(ns), "ms": list(ms),
+              "tiles": {family: {name: [[bound, tile.__dict__] for bound, tile in table]
+                                 for name, table in tables.items()}
+                        for family, tables in quant_tiles.TILES.items()}}
+    if args.tune:
+        report["tuned"] = tune(device, 14336, started)
+    else:
+        report.update(benchmark(kernels, ns, ms, k, device, args.smoke, started))
+        print_table(report["results"], ns, ms)
+        if report["errors"]:
+            print("\nfailures:")
+            for error in report["errors"]:
+                print(f"  {error['kernel']} N={error['n']} ({error['stage']}): {error['error']}")
+    report["seconds"] = time.perf_counter() - started
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"\nJSON: {args.out} ({report['seconds']:.0f} s)")
+    if not args.tune:
+        plot(report, args.plot or os.path.splitext(args.out)[0] + ".png")
+
+
+if __name__ == "__main__":
+    main()
