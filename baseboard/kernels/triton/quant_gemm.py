@@ -56,14 +56,14 @@ def _code_values(codes, shift, BITS: tl.constexpr, MODE: tl.constexpr, DTYPE: tl
     if BITS == 4:
         q = (codes >> shift) & 0xF
         if MODE == "magic_bf16":
-            values = (q.to(tl.int16) | 0x4300).to(tl.bfloat16, bitcast=True)  # 128 + q
+            values = (q.to(tl.int16) | 0x4300).to(tl.int16).to(tl.bfloat16, bitcast=True)  # 128 + q
         elif MODE == "magic_fp16":
-            values = (q.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + q
+            values = (q.to(tl.int16) | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)  # 1024 + q
         else:
             values = q.to(DTYPE)
     else:
         if MODE == "magic_fp16":
-            values = (codes.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True)  # 1152 + q
+            values = (codes.to(tl.int16) + 0x6480).to(tl.int16).to(tl.float16, bitcast=True)  # 1152+q
         elif MODE == "via_fp32":
             # 2^23 + 128 + q as float32 bits, less the constant: q exactly, then bf16 exactly
             exact = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
@@ -79,7 +79,7 @@ def _weight_only_kernel(
         partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT, split_k,
         BITS: tl.constexpr, PER_CHANNEL: tl.constexpr, GROUP: tl.constexpr,
         HAS_OFFSETS: tl.constexpr, HAS_BIAS: tl.constexpr, MODE: tl.constexpr,
-        CODE_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
+        CODE_BIAS: tl.constexpr, NEEDS_XSUM: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         EVEN_K: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
     pdl_prologue(PDL)
@@ -98,7 +98,6 @@ def _weight_only_kernel(
         w_tile = w_ptr + ks.to(tl.int64)[:, None] * N + cols[None, :]
         shift = 0
         w_step = BLOCK_K * N
-    NEEDS_XSUM: tl.constexpr = HAS_OFFSETS or CODE_BIAS != 0
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     x_sum = tl.zeros([BLOCK_M], tl.float32)
     first = pid_k * STEPS_PER_SPLIT
@@ -215,7 +214,8 @@ def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
         m, n, k, launch.steps_per_split, launch.split,
         BITS=state.bits, PER_CHANNEL=state.group_size == 0, GROUP=state.group_size or k,
         HAS_OFFSETS=offsets is not None, HAS_BIAS=bias is not None, MODE=mode,
-        CODE_BIAS=code_bias, SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
+        CODE_BIAS=code_bias, NEEDS_XSUM=offsets is not None or code_bias != 0,
+        SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
         BLOCK_N=tile.block_n, BLOCK_K=block_k, GROUP_M=tile.group_m, EVEN_K=k % block_k == 0,
         UPCAST=upcast_dots(x.dtype), num_warps=tile.num_warps, num_stages=tile.num_stages,
         **pdl_options(x.device))

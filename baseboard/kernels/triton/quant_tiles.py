@@ -43,18 +43,21 @@ class Tile:
 
 Table = tuple[tuple[int, Tile], ...]
 
-# Small M is bound by reading the weight: narrow tiles, deep K steps, split K so that every
-# SM streams its share. Large M is bound by the tensor cores: the usual large tiles.
+# Small M is bound by reading the weight: split K so that every SM streams its share, and
+# wide N tiles, since each program also reads its rows of x (from L2): per K step that is
+# BLOCK_M * BLOCK_K * 2 bytes of x against BLOCK_K * BLOCK_N / 2 of 4-bit weight. Large M
+# is bound by the tensor cores: the usual large tiles. A first guess for the H100/H200
+# class until a tuning run (benchmarks/quant_gemm.py --tune) adds the device's own rows.
 _WEIGHT_ONLY_DEFAULT: Table = (
-    (16, Tile(16, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
-    (32, Tile(32, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
-    (64, Tile(64, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
-    (128, Tile(64, 128, 64, 1, num_warps=4, num_stages=4)),
-    (UNBOUNDED, Tile(128, 128, 64, 1, num_warps=8, num_stages=3)),
+    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (32, Tile(32, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (64, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (128, Tile(64, 256, 64, 1, num_warps=8, num_stages=3)),
+    (UNBOUNDED, Tile(128, 128, 64, 1, num_warps=8, num_stages=4)),
 )
 _W8A8_DEFAULT: Table = (
-    (16, Tile(16, 64, 256, AUTO_SPLIT, num_warps=4, num_stages=4)),
-    (64, Tile(64, 64, 256, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (64, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
     (256, Tile(128, 128, 128, 1, num_warps=8, num_stages=4)),
     (UNBOUNDED, Tile(128, 256, 128, 1, num_warps=8, num_stages=3)),
 )

@@ -78,8 +78,9 @@ def _w8a8_kernel(a_ptr, a_scale_ptr, w_ptr, stride_wn, w_scale_ptr, bias_ptr, y_
                  partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT, split_k,
                  HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                 EVEN_K: tl.constexpr, PDL: tl.constexpr):
-    """y = (a [M, K] @ w [N, K].T) * a_scale [M, 1] * w_scale [N] + bias."""
+                 EVEN_K: tl.constexpr, INTEGER: tl.constexpr, PDL: tl.constexpr):
+    """y = (a [M, K] @ w [N, K].T) * a_scale [M, 1] * w_scale [N] + bias; INTEGER: int8
+    operands, accumulated in int32."""
     pdl_prologue(PDL)
     pid, pid_k = tl.program_id(0), tl.program_id(1)
     pid_m, pid_n = output_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -91,8 +92,10 @@ def _w8a8_kernel(a_ptr, a_scale_ptr, w_ptr, stride_wn, w_scale_ptr, bias_ptr, y_
     last = tl.minimum(first + STEPS_PER_SPLIT, tl.cdiv(K, BLOCK_K))
     a_tile = a_ptr + rows.to(tl.int64)[:, None] * K + (first * BLOCK_K + ks)[None, :]
     w_tile = w_ptr + cols.to(tl.int64)[None, :] * stride_wn + (first * BLOCK_K + ks)[:, None]
-    integer: tl.constexpr = a_ptr.dtype.element_ty == tl.int8
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32 if integer else tl.float32)
+    if INTEGER:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for step in range(first, last):
         if EVEN_K:
             a = tl.load(a_tile, mask=row_ok[:, None], other=0.0)
@@ -159,7 +162,7 @@ def w8a8_matmul(state: ChannelState, x: torch.Tensor,
         launch.counters, m, n, k, launch.steps_per_split, launch.split,
         HAS_BIAS=bias is not None, SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
         BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
-        EVEN_K=k % tile.block_k == 0, num_warps=tile.num_warps, num_stages=tile.num_stages,
+        EVEN_K=k % tile.block_k == 0, INTEGER=xq.dtype == torch.int8, num_warps=tile.num_warps, num_stages=tile.num_stages,
         **pdl_options(x.device))
     return y.reshape(*lead, n)
 
