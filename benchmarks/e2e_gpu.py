@@ -125,6 +125,7 @@ def main_rows(shape: str, info: dict, ours: dict, peer: dict, batches: list[int]
                 "ratio": mine["tok_s"] / theirs["tok_s"] if mine and theirs else None,
                 "floor_tok_s": bandwidth / nbytes * b if bandwidth and nbytes else None,
                 "weight_bytes": nbytes, "plan": result.get("plan"),
+                "measured": result.get("measured"), "loads": result.get("loads"),
                 "errors": [r["error"] for r in (result, peer) if "error" in r]})
     return rows
 

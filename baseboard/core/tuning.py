@@ -8,9 +8,10 @@ torch and triton versions) under ``$XDG_CACHE_HOME/baseboard/tuning/``, each ent
 by op, implementation (name, plugin, ``Impl.version``), shape and dtype; so a second load
 times nothing, and a new driver, torch, triton or kernel version is timed afresh.
 
-Ops timed: rms_norm, fused_add_rms_norm, silu_and_mul (on [tokens, hidden] inputs) and
-gemm (per [N, K] weight, at one row and at a step of tokens). Attention, sample, rotary_embedding and the quantized GEMMs keep
-the order of selection (preference, then priority): their inputs are not plain shapes.
+Ops timed, each at one row and at a step of tokens: rms_norm, fused_add_rms_norm,
+silu_and_mul (on [rows, hidden] inputs) and gemm (per [N, K] weight). Attention, sample,
+rotary_embedding and the quantized GEMMs keep the order of selection (preference, then
+priority): their inputs are not plain shapes.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ TUNED_OPS = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "gemm")
 REPEATS = 20
 
 
-def gemm_rows(tokens: int) -> tuple[int, ...]:
-    """The input rows a GEMM is timed at: a decode row, and a step of ``tokens``."""
+def timed_rows(tokens: int) -> tuple[int, ...]:
+    """The input rows an op is timed at: a decode row, and a step of ``tokens``."""
     return tuple(dict.fromkeys((1, tokens)))
 
 
@@ -231,30 +232,33 @@ class Tuner:
     def _tensor(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, device=self.device).to(self.dtype)
 
-    def function_shape(self, op: str) -> str:
-        """The input shape a function op is timed on, as text: tokens x features."""
+    def function_shape(self, op: str, rows: int) -> str:
+        """The input shape a function op is timed on, as text: rows x features."""
         w = self.workload
-        return f"{w.tokens}x{2 * w.intermediate_size if op == 'silu_and_mul' else w.hidden_size}"
+        return f"{rows}x{2 * w.intermediate_size if op == 'silu_and_mul' else w.hidden_size}"
 
     def function_times(self, op: str, candidates: dict[str, tuple[Impl, Any]]) -> dict[str, float]:
+        """Seconds per candidate for one decode row plus one step of ``tokens`` rows: a
+        one-kernel implementation and a chain of small torch kernels rank differently on
+        the two, and a decode step of one sequence is one row."""
         w = self.workload
-        t, h = w.tokens, w.hidden_size
-        shape = self.function_shape(op)
+        h = w.hidden_size
 
-        def inputs() -> tuple:
+        def inputs(t: int) -> tuple:
             if op == "silu_and_mul":
                 return (self._tensor(t, 2 * w.intermediate_size),)
             if op == "rms_norm":
                 return self._tensor(t, h), self._tensor(h), 1e-6
             return self._tensor(t, h), self._tensor(t, h), self._tensor(h), 1e-6
 
-        def make_call(fn: Callable) -> Callable[[], Callable]:
+        def make_call(fn: Callable, rows: int) -> Callable[[], Callable]:
             def build() -> Callable:
-                args = inputs()
+                args = inputs(rows)
                 return lambda: fn(*args)
             return build
 
-        return {name: self._time(op, impl, shape, make_call(fn))
+        return {name: sum(self._time(op, impl, self.function_shape(op, rows),
+                                     make_call(fn, rows)) for rows in timed_rows(w.tokens))
                 for name, (impl, fn) in candidates.items()}
 
     def gemm_times(self, candidates: dict[str, tuple[Impl, Any]],
@@ -272,7 +276,7 @@ class Tuner:
             return build
 
         return {name: sum(self._time("gemm", impl, f"{rows}x{k}x{n}", make_call(loaded, rows))
-                          for rows in gemm_rows(self.workload.tokens))
+                          for rows in timed_rows(self.workload.tokens))
                 for name, (impl, loaded) in candidates.items()}
 
     def choose(self, op: str, candidates: dict[str, tuple[Impl, Any]]) -> Outcome:
@@ -280,7 +284,8 @@ class Tuner:
         if op != "gemm":
             times = self.function_times(op, candidates)
             name = min(times, key=times.get)
-            shape = self.function_shape(op)
+            shape = "+".join(self.function_shape(op, rows) for rows in
+                             timed_rows(self.workload.tokens))
             return Outcome(candidates[name][1], candidates[name][0],
                            f"measured fastest ({_times_text(times)})",
                            {n: {shape: s} for n, s in times.items()})

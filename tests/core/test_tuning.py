@@ -100,7 +100,7 @@ def test_the_fast_candidate_is_selected_and_the_times_are_cached(bench):
     assert decision.selected == "fastnorm"
     assert decision.why.startswith("measured fastest (fastnorm ")
     assert set(decision.measured) == {"fastnorm", "slownorm", "torch"}
-    assert decision.measured["slownorm"]["16x64"] > decision.measured["fastnorm"]["16x64"]
+    assert decision.measured["slownorm"]["1x64+16x64"] > decision.measured["fastnorm"]["1x64+16x64"]
     assert res.plan.rms_norm is bench().fastnorm
     calls = dict(bench().CALLS)
     assert calls["fastnorm"] > 1 and calls["slownorm"] > 1
@@ -211,7 +211,7 @@ def test_info_reports_the_measured_times(bench):
     assert rms["selected"] == "fastnorm" and set(rms["measured"]) >= {"fastnorm", "slownorm"}
     text = render(info)
     assert "measured fastest (fastnorm" in text
-    assert re.search(r"slownorm +\(benchplug\) ok, measured 16x\d+ \d+\.\d us", text)
+    assert re.search(r"slownorm +\(benchplug\) ok, measured 1x\d+\+16x\d+ \d+\.\d us", text)
 
 
 def test_the_mode_is_checked_and_auto_means_accelerators_only():
@@ -244,3 +244,19 @@ def test_a_gemm_is_timed_on_one_row_as_well_as_on_a_step(tmp_path):
     outcome = tuner.choose("gemm", candidates)
     assert outcome.selected.name == "rowgemm"
     assert {"1x64x32", "16x64x32"} <= {key.split("|")[-2] for key in tuner.cache.times}
+
+
+def test_a_function_op_is_timed_on_one_row_as_well_as_on_a_step(tmp_path):
+    """One kernel fast on a decode row beats a chain of kernels that is fast on a 16-token
+    step and slow on one row (silu_and_mul on the GPU: Triton against the torch reference)."""
+    def norm(slow_at_one_row: float, slow_at_step: float):
+        def rms_norm(x, weight, eps):
+            time.sleep(slow_at_one_row if x.shape[0] == 1 else slow_at_step)
+            return x
+        return rms_norm
+
+    candidates = {"onekernel": (Impl("rms_norm", "onekernel", "m:a"), norm(0.0, 0.001)),
+                  "chain": (Impl("rms_norm", "chain", "m:b"), norm(0.004, 0.0))}
+    tuner = Tuner(TimingCache(tmp_path, environment(torch.device("cpu"), "")),
+                  Workload(64, 128, ((32, 64),)), torch.device("cpu"), torch.float32, False)
+    assert tuner.choose("rms_norm", candidates).selected.name == "onekernel"
