@@ -63,7 +63,8 @@ def _code_values(codes, shift, BITS: tl.constexpr, MODE: tl.constexpr, DTYPE: tl
             values = q.to(DTYPE)
     else:
         if MODE == "magic_fp16":
-            values = (codes.to(tl.int16) + 0x6480).to(tl.int16).to(tl.float16, bitcast=True)  # 1152+q
+            values = (codes.to(tl.int16) + 0x6480).to(tl.int16).to(tl.float16,
+                                                                   bitcast=True)  # 1152 + q
         elif MODE == "via_fp32":
             # 2^23 + 128 + q as float32 bits, less the constant: q exactly, then bf16 exactly
             exact = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
@@ -79,8 +80,8 @@ def _weight_only_kernel(
         partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT, split_k,
         BITS: tl.constexpr, PER_CHANNEL: tl.constexpr, GROUP: tl.constexpr,
         HAS_OFFSETS: tl.constexpr, HAS_BIAS: tl.constexpr, MODE: tl.constexpr,
-        CODE_BIAS: tl.constexpr, NEEDS_XSUM: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+        CODE_BIAS: tl.constexpr, NEEDS_XSUM: tl.constexpr, SPLIT: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         EVEN_K: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
     pdl_prologue(PDL)
     pid, pid_k = tl.program_id(0), tl.program_id(1)

@@ -162,8 +162,8 @@ def w8a8_matmul(state: ChannelState, x: torch.Tensor,
         launch.counters, m, n, k, launch.steps_per_split, launch.split,
         HAS_BIAS=bias is not None, SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
         BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
-        EVEN_K=k % tile.block_k == 0, INTEGER=xq.dtype == torch.int8, num_warps=tile.num_warps, num_stages=tile.num_stages,
-        **pdl_options(x.device))
+        EVEN_K=k % tile.block_k == 0, INTEGER=xq.dtype == torch.int8,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, **pdl_options(x.device))
     return y.reshape(*lead, n)
 
 
