@@ -41,8 +41,9 @@ interop-env: $(INTEROP_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/baseboard generate --chat "What is the capital of France?"
 
-test: $(STAMP)
+test: $(STAMP) $(INTEROP_STAMP)
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m slow tests/quantization/test_llmcompressor_interop.py
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
