@@ -74,7 +74,8 @@ def _packed(module: str, tensors: dict[str, torch.Tensor], layout: Layout, n: in
     if bits == 8:
         qweight = (codes.to(torch.int16) - middle).to(torch.int8)
         return GroupQuantized("gemm_w8a16", qweight, scales, None, group, scheme=layout.scheme)
-    # u * scale - u_zero * scale: exact in float32 (a 4-bit zero times a 16-bit scale)
+    # (q - zero) * scale = u * scale - u_zero * scale; the offset is exact in float32 for
+    # 16-bit scales, within an ulp for float32 ones
     zero = zeros.float() if zeros is not None else torch.full(scales.shape, float(middle))
     offsets = -(zero * scales.float())
     return GroupQuantized("gemm_w4a16", codes, scales, offsets, group, scheme=layout.scheme)
