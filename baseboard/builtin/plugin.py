@@ -25,13 +25,20 @@ REFERENCES = {
     "gemm_w8a8_fp8": "quant_gemm:GemmW8A8Fp8",
     "gemm_w8a8_fp8_block": "quant_gemm:GemmW8A8Fp8Block",
     "attention": "attention:TorchAttention",
+    "all_reduce": "collectives:all_reduce",
+    "all_gather": "collectives:all_gather",
     "sample": "sampling:sample",
 }
 
 
 def reference_impls() -> list[Impl]:
+    from ..kernels.torch.collectives import supports as collective_supports
+
+    # the collectives need the platform's torch.distributed backend once there are ranks
+    supports = {"all_reduce": collective_supports, "all_gather": collective_supports}
     return [Impl(op=op, name=REFERENCE_NAME, loader=f"baseboard.kernels.torch.{REFERENCES[op]}",
-                 priority=0, doc="plain-torch reference implementation") for op in OPS]
+                 priority=0, supports=supports.get(op),
+                 doc="plain-torch reference implementation") for op in OPS]
 
 
 @hookimpl

@@ -92,6 +92,15 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "forward(q [T, Hq, D], k [T, Hk, D], v [T, Hk, D], kv_cache, metadata) -> [T, Hq, D]: "
            "writes k and v to the cache at batch.slot_mapping, then each new token attends "
            "causally to its sequence's whole context (cached prefix included)."),
+    OpSpec("all_reduce", "function",
+           "all_reduce(x [T, N], group: torch.distributed.ProcessGroup) -> [T, N]: the sum of "
+           "x over the group's ranks, on every rank, in x's dtype. May reduce in place. Called "
+           "only when tensor_parallel_size > 1; must be capturable in a CUDA graph where the "
+           "implementation is cuda_graph_safe (no host synchronisation)."),
+    OpSpec("all_gather", "function",
+           "all_gather(x [T, N], group: torch.distributed.ProcessGroup) -> [T, W * N]: every "
+           "rank's x side by side along the last dimension, rank r's in columns "
+           "[r * N, (r + 1) * N), on every rank (W = the group's size)."),
     OpSpec("sample", "function",
            "sample(logits [B, V] float32, params: SamplingTensors) -> [B] int64. First, on every "
            "row (greedy ones too), the penalties: repetition_penalty r on each token id in the "

@@ -28,6 +28,8 @@ class SelectionContext:
     # the quantized layouts the model's layers use (core.quant.QuantScheme), for the GEMM
     # ops' supports(); empty for an unquantized model
     quant_schemes: tuple = ()
+    # ranks the model is split over; the collectives' supports() need a backend when > 1
+    tensor_parallel_size: int = 1
 
     def schemes_for(self, op: str) -> tuple:
         """The quantized layouts this model hands to ``op``."""

@@ -76,10 +76,6 @@ class EngineArgs:
                 "gpu_memory_utilization", utilization, "a number in (0, 1] or None")
         _expect(_is_int(self.tensor_parallel_size) and self.tensor_parallel_size > 0,
                 "tensor_parallel_size", self.tensor_parallel_size, "a positive integer")
-        if self.tensor_parallel_size != 1:
-            raise ConfigError(f"tensor_parallel_size={self.tensor_parallel_size}: baseboard runs "
-                              f"a model on one device; tensor parallelism is not available yet. "
-                              f"Use tensor_parallel_size=1.")
 
     def replace(self, **changes: Any) -> EngineArgs:
         return EngineArgs(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})

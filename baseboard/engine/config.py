@@ -33,6 +33,7 @@ class EngineConfig:
     num_threads      torch CPU threads (CPU platforms)
     seed             the engine generator's seed, or None for a random one
     plan             the op -> implementation plan; resolution: its trace and the settings
+    tensor_parallel_size   ranks the model is split over (baseboard.distributed)
     """
 
     model: str
@@ -55,10 +56,14 @@ class EngineConfig:
     seed: Optional[int]
     plan: Plan
     resolution: Any
+    tensor_parallel_size: int = 1
 
     def attention_spec(self) -> AttentionSpec:
-        config = self.model_config
-        return AttentionSpec(num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
+        """One rank's attention: its own query heads, and its KV heads (at least one: a KV
+        head is replicated where there are fewer than ranks)."""
+        config, ranks = self.model_config, self.tensor_parallel_size
+        return AttentionSpec(num_heads=config.num_heads // ranks,
+                             num_kv_heads=max(config.num_kv_heads // ranks, 1),
                              head_dim=config.head_dim, scale=config.head_dim ** -0.5,
                              block_size=self.block_size, dtype=self.dtype, device=self.device,
                              max_num_seqs=self.max_num_seqs, max_model_len=self.max_model_len,

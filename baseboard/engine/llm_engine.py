@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -37,12 +38,28 @@ class LLMEngine:
     """Owns the model, the KV cache, the scheduler and the tokenizer. ``args``: the
     checked ``EngineArgs`` (see ``LLM`` for each one's meaning)."""
 
-    def __init__(self, args: EngineArgs):
+    def __init__(self, args: EngineArgs, launch: Optional[Any] = None):
+        """``launch``: this process's rank among tensor-parallel ranks (a worker's
+        ``baseboard.distributed.launch.Launch``); None to start or join them as rank 0."""
+        self.channel = None
         progress = LoadProgress(Path(args.model).name)
         try:
-            self._load(args, progress)
+            self._load(args, progress, launch)
+        except BaseException as exc:
+            if self.channel is None:
+                raise
+            failure = self.channel.explain(exc)
+            self.channel.close()
+            if failure is exc:
+                raise
+            raise failure from exc
         finally:
             progress.close()
+        if self.channel is not None:
+            self._close = weakref.finalize(self, self.channel.close)
+            if self.channel.rank != 0:  # a worker: serve rank 0's steps until it closes
+                self._serve()
+                return
         model_config = self.config.model_config
         eos = set(model_config.eos_token_ids)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
@@ -53,7 +70,7 @@ class LLMEngine:
         self.async_scheduling = self.config.async_scheduling
         self.in_flight: Optional[tuple[list[Sequence], SampledTokens]] = None
 
-    def _load(self, args: EngineArgs, progress: LoadProgress) -> None:
+    def _load(self, args: EngineArgs, progress: LoadProgress, launch: Optional[Any]) -> None:
         # frontend.resolve builds on this package's EngineArgs and EngineConfig
         from ..frontend.plan import load_catalog
         from ..frontend.resolve import configure, open_checkpoint
@@ -63,7 +80,21 @@ class LLMEngine:
         catalog = load_catalog(settings)
         checkpoint = open_checkpoint(args, catalog)
         progress.step("metadata")
-        self.config = config = configure(args, checkpoint, settings, catalog)
+        size = args.tensor_parallel_size
+        if launch is None and size > 1:
+            from ..distributed.launch import from_environment
+
+            launch = from_environment(size)
+        # the plan is resolved once, on rank 0; the other ranks are sent its choices
+        config = configure(args, checkpoint, settings, catalog) \
+            if launch is None or launch.rank == 0 else None
+        if size > 1:
+            from ..distributed.launch import connect, spawn_workers
+
+            launch = launch or spawn_workers(args, size)
+            self.channel, config = connect(
+                launch, args, config, lambda a: configure(a, checkpoint, settings, catalog))
+        self.config = config
         progress.step("plan")
         self.resolution = config.resolution
         self.plan = config.plan
@@ -77,15 +108,18 @@ class LLMEngine:
             torch.set_num_threads(config.num_threads)
         apply_pdl(config.pdl)
         attention = self.plan.attention(config.attention_spec())
-        self.model = checkpoint.model_class(config.model_config, self.plan, attention,
-                                            self.dtype, self.device)
+        self.model = self._make_model(checkpoint, attention)
         weights = checkpoint.weights()
         self.model.load_weights(progress.weights(weights, len(weights)))
-        self.tokenizer = None if args.skip_tokenizer_init else load_tokenizer(args, checkpoint)
+        worker = self.channel is not None and self.channel.rank != 0
+        self.tokenizer = None if args.skip_tokenizer_init or worker \
+            else load_tokenizer(args, checkpoint)
         progress.step("tokenizer")
 
         # allocate: the KV cache in what memory is left, the scheduler and the runner
         num_blocks = self._num_kv_blocks(attention)
+        if self.channel is not None:  # every rank's own memory; all must hold as many blocks
+            num_blocks = self.channel.min_over_ranks(num_blocks)
         self.generator = torch.Generator(device=self.device)
         if config.seed is None:
             self.generator.seed()
@@ -93,8 +127,47 @@ class LLMEngine:
             self.generator.manual_seed(config.seed)
         self.block_manager = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(config, self.block_manager)
-        self.runner = ModelRunner(config, self.model, attention, num_blocks, self.generator)
+        self.runner = ModelRunner(config, self.model, attention, num_blocks, self.generator,
+                                  self.channel)
         progress.step("KV cache")
+
+    def _make_model(self, checkpoint: Any, attention: Any) -> Any:
+        config = self.config
+        if self.channel is None:
+            return checkpoint.model_class(config.model_config, self.plan, attention, self.dtype,
+                                          self.device)
+        from ..distributed.parallel import TensorParallel
+        from ..distributed.sharding import make_shard
+
+        model_config = config.model_config
+        parallel = TensorParallel(make_shard(model_config, self.channel.rank, self.channel.size),
+                                  self.channel.device_group, self.plan.all_reduce,
+                                  self.plan.all_gather)
+        try:
+            return checkpoint.model_class(model_config, self.plan, attention, self.dtype,
+                                          self.device, parallel=parallel)
+        except TypeError as exc:
+            if "parallel" not in str(exc):
+                raise
+            raise ModelError(f"the model class of {model_config.architecture} "
+                             f"({checkpoint.model_class.__qualname__}) takes no 'parallel' "
+                             f"argument: it does not support tensor parallelism. Use "
+                             f"tensor_parallel_size=1.") from None
+
+    def _serve(self) -> None:
+        """A worker rank: run every step rank 0 sends, until it closes the engine."""
+        try:
+            self.runner.follow_steps()
+        finally:
+            self.close()
+        if self.channel.launch.serve_and_exit:  # torchrun: nothing more for this rank
+            raise SystemExit(0)
+
+    def close(self) -> None:
+        """Stop the tensor-parallel workers (if any) and leave their process groups; the
+        engine cannot run after it. An engine of one device has nothing to close."""
+        if self.channel is not None:
+            self.channel.close()
 
     def _num_kv_blocks(self, attention: Any) -> int:
         config, model_config = self.config, self.config.model_config

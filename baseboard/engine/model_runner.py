@@ -40,11 +40,14 @@ def zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
 
 
 class ModelRunner:
-    """Owns the KV caches (one tensor per layer, in the attention implementation's layout)."""
+    """Owns the KV caches (one tensor per layer, in the attention implementation's layout).
+    ``channel``: the tensor-parallel ranks' ``StepChannel`` (None for one device): rank 0
+    sends each step's inputs through it, and the other ranks run them (``follow_steps``)."""
 
     def __init__(self, config: EngineConfig, model: Any, attention: Any, num_blocks: int,
-                 generator: torch.Generator):
+                 generator: torch.Generator, channel: Optional[Any] = None):
         self.model = model
+        self.channel = channel
         self.attention = attention
         self.sample = config.plan.sample
         self.block_size = block_size = config.block_size
@@ -183,21 +186,29 @@ class ModelRunner:
             index = self.upload([rows, ids])
             logits[index[0], index[1]] = float("-inf")
 
-    def _prompt_logprobs(self, seqs: list[Sequence], batch: AttentionBatch,
-                         hidden: torch.Tensor) -> dict[int, TopLogprobs]:
-        """Row -> the prompt log-probabilities of each sequence that asks for them and is
-        prefilled from position 0 in this step, from hidden [T, hidden] of every token."""
-        result: dict[int, TopLogprobs] = {}
+    @staticmethod
+    def _prompt_rows(seqs: list[Sequence], batch: AttentionBatch) -> list[tuple[int, int, int]]:
+        """(row, start, end): the step's tokens [start, end) whose logits give the prompt
+        log-probabilities of a sequence that asks for them and is prefilled from position 0
+        in this step."""
+        found = []
         start = 0
         for row, (seq, query_len) in enumerate(zip(seqs, batch.query_lens)):
             if seq.needs_prompt_logprobs and query_len == batch.context_lens[row] \
                     and seq.num_prompt_tokens > 1:
-                end = start + seq.num_prompt_tokens - 1  # position i predicts token i + 1
-                result[row] = prompt_logprobs(self.model, hidden[start:end],
-                                              self.upload(seq.prompt_token_ids[1:]),
-                                              seq.params.prompt_logprobs, self.vocab_size)
+                # position i predicts token i + 1
+                found.append((row, start, start + seq.num_prompt_tokens - 1))
             start += query_len
-        return result
+        return found
+
+    def _prompt_logprobs(self, seqs: list[Sequence], prompt_rows: list[tuple[int, int, int]],
+                         hidden: torch.Tensor) -> dict[int, TopLogprobs]:
+        """Row -> the prompt log-probabilities of the sequences of ``prompt_rows``, from
+        hidden [T, hidden] of every token."""
+        return {row: prompt_logprobs(self.model, hidden[start:end],
+                                     self.upload(seqs[row].prompt_token_ids[1:]),
+                                     seqs[row].params.prompt_logprobs, self.vocab_size)
+                for row, start, end in prompt_rows}
 
     def upload(self, values: list, dtype: torch.dtype = torch.long,
                out: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -209,7 +220,7 @@ class ModelRunner:
         return out.copy_(host, non_blocking=True)
 
     def _fill_placeholders(self, ids: torch.Tensor, input_ids: list[int],
-                           previous: Optional[SampledTokens]) -> None:
+                           previous: Optional[torch.Tensor]) -> None:
         """Write the tokens that the previous step sampled (on the device, not read back
         yet) over this step's placeholders -1 - row."""
         rows = [i for i, token in enumerate(input_ids) if token < 0]
@@ -219,40 +230,83 @@ class ModelRunner:
             raise RuntimeError("a step has placeholder tokens but no previous step to read")
         sources = [-1 - input_ids[i] for i in rows]
         if rows == sources == list(range(len(rows))):  # the steady state: same order
-            ids[:len(rows)].copy_(previous.device[:len(rows)])
+            ids[:len(rows)].copy_(previous[:len(rows)])
         else:
             index = self.upload([rows, sources])
-            ids[index[0]] = previous.device[index[1]]
+            ids[index[0]] = previous[index[1]]
+
+    def _forward(self, input_ids: list[int], positions: list[int], batch: AttentionBatch,
+                 previous: Optional[torch.Tensor]) -> torch.Tensor:
+        """The model over one step's tokens -> hidden [T, hidden]; ``previous``: the tokens
+        [B] the step before sampled, for its placeholders."""
+        graph = self.graphs.fit(batch) if self.graphs is not None else None
+        inputs = self.upload([input_ids, positions],
+                             out=self.graphs.inputs[:, :len(input_ids)] if graph else None)
+        self._fill_placeholders(inputs[0], input_ids, previous)
+        if graph:
+            return self.graphs.run(graph, batch)
+        metadata = self.attention.build_metadata(batch)
+        return self.model.forward(inputs[0], inputs[1], self.kv_caches, metadata)
+
+    def _last_tokens(self, hidden: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        """hidden [T, hidden] -> [B, hidden] at each sequence's last token."""
+        if len(batch.slot_mapping) == len(batch.query_lens):  # decodes only: every token
+            return hidden
+        return hidden[self.upload([end - 1 for end in accumulate(batch.query_lens)])]
 
     @torch.inference_mode()
     def launch(self, seqs: list[Sequence],
                previous: Optional[SampledTokens] = None) -> SampledTokens:
         """Start one step for ``seqs``; the tokens they sample are read back later. Token
         -1 - r in a sequence stands for row r of ``previous``, the step launched before."""
+        if self.channel is None:
+            return self._launch(seqs, previous)
+        try:
+            return self._launch(seqs, previous)
+        except Exception as exc:  # a worker's death surfaces here as a failed collective
+            failure = self.channel.explain(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def _launch(self, seqs: list[Sequence], previous: Optional[SampledTokens]) -> SampledTokens:
         input_ids, positions, batch = self.make_batch(seqs)
-        graph = self.graphs.fit(batch) if self.graphs is not None else None
-        inputs = self.upload([input_ids, positions],
-                             out=self.graphs.inputs[:, :len(input_ids)] if graph else None)
-        self._fill_placeholders(inputs[0], input_ids, previous)
-        if graph:
-            hidden = self.graphs.run(graph, batch)
-        else:
-            metadata = self.attention.build_metadata(batch)
-            hidden = self.model.forward(inputs[0], inputs[1], self.kv_caches,
-                                        metadata)  # [T, hidden]
         plain = all(seq.plain_sampling for seq in seqs)  # the common step: skip the extras
-        prompt = {} if plain else self._prompt_logprobs(seqs, batch, hidden)
-        if len(input_ids) != len(seqs):  # a prefill: keep each sequence's last token
-            hidden = hidden[self.upload([end - 1 for end in accumulate(batch.query_lens)])]
-        logits = self.model.compute_logits(hidden)  # [B, V] float32
+        prompt_rows = [] if plain else self._prompt_rows(seqs, batch)
+        if self.channel is not None:
+            self.channel.send_step((input_ids, positions, batch,
+                                    [(start, end) for _, start, end in prompt_rows]))
+        hidden = self._forward(input_ids, positions, batch,
+                               previous.device if previous is not None else None)
+        prompt = self._prompt_logprobs(seqs, prompt_rows, hidden) if prompt_rows else {}
+        logits = self.model.compute_logits(self._last_tokens(hidden, batch))  # [B, V] float32
         asked = [] if plain else [seq.params.logprobs for seq in seqs
                                   if seq.params.logprobs is not None]
         raw = logits.log_softmax(dim=-1) if asked else None  # before anything changes logits
         if not plain:
             self._hold_back_stop_tokens(logits, seqs)
         tokens = self.sample(logits, self.sampling_tensors(seqs, previous, plain))
+        if self.channel is not None:
+            self.channel.share_tokens(tokens)
         logprobs = TopLogprobs.gather(raw, tokens, max(asked)) if asked else None
         return SampledTokens(tokens, logprobs, prompt)
+
+    @torch.inference_mode()
+    def follow_steps(self) -> None:
+        """A worker rank: run each step rank 0 sends, with the same collectives in the same
+        order (the forward's, the logits' for the prompt rows and the last tokens, and the
+        sampled tokens' broadcast), until rank 0 sends None."""
+        previous: Optional[torch.Tensor] = None
+        while (message := self.channel.receive_step()) is not None:
+            input_ids, positions, batch, prompt_rows = message
+            hidden = self._forward(input_ids, positions, batch, previous)
+            for start, end in prompt_rows:  # their logits are gathered in the same chunks
+                prompt_logprobs(self.model, hidden[start:end],
+                                torch.zeros(end - start, dtype=torch.long, device=self.device),
+                                1, self.vocab_size)
+            self.model.compute_logits(self._last_tokens(hidden, batch))
+            previous = self.channel.share_tokens(
+                torch.empty(len(batch.query_lens), dtype=torch.long, device=self.device))
 
 
 class SampledTokens:

@@ -138,7 +138,7 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
             dtype: Optional[torch.dtype] = None, head_dim: Optional[int] = None,
             num_heads: Optional[int] = None, num_kv_heads: Optional[int] = None,
             block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None,
-            quant_schemes: tuple = (),
+            quant_schemes: tuple = (), tensor_parallel_size: int = 1,
             environ: Mapping[str, str] | None = None, settings: Optional[Settings] = None,
             catalog: Optional[Catalog] = None, workload: Optional[Workload] = None) -> Resolution:
     """Resolve the platform and a plan for every op.
@@ -179,7 +179,8 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
                            dtype=dtype or chosen.platform.default_dtype(),
                            head_dim=head_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
                            block_size=block_size or chosen.platform.kv_block_size,
-                           cuda_graphs=cuda_graphs, quant_schemes=tuple(quant_schemes))
+                           cuda_graphs=cuda_graphs, quant_schemes=tuple(quant_schemes),
+                           tensor_parallel_size=tensor_parallel_size)
     choices = explicit_choices(settings, backends, cli_backends, plan_file, plan_path or "")
     tuner = None
     if workload is not None and tuning_on(settings["BASEBOARD_TUNE"],

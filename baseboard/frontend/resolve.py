@@ -63,9 +63,14 @@ def configure(args: EngineArgs, checkpoint: Any, settings: Settings,
         head_dim=config.head_dim, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
         block_size=args.block_size, cuda_graphs=False if args.enforce_eager else None,
         settings=settings, catalog=catalog, quant_schemes=checkpoint.quant_schemes,
+        tensor_parallel_size=args.tensor_parallel_size,
         workload=Workload.for_model(config, tuple(checkpoint.linear_ops)))
     platform = resolution.platform.platform
     ctx = resolution.context
+    if args.tensor_parallel_size > 1:
+        from ..distributed.launch import check_tensor_parallel
+
+        check_tensor_parallel(config, platform, args.tensor_parallel_size)
     if ctx.dtype not in platform.supported_dtypes:
         raise ConfigError(f"dtype {ctx.dtype} is not supported on platform {platform.name} "
                           f"(supported: {', '.join(map(str, platform.supported_dtypes))}).")
@@ -95,7 +100,8 @@ def configure(args: EngineArgs, checkpoint: Any, settings: Settings,
         else (),
         async_scheduling=async_scheduling, pdl=settings["BASEBOARD_PDL"],
         num_threads=settings["BASEBOARD_NUM_THREADS"] or len(os.sched_getaffinity(0)),
-        seed=args.seed, plan=resolution.plan, resolution=resolution)
+        seed=args.seed, plan=resolution.plan, resolution=resolution,
+        tensor_parallel_size=args.tensor_parallel_size)
 
 
 def checkpoint_dtype(checkpoint: Any) -> Optional[torch.dtype]:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..core.errors import ModelError
 from ..core.selection import Plan
+from ..distributed.sharding import local_config
 from ..quantization.records import QuantizedWeight, can_concat, concat_rows
 from .config import ModelConfig
 from .linear import Linear, Weight, make_linear
@@ -86,7 +87,8 @@ class DecoderLayer:
     """Pre-norm attention + SwiGLU MLP, with the residual stream carried between layers."""
 
     def __init__(self, config: ModelConfig, plan: Plan, attention: Any,
-                 weights: dict[str, Weight], dtype: torch.dtype, cos_sin_cache: torch.Tensor):
+                 weights: dict[str, Weight], dtype: torch.dtype, cos_sin_cache: torch.Tensor,
+                 parallel: Optional[Any] = None):
         self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
         self.head_dim = config.head_dim
         q_size = config.num_heads * config.head_dim
@@ -109,6 +111,9 @@ class DecoderLayer:
         gate_up = fuse([w[f"{m}.weight"] for m in GATE_UP], dtype)
         self.gate_up_proj: Linear = make_linear(plan, gate_up, None)
         self.down_proj: Linear = make_linear(plan, w["mlp.down_proj.weight"], None)
+        if parallel is not None:  # row-parallel: each rank's partial sums, all-reduced
+            self.o_proj = parallel.reduced(self.o_proj)
+            self.down_proj = parallel.reduced(self.down_proj)
         self.input_norm: torch.Tensor = w["input_layernorm.weight"]
         self.post_attention_norm: torch.Tensor = w["post_attention_layernorm.weight"]
 
@@ -137,11 +142,15 @@ class DecoderLayer:
 
 
 class LlamaForCausalLM:
-    """A Llama-family causal LM; weights arrive through ``load_weights``."""
+    """A Llama-family causal LM; weights arrive through ``load_weights``. ``parallel``: this
+    rank's ``baseboard.distributed.TensorParallel`` (None for one device)."""
 
     def __init__(self, config: ModelConfig, plan: Plan, attention: Any, dtype: torch.dtype,
-                 device: torch.device | str):
+                 device: torch.device | str, parallel: Optional[Any] = None):
         self.config = config
+        self.parallel = parallel
+        # what this rank's layers hold: its heads and intermediate features
+        self.layer_config = config if parallel is None else local_config(config, parallel.shard)
         self.plan = plan
         self.attention = attention
         self.dtype = dtype
@@ -161,6 +170,7 @@ class LlamaForCausalLM:
     def _collect(self, weights: Iterable[tuple[str, Weight]]) -> dict[str, Weight]:
         expected = expected_shapes(self.config)
         loaded: dict[str, Weight] = {}
+        seen: set[str] = set()
         for name, weight in weights:
             if name.endswith(IGNORED_SUFFIXES):
                 continue
@@ -176,9 +186,14 @@ class LlamaForCausalLM:
                     f"kv heads {self.config.num_kv_heads}, head_dim {self.config.head_dim}, "
                     f"intermediate_size {self.config.intermediate_size}, vocab_size "
                     f"{self.config.vocab_size}) implies {expected[name]}.")
+            seen.add(name)
+            if self.parallel is not None:  # cut before the device: it holds only the shard
+                weight = self.parallel.shard_tensor(name, weight, self.config)
+                if weight is None:
+                    continue
             loaded[name] = self._to_device(weight)
         optional = {"lm_head.weight"} if self.config.tie_word_embeddings else set()
-        missing = [n for n in expected if n not in loaded and n not in optional]
+        missing = [n for n in expected if n not in seen and n not in optional]
         if missing:
             shown = ", ".join(repr(n) for n in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -203,13 +218,17 @@ class LlamaForCausalLM:
             prefix = f"model.layers.{i}."
             layer_weights = {name[len(prefix):]: loaded.pop(name)
                              for name in [n for n in loaded if n.startswith(prefix)]}
-            self.layers.append(DecoderLayer(self.config, self.plan, self.attention,
-                                            layer_weights, self.dtype, self.cos_sin_cache))
+            self.layers.append(DecoderLayer(self.layer_config, self.plan, self.attention,
+                                            layer_weights, self.dtype, self.cos_sin_cache,
+                                            self.parallel))
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 kv_caches: list[torch.Tensor], metadata: Any) -> torch.Tensor:
         """input_ids, positions [T] int64; one KV cache per layer -> final hidden [T, hidden]."""
-        hidden = F.embedding(input_ids, self.embed_tokens)
+        if self.parallel is None:
+            hidden = F.embedding(input_ids, self.embed_tokens)
+        else:  # vocab-parallel: this rank's rows, summed over ranks
+            hidden = self.parallel.embed(input_ids, self.embed_tokens)
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
             hidden, residual = layer(positions, hidden, residual, kv_cache, metadata)
@@ -219,4 +238,7 @@ class LlamaForCausalLM:
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [n, hidden] -> logits [n, vocab] float32, unrounded: in bf16 close logits
         tie (SmolLM2 answers 'L'Étoile' instead of 'The capital ... is Paris')."""
-        return self.lm_head(hidden, torch.float32)
+        logits = self.lm_head(hidden, torch.float32)
+        if self.parallel is None:
+            return logits
+        return self.parallel.gather_logits(logits, self.config.vocab_size)  # vocab-parallel

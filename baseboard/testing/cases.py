@@ -48,7 +48,11 @@ SAMPLING_MODES = ("mixed", "plain", "greedy", "mixed+min_p", "plain+min_p", "mix
                   "mixed+frequency", "mixed+repetition", "mixed+penalties+min_p",
                   "plain+penalties+min_p", "greedy+penalties")
 
-CONTEXT_FIELDS = ("head_dim", "num_heads", "num_kv_heads", "block_size", "quant_schemes")
+CONTEXT_FIELDS = ("head_dim", "num_heads", "num_kv_heads", "block_size", "quant_schemes",
+                  "tensor_parallel_size")
+# (T, N) of the communication ops' messages: a decode row, a prefill, an odd width
+COLLECTIVE_SHAPES = ((1, 64), (7, 96), (33, 257))
+COLLECTIVE_WORLD = 2  # ranks (processes, and devices on an accelerator) of each case
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,12 @@ def _sample(op: str) -> list[Case]:
             for dtype in DTYPES for v in VOCAB_SIZES for mode in SAMPLING_MODES]
 
 
+def _collective(op: str) -> list[Case]:
+    return [_case(op, dtype, f"W{COLLECTIVE_WORLD}-T{t}-N{n}", tokens=t, hidden=n,
+                  world=COLLECTIVE_WORLD, tensor_parallel_size=COLLECTIVE_WORLD)
+            for dtype in DTYPES for t, n in COLLECTIVE_SHAPES]
+
+
 GENERATORS: dict[str, Callable[[str], list[Case]]] = {
     "rms_norm": _rows, "fused_add_rms_norm": _rows, "silu_and_mul": _rows,
     "rotary_embedding": _rotary, "gemm": _gemm,
@@ -153,6 +163,7 @@ GENERATORS: dict[str, Callable[[str], list[Case]]] = {
     "gemm_w8a8_int8": _channel_gemm, "gemm_w8a8_fp8": _channel_gemm,
     "gemm_w8a8_fp8_block": _block_gemm,
     "attention": _attention, "sample": _sample,
+    "all_reduce": _collective, "all_gather": _collective,
 }
 
 

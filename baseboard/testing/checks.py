@@ -16,6 +16,7 @@ from . import quantize
 from .attention_check import check_attention
 from .cases import TOKENS, Case, randn
 from .compare import assert_not_rounded, compare
+from .collective_check import check_collective
 from .sample_check import check_sample
 
 EPS = 1e-6
@@ -150,6 +151,7 @@ CHECKS: dict[str, Callable[[Case, Any, Any, torch.device], None]] = {
     "gemm_w8a8_int8": _check_weight_op, "gemm_w8a8_fp8": _check_weight_op,
     "gemm_w8a8_fp8_block": _check_weight_op,
     "attention": check_attention, "sample": check_sample,
+    "all_reduce": check_collective, "all_gather": check_collective,
 }
 
 

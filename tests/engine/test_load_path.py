@@ -61,7 +61,7 @@ def test_settings_are_read_once_into_the_configuration(tiny_llama):
     ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization=1.5"),
     ({"backends": {"attention": 3}}, "backends\\['attention'\\]=3"),
     ({"backends": {"atention": "torch"}}, "unknown op 'atention'.*attention"),
-    ({"tensor_parallel_size": 2}, "tensor parallelism is not available"),
+    ({"tensor_parallel_size": 0}, "tensor_parallel_size=0"),
     ({"dtype": "int8"}, "dtype='int8'"),
     ({"max_num_sequences": 4}, "unknown argument 'max_num_sequences'.*max_num_seqs"),
 ])
