@@ -19,10 +19,12 @@ def is_decoder_linear(name: str, tensor: torch.Tensor) -> bool:
     return name.startswith("model.layers.") and name.endswith(".weight") and tensor.dim() == 2
 
 
-def write_checkpoint(model, path: Path, quantize: Callable[[torch.Tensor], dict],
+def write_checkpoint(model, path: Path, quantize: Callable[..., dict],
                      quantization_config: dict) -> Path:
     """``model`` saved to ``path`` with each decoder linear weight replaced by the tensors
-    ``quantize(weight)`` returns (by suffix) and ``quantization_config`` in config.json."""
+    ``quantize(weight)`` (or ``quantize(name, weight)`` if it takes two arguments) returns
+    by suffix, and ``quantization_config`` in config.json."""
+    takes_name = quantize.__code__.co_argcount == 2
     save_tiny(model, path)
     tensors = {}
     for name, weight in model.state_dict().items():
@@ -30,7 +32,8 @@ def write_checkpoint(model, path: Path, quantize: Callable[[torch.Tensor], dict]
             tensors[name] = weight.contiguous()
             continue
         module = name.removesuffix(".weight")
-        tensors.update({f"{module}.{part}": t for part, t in quantize(weight).items()})
+        parts = quantize(name, weight) if takes_name else quantize(weight)
+        tensors.update({f"{module}.{part}": t for part, t in parts.items()})
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((path / "config.json").read_text())
     config["quantization_config"] = quantization_config
@@ -73,13 +76,32 @@ def packed_dense(parts: dict[str, torch.Tensor], bits: int, group_size: Optional
     ks, ns = torch.arange(k), torch.arange(n)
     q = field(parts["weight_packed"][:, ks // per_word], ks % per_word, bits) - middle
     scale = parts["weight_scale"].float()
-    group = ks // (group_size or k)
+    group = parts["weight_g_idx"].long() if "weight_g_idx" in parts else ks // (group_size or k)
     if "weight_zero_point" in parts:
         zp = parts["weight_zero_point"]
         zero = field(zp[ns // per_word], (ns % per_word)[:, None], bits) - middle  # [N, S]
     else:
         zero = torch.zeros_like(scale)
     return (q - zero[:, group]) * scale[:, group]
+
+
+def write_compressed_act_order(model, path: Path, group_size: int, symmetric: bool) -> Path:
+    """W4A16 as GPTQ with actorder "group" stores it: each layer's groups are runs of a
+    permutation of its inputs (the same for layers reading the same input), and
+    weight_g_idx gives each input's group."""
+    from baseboard.quantization.rtn import quantize_rtn
+    from quantized_models import act_order_perm
+
+    def quantize(name: str, weight: torch.Tensor) -> dict:
+        q = quantize_rtn(weight, 4, group_size, symmetric,
+                         act_order_perm(name, weight.shape[1], shared=True))
+        tensors = compressed_tensors.pack_quantized(q.codes, q.scales, 4,
+                                                    None if symmetric else q.zeros)
+        return {**tensors, "weight_g_idx": q.g_idx.to(torch.int32)}
+
+    config = compressed_tensors.quantization_config("w4a16", group_size, symmetric)
+    config["config_groups"]["group_0"]["weights"]["actorder"] = "group"
+    return write_checkpoint(model, path, quantize, config)
 
 
 def unpacked_dense(parts: dict[str, torch.Tensor], block: Optional[list[int]] = None,

@@ -17,7 +17,7 @@ from baseboard.models.loader import load_checkpoint
 from baseboard.quantization import compressed_tensors
 from baseboard.quantization.records import BlockQuantized, ChannelQuantized, GroupQuantized
 from ct_reference import (dense_state_dict, packed_dense, transformers_dense, write_compressed,
-                          write_compressed_blocks)
+                          write_compressed_act_order, write_compressed_blocks)
 from paged_runner import PagedRunner
 from tiny_models import tiny_hf_model
 
@@ -92,6 +92,7 @@ MODEL_CASES = [
     pytest.param("w8a8-int8", None, True, "int8", id="w8a8-int8"),
     pytest.param("fp8", None, True, "fp8", id="fp8-dynamic"),
     pytest.param("fp8-block", None, True, "fp8/32", id="fp8-block-32x32"),
+    pytest.param("w4a16-act-order", 32, False, None, id="w4a16-g32-act-order"),
 ]
 
 
@@ -102,6 +103,8 @@ def test_tiny_model_matches_transformers_on_the_dequantized_weights(
     inputs of its dense linear layers."""
     if scheme == "fp8-block":
         path = write_compressed_blocks(tiny_hf_model(), tmp_path, (32, 32))
+    elif scheme == "w4a16-act-order":
+        path = write_compressed_act_order(tiny_hf_model(), tmp_path, group_size, symmetric)
     else:
         path = write_compressed(tiny_hf_model(), tmp_path, scheme, group_size, symmetric)
     reference = transformers_dense(path, activations)
@@ -143,6 +146,40 @@ def test_fp8_blocks_load_as_block_records(tmp_path, reference_resolution):
     assert isinstance(weight, BlockQuantized) and weight.scales.shape == (1, 2)
     torch.testing.assert_close(weight.dequantize(), dense_state_dict(path)[f"{LAYER}.weight"],
                                rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("actorder", ["static", "weight", None])
+def test_orders_that_store_no_g_idx_read_as_plain_groups(tmp_path, reference_resolution,
+                                                         actorder):
+    path = write_compressed(tiny_hf_model(), tmp_path, "w4a16", 32)
+    edit_config(path, lambda c: group(c)["weights"].update(actorder=actorder))
+    weight = dict(load_checkpoint(path, reference_resolution.catalog).weights())[
+        f"{LAYER}.weight"]
+    assert weight.input_perm is None and not weight.scheme.act_order
+
+
+def test_group_act_order_sorts_the_inputs_by_group(tmp_path, reference_resolution):
+    path = write_compressed_act_order(tiny_hf_model(), tmp_path, 32, symmetric=False)
+    checkpoint = load_checkpoint(path, reference_resolution.catalog)
+    assert [s.describe() for s in checkpoint.quant_schemes] == [
+        "uint4 g32 asym act-order, 16-bit activations"]
+    weights = dict(checkpoint.weights())
+    weight = weights[f"{LAYER}.weight"]
+    g_idx = load_file(path / "model.safetensors")[f"{LAYER}.weight_g_idx"].long()
+    assert torch.equal(g_idx[weight.input_perm], torch.arange(64) // 32)  # runs of a group
+    torch.testing.assert_close(weight.dequantize(), dense_state_dict(path)[f"{LAYER}.weight"],
+                               rtol=0, atol=0)
+    fused = fuse([weights[f"model.layers.0.self_attn.{m}_proj.weight"] for m in "qkv"],
+                 torch.float32)
+    assert isinstance(fused, GroupQuantized)  # q, k, v share their input's permutation
+
+
+def test_a_g_idx_with_unequal_groups_names_the_tensor(tmp_path, reference_resolution):
+    path = write_compressed_act_order(tiny_hf_model(), tmp_path, 32, symmetric=True)
+    edit_tensors(path, lambda t: t[f"{LAYER}.weight_g_idx"].__setitem__(0, 1))
+    with pytest.raises(ModelError, match=f"tensor '{LAYER}.weight_g_idx' does not put exactly "
+                                         f"group_size 32 inputs in each of the 2 groups"):
+        list(load_checkpoint(path, reference_resolution.catalog).weights())
 
 
 def test_w8a8_parts_fuse_into_one_record(tmp_path, reference_resolution):
@@ -187,8 +224,10 @@ def group(config):
     (lambda c: group(c)["weights"].update(num_bits=3),
      r"'group_0' \(pack-quantized, weights int3 group 32 asymmetric.*pack-quantized weights "
      r"must be int4 or int8\. Supported: pack-quantized: 4-bit"),
+    (lambda c: group(c)["weights"].update(actorder="sorted"),
+     "actorder 'sorted' is not one of weight, static, group, dynamic"),
     (lambda c: group(c)["weights"].update(actorder="group"),
-     "actorder 'group' stores a weight_g_idx"),
+     r"layer 'model\.layers\.0\.[a-z_.]+' lacks tensor '.*\.weight_g_idx'"),
     (lambda c: group(c).update(input_activations={"num_bits": 8, "type": "int",
                                                   "strategy": "tensor", "dynamic": False}),
      "static input scales are not read"),

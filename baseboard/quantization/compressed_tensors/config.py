@@ -20,9 +20,13 @@ INT = "int-quantized"  # int8 codes as they are
 FLOAT = "float-quantized"  # float8_e4m3fn codes as they are
 NAIVE = "naive-quantized"  # int-quantized or float-quantized, by the weights' type
 FORMATS = (PACKED, INT, FLOAT, NAIVE)
+# GPTQ's activation orders: "weight" (alias "static") changes only how GPTQ calibrates;
+# "group" (alias "dynamic") stores each input's group in weight_g_idx
+ACTORDERS = (None, "weight", "static", "group", "dynamic")
 SUPPORTED = (
-    "pack-quantized: 4-bit int weights (group or channel, symmetric or not; gemm_w4a16) or "
-    "8-bit (gemm_w8a16 when symmetric, dense at load when not), 16-bit activations",
+    "pack-quantized: 4-bit int weights (group or channel, symmetric or not, any actorder; "
+    "gemm_w4a16) or 8-bit (gemm_w8a16 when symmetric, dense at load when not), 16-bit "
+    "activations",
     "int-quantized: symmetric int8 weights per channel or per tensor with dynamic per-token "
     "int8 activations (gemm_w8a8_int8), or per group/channel with 16-bit activations "
     "(gemm_w8a16)",
@@ -61,9 +65,10 @@ class QuantArgs:
 class Layout:
     """How baseboard loads the layers of one config group.
 
-    kind     "packed" (weight_packed), "int8" or "fp8" (weight stored as codes),
-             "fp8_block" (float8 weight with [N/BN, K/BK] block scales)
-    scheme   the QuantScheme its records carry; None: dequantized at load (dense "gemm")
+    kind       "packed" (weight_packed), "int8" or "fp8" (weight stored as codes),
+               "fp8_block" (float8 weight with [N/BN, K/BK] block scales)
+    scheme     the QuantScheme its records carry; None: dequantized at load (dense "gemm")
+    act_order  the layers store weight_g_idx, the group of each input
     """
 
     group: str
@@ -72,6 +77,7 @@ class Layout:
     activations: Optional[QuantArgs]
     kind: str
     scheme: Optional[QuantScheme]
+    act_order: bool = False
 
     def describe(self) -> str:
         acts = self.activations.describe() if self.activations else "16-bit"
@@ -158,9 +164,13 @@ def _layout(group: str, format: str, weights: QuantArgs, activations: Optional[Q
     def refuse(why: str) -> ModelError:
         return _refuse(group, format, weights, activations, source, why)
 
-    if weights.actorder not in (None, "weight"):
-        raise refuse(f"actorder {weights.actorder!r} stores a weight_g_idx; checkpoints "
-                     f"quantized without actorder or with actorder 'weight' are read")
+    if weights.actorder not in ACTORDERS:
+        raise refuse(f"actorder {weights.actorder!r} is not one of "
+                     f"{', '.join(map(str, ACTORDERS[1:]))}")
+    act_order = weights.actorder in ("group", "dynamic")
+    if act_order and not (format == PACKED and weights.strategy == "group"):
+        raise refuse(f"actorder {weights.actorder!r} (weight_g_idx) is read for "
+                     f"pack-quantized group layers only")
     if weights.dynamic:
         raise refuse("weights quantized at run time (dynamic) are not a stored layout")
     if weights.strategy == "group" and not (isinstance(weights.group_size, int)
@@ -184,11 +194,12 @@ def _layout(group: str, format: str, weights: QuantArgs, activations: Optional[Q
             raise refuse("pack-quantized layers must be group or channel quantized, with "
                          "16-bit activations")
         if weights.num_bits == 4:
-            scheme = QuantScheme("gemm_w4a16", "uint4", group_size, weights.symmetric)
+            scheme = QuantScheme("gemm_w4a16", "uint4", group_size, weights.symmetric,
+                                 act_order)
         else:  # gemm_w8a16 has no zero point: an asymmetric int8 layer is dense at load
-            scheme = QuantScheme("gemm_w8a16", "int8", group_size) if weights.symmetric \
-                else None
-        return Layout(group, format, weights, activations, "packed", scheme)
+            scheme = QuantScheme("gemm_w8a16", "int8", group_size, act_order=act_order) \
+                if weights.symmetric else None
+        return Layout(group, format, weights, activations, "packed", scheme, act_order)
     if format == INT:
         if weights.type != "int" or weights.num_bits != 8 or not weights.symmetric:
             raise refuse("int-quantized weights must be symmetric int8")

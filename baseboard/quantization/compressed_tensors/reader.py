@@ -62,23 +62,41 @@ class CompressedTensorsReader:
         return ChannelQuantized(layout.scheme.op, codes, per_row_scales(scale, n), layout.scheme)
 
 
+def _groups(module: str, g_idx: torch.Tensor, k: int, group: int) -> torch.Tensor:
+    """int64 [K]: the group of each input; act-order groups must hold ``group`` inputs
+    each, so that sorting the inputs by group makes runs of equal size."""
+    groups = g_idx.to(torch.int64)
+    counts = torch.bincount(groups, minlength=k // group) if groups.min() >= 0 else None
+    if counts is None or counts.numel() != k // group or not bool((counts == group).all()):
+        raise ModelError(f"tensor '{module}.weight_g_idx' does not put exactly group_size "
+                         f"{group} inputs in each of the {k // group} groups; baseboard reads "
+                         f"act-order layers whose groups are equal in size (as GPTQ writes "
+                         f"them).")
+    return groups
+
+
 def _packed(module: str, tensors: dict[str, torch.Tensor], layout: Layout, n: int,
             k: int) -> Loaded:
     bits = layout.weights.num_bits
     codes, scales, zeros = unpack_quantized(tensors, bits)
     group = layout.weights.group_size if layout.weights.strategy == "group" else k
     middle = 2 ** (bits - 1)  # the stored zero point of a symmetric layer
+    groups = _groups(module, tensors["weight_g_idx"], k, group) if layout.act_order \
+        else torch.arange(k) // group
     if layout.scheme is None:  # asymmetric int8: (u - u_zero) * scale, dense in float32
-        per_column = torch.arange(k) // group
-        return (codes.float() - zeros.float()[:, per_column]) * scales.float()[:, per_column]
+        return (codes.float() - zeros.float()[:, groups]) * scales.float()[:, groups]
+    perm = None
+    if layout.act_order:  # stored sorted by group, so that each group is a run of inputs
+        perm = torch.argsort(groups, stable=True)
+        codes = codes[:, perm].contiguous()
     if bits == 8:
         qweight = (codes.to(torch.int16) - middle).to(torch.int8)
-        return GroupQuantized("gemm_w8a16", qweight, scales, None, group, scheme=layout.scheme)
+        return GroupQuantized("gemm_w8a16", qweight, scales, None, group, perm, layout.scheme)
     # (q - zero) * scale = u * scale - u_zero * scale; the offset is exact in float32 for
     # 16-bit scales, within an ulp for float32 ones
     zero = zeros.float() if zeros is not None else torch.full(scales.shape, float(middle))
     offsets = -(zero * scales.float())
-    return GroupQuantized("gemm_w4a16", codes, scales, offsets, group, scheme=layout.scheme)
+    return GroupQuantized("gemm_w4a16", codes, scales, offsets, group, perm, layout.scheme)
 
 
 def check_layer(module: str, parts: Parts, layout: Layout,
@@ -89,7 +107,7 @@ def check_layer(module: str, parts: Parts, layout: Layout,
     check = LayerCheck(module, parts, f"compressed-tensors {layout.describe()}")
     weights = layout.weights
     if layout.kind == "packed":
-        check.absent("weight", "weight_g_idx", because="its codes are in weight_packed")
+        check.absent("weight", because="its codes are in weight_packed")
         n, words = check.matrix("weight_packed", "I32")
         check.expect("weight_shape", (2,), "I64", "I32")
         rows, per_row = check.matrix("weight_scale", *FLOATS)
@@ -112,6 +130,10 @@ def check_layer(module: str, parts: Parts, layout: Layout,
             raise check.fail("weight_packed", f"has shape {(n, words)}",
                              f"{ceil_div(k * weights.num_bits, 32)} words per row for "
                              f"K = {k} inputs of {weights.num_bits} bits")
+        if layout.act_order:
+            check.expect("weight_g_idx", (k,), "I32", "I64")
+        else:
+            check.absent("weight_g_idx", because=f"its actorder is {weights.actorder!r}")
         if weights.symmetric:
             check.absent("weight_zero_point", because="it is symmetric")
         else:
