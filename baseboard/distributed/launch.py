@@ -202,5 +202,20 @@ class StepChannel:
                 pass
         if workers is not None:
             workers.close()
+        self._leave()
+
+    def abandon(self) -> None:
+        """After a failed load: end the workers without a word (they may be waiting in
+        any collective, where a stop message would not be read), then leave the groups."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.launch.workers is not None:
+            self.launch.workers.close(wait=False)
+        self._leave()
+
+    def _leave(self) -> None:
+        import torch.distributed as dist
+
         if self.owns and dist.is_initialized():
             dist.destroy_process_group()

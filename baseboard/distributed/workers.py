@@ -77,6 +77,7 @@ class Workers:
         while not self.errors.empty():
             reported_rank, text = self.errors.get()
             reports[reported_rank] = text
+        process.join(1.0)  # its sentinel closes a moment before its exit status is known
         code = process.exitcode
         if code is not None and code < 0:
             how = f"was killed by signal {-code} ({signal.Signals(-code).name})"
@@ -95,11 +96,12 @@ class Workers:
             time.sleep(0.05)
         return self.failure if self.failure is not None else exc
 
-    def close(self) -> None:
-        """Wait for the workers to leave (after the driver said stop), then end stragglers."""
+    def close(self, wait: bool = True) -> None:
+        """Wait for the workers to leave (after the driver said stop), then end stragglers;
+        ``wait=False`` ends them at once."""
         self.closing = True
         for process in self.processes:
-            process.join(JOIN_TIMEOUT_S)
+            process.join(JOIN_TIMEOUT_S if wait else 0)
             if process.is_alive():
                 process.kill()
                 process.join()

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from ..core.errors import ModelError, RequestError
+from ..core.errors import BaseboardError, ModelError, RequestError
 from ..core.selection import plan_warnings
 from ..core.settings import read_settings
 from .args import EngineArgs
@@ -48,8 +48,10 @@ class LLMEngine:
         except BaseException as exc:
             if self.channel is None:
                 raise
-            failure = self.channel.explain(exc)
-            self.channel.close()
+            # this rank's own error (a BaseboardError) is the one to tell; a failed
+            # collective is explained by the worker that died, when one did
+            failure = exc if isinstance(exc, BaseboardError) else self.channel.explain(exc)
+            self.channel.abandon()
             if failure is exc:
                 raise
             raise failure from exc

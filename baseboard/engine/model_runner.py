@@ -263,7 +263,7 @@ class ModelRunner:
             return self._launch(seqs, previous)
         try:
             return self._launch(seqs, previous)
-        except Exception as exc:  # a worker's death surfaces here as a failed collective
+        except RuntimeError as exc:  # a worker's death surfaces as a failed collective
             failure = self.channel.explain(exc)
             if failure is exc:
                 raise
