@@ -22,6 +22,7 @@ import torch
 from ...core.registry import Impl, Rejection
 from ...kernels.triton.records import triton_impls
 from ...plugins import hookimpl
+from .ipex_records import ipex_impls
 from .platform import CpuPlatform
 
 BASEBOARD_CONTRACT = 1
@@ -88,7 +89,7 @@ def baseboard_ops() -> list[Impl]:
         return Impl(op=op, name=name, loader=f"{_HERE}.{loader}", platforms=_CPU,
                     priority=priority, supports=supports, cuda_graph_safe=False, doc=doc)
 
-    return triton_impls(_CPU, priority=-10) + [
+    return triton_impls(_CPU, priority=-10) + ipex_impls() + [
         impl("gemm", "avx512_bf16", "gemm:Avx512Gemm", bf16_native_supported,
              "bf16 weights packed in VNNI panels, vdpbf16ps; near memory bandwidth at M<=8"),
         impl("gemm", "avx512_f32", "gemm:Avx512Gemm", float32_native_supported,
