@@ -15,6 +15,10 @@ dequantizes each checkpoint into a dense one. Here, in baseboard's environment:
   in-memory simulation of the quantized model. Its int8 simulation scales activations by
   amax/127.5, not 127, which on this model flips a near tie between two tokens, so W8A8 is
   compared with the reference above only.
+
+The other way round, the checkpoints baseboard's packers write (what ``baseboard
+quantize --method w4a16|w8a8-int8|fp8`` writes) are dequantized by compressed-tensors'
+converter to the weights baseboard loads from them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from safetensors.torch import load_file
 
 from baseboard.models.loader import load_checkpoint
 from baseboard.quantization.records import QuantizedWeight
-from ct_reference import fake_quantize_per_token
+from ct_reference import fake_quantize_per_token, write_compressed, write_compressed_blocks
 from paged_runner import PagedRunner
 from tiny_models import save_tiny, tiny_hf_model
 
@@ -45,21 +49,27 @@ SIMULATED_ALIKE = ("W4A16", "W4A16_ASYM", "FP8_DYNAMIC")
 pytestmark = pytest.mark.slow  # builds the environment once, then runs llm-compressor
 
 
-@pytest.fixture(scope="module")
-def quantized(tmp_path_factory) -> tuple[Path, dict[str, list[int]]]:
-    """(directory of the checkpoints, llm-compressor's greedy tokens by scheme)."""
+def interop(*args: str) -> str:
+    """Run llmcompressor_quantize.py in the interop environment (built on first use);
+    its standard output."""
     build = subprocess.run(["make", "-s", "interop-env"], cwd=ROOT, capture_output=True,
                            text=True)
     assert build.returncode == 0, f"make interop-env failed:\n{build.stdout}\n{build.stderr}"
+    run = subprocess.run([str(INTEROP_PYTHON), str(SCRIPT), *args], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, f"{SCRIPT.name} {args[0]} failed:\n{run.stderr[-4000:]}"
+    return run.stdout
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory) -> tuple[Path, dict[str, list[int]]]:
+    """(directory of the checkpoints, llm-compressor's greedy tokens by scheme)."""
     out = tmp_path_factory.mktemp("llmcompressor")
     # K = 128 and 256: whole groups of 128, the W4A16 preset's group size
     save_tiny(tiny_hf_model(hidden_size=128, intermediate_size=256), out / "dense")
-    run = subprocess.run(
-        [str(INTEROP_PYTHON), str(SCRIPT), str(out / "dense"), str(out), *SCHEMES,
-         "--prompt", ",".join(map(str, PROMPT)), "--new-tokens", str(NEW_TOKENS)],
-        capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, f"{SCRIPT.name} failed:\n{run.stderr[-4000:]}"
-    return out, json.loads(run.stdout.strip().splitlines()[-1])
+    stdout = interop("quantize", str(out / "dense"), str(out), *SCHEMES, "--prompt",
+                     ",".join(map(str, PROMPT)), "--new-tokens", str(NEW_TOKENS))
+    return out, json.loads(stdout.strip().splitlines()[-1])
 
 
 def transformers_model(path: Path, activations):
@@ -116,3 +126,41 @@ def test_greedy_tokens_equal_the_dequantized_model(quantized, scheme, reference_
     if scheme in SIMULATED_ALIKE:
         assert got == simulated[scheme]
 
+
+# baseboard's packers -> (their arguments); scales of the packed layouts are float16
+OURS = {"w4a16-g32-sym": ("w4a16", 32, True), "w4a16-g32-asym": ("w4a16", 32, False),
+        "w4a16-channel-asym": ("w4a16", None, False), "w8a16-g32": ("w8a16", 32, True),
+        "w8a8-int8": ("w8a8-int8", None, True), "fp8": ("fp8", None, True),
+        "fp8-block": ("fp8-block", None, True)}
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory) -> Path:
+    """Our checkpoints in OURS, each beside its dense copy by compressed-tensors."""
+    out = tmp_path_factory.mktemp("ours")
+    pairs = []
+    for name, (scheme, group_size, symmetric) in OURS.items():
+        if scheme == "fp8-block":
+            write_compressed_blocks(tiny_hf_model(), out / name, (32, 32))
+        else:
+            write_compressed(tiny_hf_model(), out / name, scheme, group_size, symmetric)
+        pairs += [str(out / name), str(out / f"{name}-dense")]
+    interop("dequantize", *pairs)
+    return out
+
+
+@pytest.mark.parametrize("name", list(OURS))
+def test_compressed_tensors_reads_what_baseboard_writes(ours, name, reference_resolution):
+    weights = dict(load_checkpoint(ours / name, reference_resolution.catalog).weights())
+    dense = load_file(ours / f"{name}-dense" / "model.safetensors")
+    assert set(weights) == set(dense)
+    layers = [n for n, w in weights.items() if isinstance(w, QuantizedWeight)]
+    assert len(layers) == 7 * 2
+    for layer in layers:
+        got, want = weights[layer].dequantize(), dense[layer]
+        # compressed-tensors computes (q - zero) * scale in the scale's dtype: float16 for
+        # the packed layouts, float32 for the others
+        packed = OURS[name][0] in ("w4a16", "w8a16")
+        eps = torch.finfo(torch.float16 if packed else torch.float32).eps
+        torch.testing.assert_close(got, want, rtol=0, atol=eps * float(want.abs().max()),
+                                   msg=layer)
