@@ -1,0 +1,90 @@
+"""The quantized Triton kernels compile for Hopper (sm_90a) on a machine without a GPU:
+Triton's interpreter (test_quant_triton.py) runs the same code but never lowers it, so a
+construct only the GPU compiler rejects would otherwise surface on the GPU first.
+
+The compilation runs in a fresh process: Triton fixes at import whether kernels are
+interpreted, and other modules of the session import it under the interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ALIGNED = ("N", "K", "stride_xm", "stride_ym", "stride_wn")  # multiples of 16 in real models
+
+
+def compile_for_hopper(fn, types: dict, constants: dict, num_warps: int, num_stages: int):
+    """Compile ``fn`` with pointers and the ALIGNED sizes marked 16-divisible, as the JIT
+    specializes them at run time (without it Triton does not pipeline the loads)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(fn.arg_names)
+    signature = {name: types.get(name, "constexpr") for name in names}
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name, kind in types.items()
+             if kind.startswith("*") or name in ALIGNED}
+    source = ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def compile_all() -> None:
+    """Each kernel family in the tile shapes of small and large M; the GEMMs' loads must be
+    pipelined (asynchronous copies into shared memory)."""
+    from baseboard.kernels.triton import quant_gemm, quant_w8a8
+
+    for bits, act, mode, code_bias, per_channel, split in [
+            (4, "*bf16", "magic_bf16", 128, False, True),  # W4A16 g128, small M
+            (4, "*fp16", "magic_fp16", 1024, True, False),  # per channel, large M
+            (8, "*bf16", "via_fp32", 0, True, True),
+            (8, "*fp16", "magic_fp16", 1152, False, False)]:
+        block_m, block_n, block_k = (16, 128, 128) if split else (128, 128, 64)
+        types = {"x_ptr": act, "stride_xm": "i32", "w_ptr": "*u8" if bits == 4 else "*i8",
+                 "scale_ptr": act, "offset_ptr": act, "bias_ptr": act, "y_ptr": act,
+                 "stride_ym": "i32", "partial_ptr": "*fp32", "counter_ptr": "*i32",
+                 "M": "i32", "N": "i32", "K": "i32", "STEPS_PER_SPLIT": "i32", "split_k": "i32"}
+        kernel = compile_for_hopper(
+            quant_gemm._weight_only_kernel, types,
+            dict(BITS=bits, PER_CHANNEL=per_channel, GROUP=128, HAS_OFFSETS=bits == 4,
+                 HAS_BIAS=True, MODE=mode, CODE_BIAS=code_bias, NEEDS_XSUM=code_bias != 0,
+                 SPLIT=split, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8,
+                 EVEN_K=True, UPCAST=False, PDL=True), 4 if split else 8, 4)
+        assert "async_copy_global_to_local" in kernel.asm["ttgir"], (bits, mode)
+    for operand in ("*fp8e4nv", "*i8"):
+        types = {"a_ptr": operand, "a_scale_ptr": "*fp32", "w_ptr": operand,
+                 "stride_wn": "i32", "w_scale_ptr": "*fp32", "bias_ptr": "*bf16",
+                 "y_ptr": "*bf16", "stride_ym": "i32", "partial_ptr": "*fp32",
+                 "counter_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
+                 "STEPS_PER_SPLIT": "i32", "split_k": "i32"}
+        for split, (block_m, block_n, warps, stages) in ((True, (16, 128, 4, 4)),
+                                                         (False, (128, 256, 8, 3))):
+            kernel = compile_for_hopper(
+                quant_w8a8._w8a8_kernel, types,
+                dict(HAS_BIAS=True, SPLIT=split, BLOCK_M=block_m, BLOCK_N=block_n,
+                     BLOCK_K=128, GROUP_M=8, EVEN_K=True, INTEGER=operand == "*i8",
+                     PDL=True), warps, stages)
+            assert "async_copy_global_to_local" in kernel.asm["ttgir"], operand
+        compile_for_hopper(
+            quant_w8a8._quantize_rows_kernel,
+            {"x_ptr": "*bf16", "stride_xm": "i32", "q_ptr": operand, "scale_ptr": "*fp32",
+             "K": "i32"},
+            dict(QMAX=127.0 if operand == "*i8" else 448.0, TO_INT8=operand == "*i8",
+                 BLOCK=1024, PDL=True), 4, 1)
+
+
+@pytest.mark.slow
+def test_quantized_kernels_compile_for_hopper():
+    pytest.importorskip("triton")
+    environ = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, __file__], env=environ, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+if __name__ == "__main__":
+    compile_all()
