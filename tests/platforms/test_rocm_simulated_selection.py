@@ -202,3 +202,13 @@ def test_simulated_rocm_plan_binds_with_the_fake(fake_aiter):
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     out = plan.rms_norm(x, torch.ones(64, dtype=torch.bfloat16), 1e-6)
     assert out.shape == (3, 64) and fake_aiter.CALLS[-1][0] == "rmsnorm2d_fwd"
+
+
+def test_simulated_per_op_choice_overrides_aiter_and_names_its_reason(fake_aiter):
+    from baseboard.core.errors import SelectionError
+
+    plan = resolve({"BASEBOARD_BACKEND": "rms_norm=triton"}).plan
+    assert plan.selected()["rms_norm"] == "triton" and plan.selected()["gemm"] == "aiter"
+    with pytest.raises(SelectionError, match="attention='aiter'.*pa_fwd_asm takes head size "
+                                             "128, not 64"):
+        resolve({"BASEBOARD_ATTENTION_BACKEND": "aiter"}, head_dim=64)
