@@ -232,8 +232,8 @@ def group(config):
                                                   "strategy": "tensor", "dynamic": False}),
      "static input scales are not read"),
     (lambda c: group(c).update(format="marlin-24"), "format 'marlin-24' is not read"),
-    (lambda c: c.update(quantization_status="frozen"),
-     "quantization_status is 'frozen'; baseboard reads checkpoints saved compressed"),
+    (lambda c: c.update(quantization_status="calibration"),
+     "quantization_status is 'calibration'; baseboard reads checkpoints saved compressed"),
     (lambda c: c.update(kv_cache_scheme={"num_bits": 8}), "kv_cache_scheme is set"),
     (lambda c: c.update(config_groups={}), "config_groups is {}"),
 ])
@@ -242,6 +242,26 @@ def test_unsupported_configs_say_what_is_supported(w4a16_copy, reference_resolut
     edit_config(w4a16_copy, change)
     with pytest.raises(ModelError, match=message):
         load_checkpoint(w4a16_copy, reference_resolution.catalog)
+
+
+def test_frozen_checkpoints_of_2024_load_by_their_format_and_dtypes(tmp_path,
+                                                                   reference_resolution):
+    path = write_compressed(tiny_hf_model(), tmp_path, "w8a8-int8")
+
+    def as_in_2024(config):
+        config.update(quantization_status="frozen", format="naive-quantized")
+        group(config).update(format="naive-quantized")
+
+    edit_config(path, as_in_2024)
+    weight = dict(load_checkpoint(path, reference_resolution.catalog).weights())[
+        f"{LAYER}.weight"]
+    assert isinstance(weight, ChannelQuantized) and weight.op == "gemm_w8a8_int8"
+    # saved uncompressed (fake-quantized float weights), the same config is named
+    edit_tensors(path, lambda t: t.update({f"{LAYER}.weight": t[f"{LAYER}.weight"].float()}))
+    with pytest.raises(ModelError, match=f"tensor '{LAYER}.weight' has dtype F32, but "
+                                         f"compressed-tensors config group 'group_0' "
+                                         f"\\(int-quantized.*needs I8"):
+        load_checkpoint(path, reference_resolution.catalog)
 
 
 def test_a_group_size_that_does_not_match_the_scales_names_the_tensor(w4a16_copy,

@@ -251,8 +251,10 @@ def _patterns(value: Any, where: str) -> tuple[str, ...]:
 def parse_config(config: dict, source: str) -> CompressedTensorsConfig:
     """Parse and validate a compressed-tensors ``quantization_config``; a ModelError names
     what is not supported and lists what is."""
+    # Checkpoints of 2024 say "frozen" over the same stored layouts; the format and each
+    # tensor's dtype (checked per layer) tell whether the codes were stored compressed
     status = config.get("quantization_status", "compressed")
-    if status != "compressed":
+    if status not in ("compressed", "frozen"):
         raise ModelError(f"{source}: quantization_status is {status!r}; baseboard reads "
                          f"checkpoints saved compressed (llm-compressor's "
                          f"save_pretrained(save_compressed=True)).")
