@@ -35,6 +35,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto, bfloat16, float16 or float32 (default: auto)")
     parser.add_argument("--max-model-len", type=int,
                         help="prompt + completion tokens (default: the model's limit)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, metavar="N",
+                        help="split the model over N devices (N processes; default: 1)")
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -47,7 +49,7 @@ def run_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     llm = LLM(args.model, dtype=args.dtype, platform=args.platform, max_num_seqs=1,
               max_model_len=args.max_model_len, cli_backends=backend_flags(args.backend),
-              plan_path=args.plan)
+              plan_path=args.plan, tensor_parallel_size=args.tensor_parallel_size)
     for line in llm.engine.warnings:
         print(f"baseboard: warning: {line}", file=sys.stderr)
     print(f"loaded in {time.perf_counter() - started:.1f} s; platform "
@@ -57,6 +59,7 @@ def run_generate(args: argparse.Namespace) -> int:
         prompt = llm.apply_chat_template([{"role": "user", "content": text}]) \
             if args.chat else text
         _stream_one(llm, prompt, params)
+    llm.engine.close()
     return 0
 
 

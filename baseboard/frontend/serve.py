@@ -34,6 +34,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto",
                         help="auto, bfloat16, float16 or float32 (default: auto)")
     parser.add_argument("--seed", type=int, help="seed of the engine's sampling")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, metavar="N",
+                        help="split the model over N devices (N processes; default: 1)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -52,7 +54,8 @@ def run_serve(args: argparse.Namespace) -> int:
     engine_args = {"max_num_seqs": args.max_num_seqs} if args.max_num_seqs is not None else {}
     llm = LLM(args.model, dtype=args.dtype, platform=args.platform,
               max_model_len=args.max_model_len, cli_backends=backend_flags(args.backend),
-              plan_path=args.plan, seed=args.seed, **engine_args)
+              plan_path=args.plan, seed=args.seed,
+              tensor_parallel_size=args.tensor_parallel_size, **engine_args)
     for line in llm.engine.warnings:
         print(f"baseboard: warning: {line}", file=sys.stderr)
     config = llm.config
@@ -65,6 +68,7 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(llm, ServeConfig(served_model_name=args.served_model_name or args.model,
                                       api_key=args.api_key, max_waiting=args.max_waiting))
     server.run(app, listener)
+    llm.engine.close()
     return 0
 
 
