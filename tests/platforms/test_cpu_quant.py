@@ -1,6 +1,6 @@
 """The cpu platform's quantized GEMMs (codes kept packed) against the torch references:
-both paths of the kernel (codes decoded in registers up to FUSED_ROWS rows, a dequantized
-panel beyond), bf16 and float32 activations, group sizes 16 to per-channel, odd shapes."""
+every path of the kernel (codes decoded in registers, AMX tiles, a dequantized panel), bf16
+and float32 activations, group sizes 16 to per-channel, odd shapes."""
 
 from __future__ import annotations
 
@@ -50,29 +50,48 @@ def _prepared(bits, dtype, n, k, g, scale_dtype, bias, gen):
     return impl.prepare(*args), impl.apply, ref.prepare(*args), ref.apply
 
 
-ROWS = (1, 2, 3, 5, 8, 9, 33)  # the fused path's tiles and chains, then the dequantizing path
+ROWS = (1, 2, 3, 5, 8, 9, 17, 33)  # the register path's tiles and chains; AMX's 16-row tiles
+
+
+def _paths(dtype):
+    """The kernel's paths for activations of ``dtype``: (name, fused_rows, amx)."""
+    paths = [("registers", 64, False), ("dequantizing", 0, False)]
+    if dtype == torch.bfloat16 and _impls().amx_enabled():
+        paths.append(("amx", 0, True))
+    return paths
 
 
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("n,k,g", [(128, 64, 32), (70, 96, 16), (129, 257, 257), (40, 256, 128)])
-def test_matches_the_reference_at_every_row_count(bits, dtype, n, k, g):
+@pytest.mark.parametrize("n,k,g", [(128, 64, 32), (70, 96, 16), (129, 257, 257), (40, 256, 128),
+                                   (64, 96, 48)])
+def test_every_path_matches_the_reference_at_every_row_count(bits, dtype, n, k, g):
     gen = torch.Generator().manual_seed(n * k + g + bits)
     bias = torch.randn(n, generator=gen).to(dtype) if n % 2 == 0 else None
     state, apply, ref_state, ref_apply = _prepared(bits, dtype, n, k, g, dtype, bias, gen)
-    for rows in ROWS:
-        x = torch.randn(rows, k, generator=gen).to(dtype)
-        # against float32 weights: the fused path keeps the codes exact and scales in
-        # float32, the dequantizing path rounds each weight to the activations' dtype
-        want = ref_apply(ref_state, x, torch.float32)
-        got32 = apply(state, x, torch.float32)
-        assert got32.dtype == torch.float32
-        limit = 2e-6 if dtype == torch.float32 else (1e-6 if rows <= _impls().FUSED_ROWS
-                                                      else 2 ** -7)
-        assert _relative_error(got32, want) <= limit, rows
-        got = apply(state, x)
-        assert got.dtype == dtype and got.shape == (rows, n)
-        assert _relative_error(got, want) <= (2 ** -7 if dtype == torch.bfloat16 else 2e-6)
+    for path, fused_rows, amx in _paths(dtype):
+        state.fused_rows, state.amx = fused_rows, amx
+        for rows in ROWS:
+            x = torch.randn(rows, k, generator=gen).to(dtype)
+            # against float32 weights: the register and AMX paths keep the codes exact and
+            # scale in float32; the dequantizing path rounds each weight to x's dtype
+            want = ref_apply(ref_state, x, torch.float32)
+            got32 = apply(state, x, torch.float32)
+            assert got32.dtype == torch.float32
+            exact = dtype == torch.float32 or path != "dequantizing"
+            limit = 2e-6 if exact else 2 ** -7
+            assert _relative_error(got32, want) <= limit, (path, rows)
+            got = apply(state, x)
+            assert got.dtype == dtype and got.shape == (rows, n)
+            assert _relative_error(got, want) <= (2 ** -7 if dtype == torch.bfloat16 else 2e-6)
+
+
+def test_the_defaults_choose_the_register_path_for_decode():
+    gen = torch.Generator().manual_seed(9)
+    bf16, *_ = _prepared(4, torch.bfloat16, 32, 64, 32, torch.float16, None, gen)
+    f32, *_ = _prepared(8, torch.float32, 32, 64, 32, torch.float16, None, gen)
+    assert bf16.fused_rows >= 1 and f32.fused_rows >= 8 and not f32.amx
+    assert bf16.amx == _impls().amx_enabled()
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -88,8 +107,8 @@ def test_scales_of_every_dtype_are_read_as_stored(scale_dtype):
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_dequantizing_path_holds_the_references_weights(bits, dtype):
-    """Above FUSED_ROWS each panel is dequantized as the reference dequantizes: the same
-    weight values, bit for bit."""
+    """The dequantizing path computes each weight as the reference dequantizes it: the same
+    values, bit for bit."""
     gen = torch.Generator().manual_seed(bits)
     state, _, ref_state, _ = _prepared(bits, dtype, 100, 96, 32, torch.float16, None, gen)
     assert torch.equal(state.dequantized(dtype), ref_state.weight.dequantize(dtype))
@@ -118,6 +137,14 @@ def test_leading_dimensions_strided_rows_and_other_dtypes():
     assert _relative_error(apply(state, strided), ref_apply(ref_state, strided)) <= 2 ** -7
     x16 = torch.randn(3, 64, generator=gen).half()  # float16 rows: F.linear, bf16 weights
     assert _relative_error(apply(state, x16), ref_apply(ref_state, x16)) <= 2 ** -7
+
+
+def test_amx_is_used_exactly_where_the_cpu_and_linux_allow_it():
+    from baseboard.platforms.cpu.platform import _cpu_flags
+    reason = _impls().amx_unavailable_reason()
+    if "amx_bf16" not in _cpu_flags():
+        assert reason is not None and "amx_bf16" in reason
+    assert _impls().amx_enabled() == (reason is None)
 
 
 def test_an_odd_group_size_is_refused_for_bf16_with_the_alternative():

@@ -37,7 +37,7 @@ SIGNATURES = {  # for ctypes; csrc/kernels.h has the C prototypes
     "bb_gemm_pack_f32": [_V, _L, _L, _L, _V, _I],
     "bb_gemm_f32": [_V, _L, _V, _V, _V, _L, _L, _L, _L, _I],
     "bb_qgemm_pack": [_V, _L, _L, _L, _I, _I, _V, _I],
-    "bb_qgemm": [_V, _L, _I, _V, _V, _V, _I, _V, _V, _L, _I, _L, _L, _L, _L, _I, _L, _V, _I],
+    "bb_qgemm": [_V, _L, _I, _V, _V, _V, _I, _V, _V, _L, _I, _L, _L, _L, _L, _I, _L, _I, _V, _I],
     "bb_attention": [_V, _V, _L, _V, _L, _V, _L, _V, _L, _V, _L, _I],
     "bb_rms_norm": [_V, _L, _V, _L, _V, _L, _L, _F, _I, _I, _I],
     "bb_fused_add_rms_norm": [_V, _L, _V, _L, _V, _L, _L, _F, _I, _I, _I],

@@ -2,17 +2,21 @@
 
 ``avx512_bf16`` and ``avx512_f32`` keep the weight quantized (csrc/quant_gemm.c): the
 codes are packed once into 32-column panels (4-bit codes two to a byte), the scales and
-offsets kept in the dtype they came in, and one native kernel multiplies. It has two paths
-inside, chosen per call by the number of rows M:
+offsets kept in the dtype they came in, and one native kernel multiplies. It has three
+paths inside, chosen per call by the number of rows M against ``fused_rows`` (below):
 
-- M <= ``FUSED_ROWS`` (decode): the codes are turned into numbers in registers and never
+- M <= fused_rows (decode): the codes are turned into numbers in registers and never
   written out, so a step streams about a quarter (4-bit) or half (int8) of a bf16
   weight's bytes; each group's sum is scaled in float32.
-- larger M (prefill): each panel is dequantized once into a per-thread dense panel and the
-  dense kernels of gemm.c run on it, so prefill runs at the dense kernel's speed.
+- larger M, bf16 activations on a CPU with AMX-BF16: 16 rows at a time, each group's
+  codes decoded into AMX tiles and multiplied by the tile unit, sums scaled in float32.
+- larger M otherwise: each panel is dequantized once into a per-thread dense panel and
+  the dense kernels of gemm.c run on it, at the dense kernel's speed.
 
-``FUSED_ROWS`` is where the second path overtook the first in benchmarks/cpu_quant.py on
-the machines in docs/benchmarks.md, not a measurement made at load.
+The thresholds are where one path overtook the other in single-thread measurements on
+the 2-core Xeon of docs/benchmarks.md (benchmarks/cpu_quant.py), not measured at load:
+AMX's tile multiply wins from 2 rows, the register path stays ahead of the dequantizing
+one up to about 8 rows in bf16 and 16 in float32.
 
 The op's ``prepare`` is not told the activation dtype, so there is one implementation per
 dtype, selected by the model's dtype: ``avx512_bf16`` for bf16 models, ``avx512_f32`` for
@@ -20,15 +24,17 @@ float32 models (GGUF checkpoints run in float32 by default, as llama.cpp compute
 
 ``dequant_bf16`` and ``dequant_f32`` dequantize once at load to a dense weight for the
 dense kernels (gemm.py): 2 or 4 bytes a weight resident. They stay registered, at a lower
-priority, to be chosen by name (``--impl``) as the plain alternative.
+priority, to be chosen by name as the plain alternative.
 
-Numerics: the fused path multiplies the exact codes and scales each group's float32 sum,
-so it is at least as precise as the reference (which rounds every weight to the activation
-dtype first); the dequantizing path computes each weight as the reference does.
+Numerics: the register and AMX paths multiply the exact codes and scale each group's
+float32 sum, at least as precise as the reference (which rounds every weight to the
+activation dtype first); the dequantizing path computes each weight as the reference does.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from typing import Optional
 
 import torch
@@ -38,8 +44,10 @@ from ...core.errors import ModelError
 from ...kernels.torch.quant_gemm import GemmW4A16, GemmW8A16
 from . import native
 from .gemm import PANEL, Avx512Gemm, PackedLinear, pack_linear
+from .platform import _cpu_flags
 
-FUSED_ROWS = 8  # rows up to which codes are decoded in registers; beyond, per-panel dequant
+# rows up to which codes are decoded in registers: with AMX (bf16), else bf16, float32
+FUSED_ROWS_AMX, FUSED_ROWS_BF16, FUSED_ROWS_F32 = 1, 8, 16
 SCALE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # kept as given: exact
 
 
@@ -51,10 +59,13 @@ class QuantizedLinear:
     scales   [panels, K/G, 32] in the dtype given (bf16, float16 or float32)
     offsets  like scales, or None (symmetric codes)
     bias     float32 padded to whole panels, or None
+    fused_rows  calls of up to this many rows decode the codes in registers
+    amx      whether larger calls take the AMX path (bf16 activations, amx_enabled())
     """
 
     __slots__ = ("codes", "scales", "offsets", "bias", "dtype", "bits", "group_size",
-                 "out_features", "in_features", "_x_f32", "_args", "_qgemm")
+                 "out_features", "in_features", "fused_rows", "_x_f32", "amx", "_args",
+                 "_qgemm")
 
     def __init__(self, qweight: torch.Tensor, scales: torch.Tensor,
                  offsets: Optional[torch.Tensor], group_size: int, bits: int,
@@ -64,6 +75,9 @@ class QuantizedLinear:
         self.dtype, self.bits, self.group_size = dtype, bits, group_size
         self.out_features, self.in_features = n, k
         self._x_f32 = dtype == torch.float32
+        self.amx = not self._x_f32 and amx_enabled()
+        self.fused_rows = FUSED_ROWS_F32 if self._x_f32 else \
+            FUSED_ROWS_AMX if self.amx else FUSED_ROWS_BF16
         self.codes = _pack_codes(qweight, bits, self._x_f32)
         self.scales = _panel_groups(scales)
         self.offsets = None if offsets is None else _panel_groups(offsets.to(scales.dtype))
@@ -80,19 +94,22 @@ class QuantizedLinear:
         """x [T, K] -> [T, N] in out_dtype (default x's)."""
         if x.dtype != self.dtype or x.dim() != 2 or x.stride(1) != 1:
             return self._general(x, out_dtype)
-        y = self._run(x, self._x_f32 or out_dtype == torch.float32, self._args[4])
+        y = self._run(x, self._x_f32 or out_dtype == torch.float32, self._args[4],
+                      self.fused_rows, self.amx)
         wanted = out_dtype or x.dtype
         return y if y.dtype == wanted else y.to(wanted)
 
-    def _run(self, x: torch.Tensor, out_f32: bool, bias: Optional[int]) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, out_f32: bool, bias: Optional[int], fused_rows: int,
+             amx: bool) -> torch.Tensor:
         rows, n, k = x.shape[0], self.out_features, self.in_features
         threads = torch.get_num_threads()
         y = torch.empty((rows, n), dtype=torch.float32 if out_f32 else torch.bfloat16)
-        scratch, work = _workspace(rows, k, self.group_size, self._x_f32, threads)
+        scratch, work = _workspace(rows, k, self.group_size, fused_rows, amx, self._x_f32,
+                                   threads)
         codes, scales, offsets, scale_dtype, _ = self._args
         self._qgemm(x.data_ptr(), x.stride(0), self._x_f32, codes, scales, offsets, scale_dtype,
                     bias, y.data_ptr(), n, out_f32, rows, n, k, self.group_size, self.bits,
-                    FUSED_ROWS, work, threads)
+                    fused_rows, amx, work, threads)
         del scratch  # held until the kernel returned
         return y
 
@@ -108,11 +125,11 @@ class QuantizedLinear:
         return F.linear(x.to(dtype), self.dequantized(dtype), bias)
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        """The dense [N, K] weight in ``dtype``, for the slow path and for tests: the kernel
-        on an identity (K rows, so its dequantizing path): the reference's values, rounded
-        to the kernel's dtype."""
+        """The dense [N, K] weight in ``dtype``, for the slow path and for tests: the kernel's
+        dequantizing path on an identity of K rows: the reference's values, rounded to the
+        kernel's dtype."""
         eye = torch.eye(self.in_features, dtype=self.dtype)
-        return self._run(eye, True, None).T.contiguous().to(dtype)  # [K, N] -> [N, K]
+        return self._run(eye, True, None, 0, False).T.contiguous().to(dtype)  # [K, N] -> [N, K]
 
 
 def _check_layout(qweight: torch.Tensor, scales: torch.Tensor, offsets: Optional[torch.Tensor],
@@ -156,16 +173,47 @@ def _panel_groups(values: torch.Tensor) -> torch.Tensor:
     return padded.view(panels, PANEL, groups).transpose(1, 2).contiguous()
 
 
-def _workspace(rows: int, k: int, group_size: int, x_f32: bool,
+def _workspace(rows: int, k: int, group_size: int, fused_rows: int, amx: bool, x_f32: bool,
                threads: int) -> tuple[torch.Tensor, int]:
     """Scratch for one call (see bb_qgemm) and its 64-byte aligned address."""
-    if rows <= FUSED_ROWS:
-        nbytes = 4 * rows * (k // group_size)
+    sums = 4 * rows * (k // group_size)
+    if rows <= fused_rows:
+        nbytes = sums
+    elif amx:  # the group sums, then x padded to rows of amx_row bf16
+        half = (group_size + 1) // 2 if group_size == k else group_size // 2
+        row = ((-(-k // 2) + min(half, 16)) * 2 + 31) // 32 * 32
+        nbytes = -(-sums // 64) * 64 + 2 * rows * row
     else:
         steps = k if x_f32 else -(-k // 2)
         nbytes = threads * (-(-steps * 128 // 64) * 64)
     scratch = torch.empty(nbytes + 64, dtype=torch.uint8)
     return scratch, scratch.data_ptr() + (-scratch.data_ptr() % 64)
+
+
+ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_ARCH_PRCTL = 0x1023, 18, 158  # Linux x86-64
+
+
+@functools.lru_cache(maxsize=None)
+def amx_enabled() -> bool:
+    """Whether the bf16 kernels take their AMX path above FUSED_ROWS_AMX rows: the CPU has
+    AMX-BF16 and Linux granted this process the tile registers (they are opt-in since
+    Linux 5.16). Elsewhere those rows take the dequantizing path, which is correct and
+    slower; ``amx_unavailable_reason`` says why."""
+    return amx_unavailable_reason() is None
+
+
+@functools.lru_cache(maxsize=None)
+def amx_unavailable_reason() -> Optional[str]:
+    missing = [f for f in ("amx_tile", "amx_bf16") if f not in _cpu_flags()]
+    if missing:
+        return f"the CPU lacks {', '.join(missing)}"
+    try:
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError) as exc:
+        return f"no syscall() to request the AMX tile state: {exc}"
+    if syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0:
+        return f"Linux refused the AMX tile state (errno {ctypes.get_errno()})"
+    return None
 
 
 class Avx512W4A16:

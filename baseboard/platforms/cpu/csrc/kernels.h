@@ -31,7 +31,7 @@ void bb_qgemm_pack(const uint8_t *q, long ldq, long N, long K, int bits, int f32
                    uint8_t *packed, int threads);
 void bb_qgemm(const void *x, long lda, int x_f32, const uint8_t *codes, const void *scales,
               const void *offsets, int scale_dtype, const float *bias, void *y, long ldc,
-              int out_f32, long M, long N, long K, long G, int bits, long fused_rows,
+              int out_f32, long M, long N, long K, long G, int bits, long fused_rows, int amx,
               void *work, int threads);
 void bb_attention(const attention_step *st, const void *q, long q_stride, const void *k,
                   long k_stride, const void *v, long v_stride, void *cache, long num_blocks,

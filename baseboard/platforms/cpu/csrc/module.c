@@ -50,9 +50,9 @@ BIND(bb_gemm_f32, "plppplllll", a[0].p, a[1].l, a[2].p, a[3].p, a[4].p, a[5].l, 
      a[8].l, (int)a[9].l)
 BIND(bb_qgemm_pack, "plllllpl", a[0].p, a[1].l, a[2].l, a[3].l, (int)a[4].l, (int)a[5].l, a[6].p,
      (int)a[7].l)
-BIND(bb_qgemm, "pllppplppllllllllpl", a[0].p, a[1].l, (int)a[2].l, a[3].p, a[4].p, a[5].p,
+BIND(bb_qgemm, "pllppplpplllllllllpl", a[0].p, a[1].l, (int)a[2].l, a[3].p, a[4].p, a[5].p,
      (int)a[6].l, a[7].p, a[8].p, a[9].l, (int)a[10].l, a[11].l, a[12].l, a[13].l, a[14].l,
-     (int)a[15].l, a[16].l, a[17].p, (int)a[18].l)
+     (int)a[15].l, a[16].l, (int)a[17].l, a[18].p, (int)a[19].l)
 BIND(bb_attention, "pplplplplpll", a[0].p, a[1].p, a[2].l, a[3].p, a[4].l, a[5].p, a[6].l,
      a[7].p, a[8].l, a[9].p, a[10].l, (int)a[11].l)
 BIND(bb_rms_norm, "plplpllflll", a[0].p, a[1].l, a[2].p, a[3].l, a[4].p, a[5].l, a[6].l,

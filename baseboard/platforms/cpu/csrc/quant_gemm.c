@@ -12,17 +12,20 @@
  * Scales and offsets: [panels][K/G groups][32 columns], float32, bf16 or float16 (as
  * stored: the kernels widen them to float32, which is exact).
  *
- * Two paths, chosen by the number of rows M against the caller's `fused_rows` (the
- * measured crossover, quant_gemm.py):
+ * Three paths, chosen by the number of rows M against the caller's `fused_rows` (the
+ * measured crossovers, quant_gemm.py) and `amx`:
  *   M <= fused_rows  codes become exact small integers in registers (vpermw from a table
  *                    for 4-bit, widening converts for int8), multiplied with the unscaled
  *                    codes per group; a group's sum is then scaled and offset in float32
  *                    (offset * the group's sum of x). Bandwidth: the codes and scales only.
- *   M > fused_rows   each panel is dequantized once into a dense panel (bf16 or float32,
+ *   else, amx        (bf16 activations) the same sums by AMX tile multiplies, 16 rows at
+ *                    a time, the codes decoded into tiles once per 16 rows.
+ *   else             each panel is dequantized once into a dense panel (bf16 or float32,
  *                    q * scale, then + offset, in float32 and rounded once to the panel's
- *                    dtype: the reference's values) in a per-thread buffer, and the dense tiles of gemm.c run over
- *                    every row: the dense kernel's speed, the conversion paid once per
- *                    panel instead of once per tile of rows. */
+ *                    dtype: the reference's values) in a per-thread buffer, and the dense
+ *                    tiles of gemm.c run over every row: the dense kernel's speed, the
+ *                    conversion paid once per panel instead of once per tile of rows.
+ *                    Also where the compiler does not know AMX (before GCC 11, clang 12). */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -35,6 +38,7 @@
 
 #define PANEL 32
 #define TILE_ROWS 8  /* rows per fused tile: 16 group sums in registers */
+#define AMX_PAIRS_MAX 16  /* pairs of k an AMX B tile holds: 16 rows of 64 bytes */
 
 /* ---- packing */
 
@@ -301,6 +305,118 @@ static void dequantize_panel(const qgemm_call *c, long p, int x_f32, void *dense
     }
 }
 
+/* ---- the AMX path (bf16 activations, where the CPU has AMX-BF16): 16 rows at a time, a
+ * group's pairs decoded into two B tiles (the dense panel's pair layout is AMX's), one tile
+ * multiply per 16 pairs, each group's sums scaled and offset in float32 like the fused
+ * path. Built only by compilers that know AMX (GCC 11, clang 12). */
+
+#if (defined(__GNUC__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12)
+#define HAVE_AMX 1
+#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
+
+
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+/* tmm0, tmm1: sums of columns 0-15, 16-31 ([rows][16] float32); tmm2: x ([rows][2 * pairs]
+ * bf16); tmm3, tmm4: weights of columns 0-15, 16-31 ([pairs][16][2] bf16). */
+AMX_TARGET static void amx_configure(long rows, long pairs) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 2; t++) { cfg.rows[t] = (uint8_t)rows; cfg.colsb[t] = 64; }
+    cfg.rows[2] = (uint8_t)rows;
+    cfg.colsb[2] = (uint16_t)(pairs * 4);
+    for (int t = 3; t < 5; t++) { cfg.rows[t] = (uint8_t)pairs; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+}
+
+/* Rows m0..m0+rows of panel p; xpad is x copied to rows of ldx bf16, zero past K, so a
+ * tile may read past the last pair. */
+AMX_TARGET static void amx_tile_rows(const qgemm_call *c, long p, long m0, long rows,
+                                     const uint16_t *xpad, long ldx, long pairs) {
+    const uint8_t *panel = c->codes + p * c->panel_bytes;
+    uint16_t b0[AMX_PAIRS_MAX * 32] __attribute__((aligned(64)));
+    uint16_t b1[AMX_PAIRS_MAX * 32] __attribute__((aligned(64)));
+    float sums[2][16 * 16] __attribute__((aligned(64)));
+    float out[16][PANEL] __attribute__((aligned(64)));
+    const __m512i table = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x4170, 0x4160, 0x4150, 0x4140, 0x4130, 0x4120, 0x4110, 0x4100,
+        0x40E0, 0x40C0, 0x40A0, 0x4080, 0x4040, 0x4000, 0x3F80, 0x0000);
+    for (int j = 0; j < 2; j++) {
+        __m512 b = c->bias ? _mm512_loadu_ps(c->bias + p * PANEL + 16 * j) : _mm512_setzero_ps();
+        for (long m = 0; m < rows; m++) _mm512_store_ps(out[m] + 16 * j, b);
+    }
+    for (long g = 0; g < c->groups; g++) {
+        long s0, s1;
+        group_steps(c, g, 1, &s0, &s1);
+        _tile_zero(0);
+        _tile_zero(1);
+        for (long kp = s0; kp < s1; kp += pairs) {
+            long valid = s1 - kp < pairs ? s1 - kp : pairs;
+            for (long r = 0; r < valid; r++) {
+                __m512bh w0, w1;
+                decode_pair(panel, kp + r, c->bits, table, &w0, &w1);
+                _mm512_store_si512(b0 + r * 32, (__m512i)w0);
+                _mm512_store_si512(b1 + r * 32, (__m512i)w1);
+            }
+            for (long r = valid; r < pairs; r++) {  /* past the group: zero weights */
+                _mm512_store_si512(b0 + r * 32, _mm512_setzero_si512());
+                _mm512_store_si512(b1 + r * 32, _mm512_setzero_si512());
+            }
+            _tile_loadd(2, xpad + m0 * ldx + 2 * kp, ldx * 2);
+            _tile_loadd(3, b0, 64);
+            _tile_loadd(4, b1, 64);
+            _tile_dpbf16ps(0, 2, 3);
+            _tile_dpbf16ps(1, 2, 4);
+        }
+        _tile_stored(0, sums[0], 64);
+        _tile_stored(1, sums[1], 64);
+        for (int j = 0; j < 2; j++) {
+            __m512 sc = load_group(c->scales, p, c, g, j);
+            __m512 o = c->offsets ? load_group(c->offsets, p, c, g, j) : _mm512_setzero_ps();
+            for (long m = 0; m < rows; m++) {
+                __m512 acc = _mm512_fmadd_ps(_mm512_load_ps(sums[j] + m * 16), sc,
+                                             _mm512_load_ps(out[m] + 16 * j));
+                if (c->offsets)
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(c->xsum[(m0 + m) * c->groups + g]), o, acc);
+                _mm512_store_ps(out[m] + 16 * j, acc);
+            }
+        }
+    }
+    for (long m = 0; m < rows; m++)
+        for (int j = 0; j < 2; j++)
+            store_out(c, m0 + m, p * PANEL + 16 * j, _mm512_load_ps(out[m] + 16 * j),
+                      c->N - p * PANEL - 16 * j);
+}
+
+AMX_TARGET static void amx_panels(const qgemm_call *c, long panels, const uint16_t *xpad,
+                                  long ldx, long pairs, int threads) {
+    #pragma omp parallel num_threads(threads)
+    {
+        long configured = -1;
+        #pragma omp for schedule(static)
+        for (long p = 0; p < panels; p++)
+            for (long m0 = 0; m0 < c->M; m0 += 16) {
+                long rows = c->M - m0 < 16 ? c->M - m0 : 16;
+                if (rows != configured) {
+                    amx_configure(rows, pairs);
+                    configured = rows;
+                }
+                amx_tile_rows(c, p, m0, rows, xpad, ldx, pairs);
+            }
+        if (configured >= 0) _tile_release();
+    }
+}
+#else
+#define HAVE_AMX 0
+#endif
+
 /* ---- the entry point */
 
 /* Bytes of one dense panel of `steps` k pairs (bf16) or k (float32): 128 either way, rounded
@@ -332,15 +448,43 @@ typedef void (*fused_fn)(const qgemm_call *, long, long, int);
 
 /* work: 64-byte aligned scratch: M * K/G float32 on the fused path, else one dense panel
  * (dense_panel_bytes) per thread. */
+#if HAVE_AMX
+/* Pairs of k per AMX tile multiply: 16, or half a group where groups are smaller. */
+static long amx_pairs(long K, long G) {
+    long half = K == G ? (G + 1) / 2 : G / 2;
+    return half < AMX_PAIRS_MAX ? half : AMX_PAIRS_MAX;
+}
+
+/* Row length of the padded copy of x the AMX path reads, in bf16 elements (quant_gemm.py's
+ * workspace computes the same). */
+static long amx_row(long K, long G) {
+    return (((K + 1) / 2 + amx_pairs(K, G)) * 2 + 31) / 32 * 32;
+}
+#endif
+
 void bb_qgemm(const void *x, long lda, int x_f32, const uint8_t *codes, const void *scales,
               const void *offsets, int scale_dtype, const float *bias, void *y, long ldc,
-              int out_f32, long M, long N, long K, long G, int bits, long fused_rows,
+              int out_f32, long M, long N, long K, long G, int bits, long fused_rows, int amx,
               void *work, int threads) {
     long panels = (N + PANEL - 1) / PANEL;
     long steps = x_f32 ? K : (K + 1) / 2;
     qgemm_call c = {x, lda, codes, scales, offsets, scale_dtype, bias, y, ldc, M, N, K, G,
                     K / G, steps * (bits == 8 ? 64 : 32) / (x_f32 ? 2 : 1), bits,
                     out_f32 || x_f32, NULL};
+#if HAVE_AMX
+    if (M > fused_rows && amx && !x_f32) {
+        /* work: the group sums, then x copied to rows of ldx, zero past K */
+        long ldx = amx_row(K, G);
+        uint16_t *xpad = (uint16_t *)((uint8_t *)work + (4 * M * c.groups + 63) / 64 * 64);
+        if (offsets) group_sums(&c, 0, work);
+        for (long m = 0; m < M; m++) {
+            memcpy(xpad + m * ldx, (const uint16_t *)x + m * lda, 2 * K);
+            memset(xpad + m * ldx + K, 0, 2 * (ldx - K));
+        }
+        amx_panels(&c, panels, xpad, ldx, amx_pairs(K, G), threads);
+        return;
+    }
+#endif
     if (M <= fused_rows) {
         if (offsets) group_sums(&c, x_f32, work);
         fused_fn fn = bits == 4 ? (x_f32 ? fused_4_1 : fused_4_0) : (x_f32 ? fused_8_1 : fused_8_0);
