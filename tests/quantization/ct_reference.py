@@ -77,8 +77,10 @@ def packed_dense(parts: dict[str, torch.Tensor], bits: int, group_size: Optional
     q = field(parts["weight_packed"][:, ks // per_word], ks % per_word, bits) - middle
     scale = parts["weight_scale"].float()
     group = parts["weight_g_idx"].long() if "weight_g_idx" in parts else ks // (group_size or k)
-    if "weight_zero_point" in parts:
-        zp = parts["weight_zero_point"]
+    zp = parts.get("weight_zero_point")
+    if zp is not None and zp.dtype == torch.int8:  # older versions: signed, unpacked
+        zero = zp.long()
+    elif zp is not None:
         zero = field(zp[ns // per_word], (ns % per_word)[:, None], bits) - middle  # [N, S]
     else:
         zero = torch.zeros_like(scale)

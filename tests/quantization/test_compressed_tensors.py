@@ -264,6 +264,21 @@ def test_frozen_checkpoints_of_2024_load_by_their_format_and_dtypes(tmp_path,
         load_checkpoint(path, reference_resolution.catalog)
 
 
+def test_zero_points_that_older_versions_saved_for_symmetric_layers_are_checked(
+        tmp_path, reference_resolution):
+    path = write_compressed(tiny_hf_model(), tmp_path, "w4a16", 32)
+    zeros = torch.zeros(32, 2, dtype=torch.int8)  # int8 [N, K/G], as compressed-tensors 0.7
+    edit_tensors(path, lambda t: t.update({f"{LAYER}.weight_zero_point": zeros}))
+    weight = dict(load_checkpoint(path, reference_resolution.catalog).weights())[
+        f"{LAYER}.weight"]
+    torch.testing.assert_close(weight.dequantize(), dense_state_dict(path)[f"{LAYER}.weight"],
+                               rtol=0, atol=0)
+    edit_tensors(path, lambda t: t[f"{LAYER}.weight_zero_point"].__setitem__((3, 1), 2))
+    with pytest.raises(ModelError, match=f"tensor '{LAYER}.weight_zero_point' holds non-zero "
+                                         f"zero points, but .* is symmetric"):
+        list(load_checkpoint(path, reference_resolution.catalog).weights())
+
+
 def test_a_group_size_that_does_not_match_the_scales_names_the_tensor(w4a16_copy,
                                                                       reference_resolution):
     edit_config(w4a16_copy, lambda c: group(c)["weights"].update(group_size=64))

@@ -15,7 +15,7 @@ from ..layer_tensors import (FLOATS, LayerCheck, Parts, block_scale_shape, ceil_
                              describe, per_row_scales)
 from ..records import BlockQuantized, ChannelQuantized, GroupQuantized
 from .config import CompressedTensorsConfig, Layout, parse_config
-from .packing import unpack_quantized
+from .packing import unpack_codes, unpack_quantized
 
 PARTS = ("weight", "weight_packed", "weight_shape", "weight_scale", "weight_zero_point",
          "weight_g_idx")
@@ -75,9 +75,25 @@ def _groups(module: str, g_idx: torch.Tensor, k: int, group: int) -> torch.Tenso
     return groups
 
 
+def _check_symmetric_zeros(module: str, zeros: torch.Tensor, layout: Layout, n: int) -> None:
+    """Older compressed-tensors saved a symmetric layer's zero points too (int8 [N, S], or
+    packed like an asymmetric layer's): they must all be zero."""
+    bits = layout.weights.num_bits
+    middle = 2 ** (bits - 1)
+    codes = zeros.to(torch.int16) + middle if zeros.dtype == torch.int8 \
+        else unpack_codes(zeros, bits, dim=0, size=n)
+    if not bool((codes == middle).all()):
+        raise ModelError(f"tensor '{module}.weight_zero_point' holds non-zero zero points, but "
+                         f"{layout.describe()} is symmetric. The checkpoint does not match its "
+                         f"quantization_config.")
+
+
 def _packed(module: str, tensors: dict[str, torch.Tensor], layout: Layout, n: int,
             k: int) -> Loaded:
     bits = layout.weights.num_bits
+    if layout.weights.symmetric and "weight_zero_point" in tensors:
+        _check_symmetric_zeros(module, tensors["weight_zero_point"], layout, n)
+        tensors = {p: t for p, t in tensors.items() if p != "weight_zero_point"}
     codes, scales, zeros = unpack_quantized(tensors, bits)
     group = layout.weights.group_size if layout.weights.strategy == "group" else k
     middle = 2 ** (bits - 1)  # the stored zero point of a symmetric layer
@@ -135,7 +151,13 @@ def check_layer(module: str, parts: Parts, layout: Layout,
         else:
             check.absent("weight_g_idx", because=f"its actorder is {weights.actorder!r}")
         if weights.symmetric:
-            check.absent("weight_zero_point", because="it is symmetric")
+            if "weight_zero_point" in parts:  # older versions saved zeros: read() checks them
+                rows_or_words = (n, ceil_div(n * weights.num_bits, 32))
+                zp_rows, zp_cols = check.matrix("weight_zero_point", "I8", "I32")
+                if zp_rows not in rows_or_words or zp_cols != per_row:
+                    raise check.fail("weight_zero_point", f"has shape {(zp_rows, zp_cols)}",
+                                     f"shape ({n}, {per_row}) or packed "
+                                     f"({rows_or_words[1]}, {per_row})")
         else:
             check.expect("weight_zero_point", (ceil_div(n * weights.num_bits, 32), per_row),
                          "I32")
