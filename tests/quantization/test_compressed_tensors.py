@@ -16,8 +16,9 @@ from baseboard.models.llama import fuse
 from baseboard.models.loader import load_checkpoint
 from baseboard.quantization import compressed_tensors
 from baseboard.quantization.records import BlockQuantized, ChannelQuantized, GroupQuantized
-from ct_reference import (dense_state_dict, packed_dense, transformers_dense, write_compressed,
-                          write_compressed_act_order, write_compressed_blocks)
+from ct_reference import (dense_state_dict, packed_dense, transformers_dense, unpacked_dense,
+                          write_checkpoint, write_compressed, write_compressed_act_order,
+                          write_compressed_blocks)
 from paged_runner import PagedRunner
 from tiny_models import tiny_hf_model
 
@@ -180,6 +181,42 @@ def test_a_g_idx_with_unequal_groups_names_the_tensor(tmp_path, reference_resolu
     with pytest.raises(ModelError, match=f"tensor '{LAYER}.weight_g_idx' does not put exactly "
                                          f"group_size 32 inputs in each of the 2 groups"):
         list(load_checkpoint(path, reference_resolution.catalog).weights())
+
+
+def test_config_groups_give_each_module_its_scheme(tmp_path, reference_resolution):
+    """Attention in W8A8 int8 and the MLP in W4A16, as two config groups."""
+    def quantize(name, weight):
+        scheme = "w8a8-int8" if ".self_attn." in name else "w4a16"
+        return compressed_tensors.quantize_weight(weight, scheme, 32)
+
+    attention = compressed_tensors.quantization_config("w8a8-int8")["config_groups"]["group_0"]
+    config = compressed_tensors.quantization_config("w4a16", 32)
+    config["config_groups"] = {
+        "attention": {**attention, "targets": ["re:.*self_attn\\..*_proj$"]},
+        "mlp": {**group(config), "targets": ["re:.*mlp\\..*_proj$"]}}
+    config["format"] = "mixed-precision"
+    path = write_checkpoint(tiny_hf_model(), tmp_path, quantize, config)
+    checkpoint = load_checkpoint(path, reference_resolution.catalog)
+    assert set(checkpoint.linear_ops) == {"gemm", "gemm_w4a16", "gemm_w8a8_int8"}
+    assert len(checkpoint.quant_schemes) == 2
+    weights, dense = dict(checkpoint.weights()), dense_state_dict_by_layer(path)
+    for name, op in (("model.layers.1.self_attn.o_proj.weight", "gemm_w8a8_int8"),
+                     ("model.layers.1.mlp.up_proj.weight", "gemm_w4a16")):
+        assert weights[name].op == op
+        torch.testing.assert_close(weights[name].dequantize(), dense[name], rtol=0, atol=0)
+
+
+def dense_state_dict_by_layer(path):
+    """Each layer dequantized by the independent reader, whatever its layout."""
+    tensors = load_file(path / "model.safetensors")
+    dense = {}
+    for name in [n for n in tensors if n.endswith(".weight_scale")]:
+        module = name.removesuffix(".weight_scale")
+        parts = {n.rpartition(".")[2]: t for n, t in tensors.items()
+                 if n.rpartition(".")[0] == module}
+        dense[f"{module}.weight"] = packed_dense(parts, 4, 32) if "weight_packed" in parts \
+            else unpacked_dense(parts)
+    return dense
 
 
 def test_w8a8_parts_fuse_into_one_record(tmp_path, reference_resolution):
