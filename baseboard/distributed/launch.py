@@ -111,10 +111,13 @@ def connect(launch: Launch, args: Any, config: Optional[Any],
                           f"initialised in this process has {dist.get_world_size()} ranks.")
     control = dist.group.WORLD if owns else dist.new_group(backend="gloo",
                                                            timeout=CONTROL_TIMEOUT)
-    message = [(config.platform.name, config.plan.selected()) if launch.rank == 0 else None]
+    message = [(config.platform.name, config.platform.device_type, config.plan.selected())
+               if launch.rank == 0 else None]
     dist.broadcast_object_list(message, src=0, group=control)
     if launch.rank != 0:
-        platform, selected = message[0]
+        platform, device_type, selected = message[0]
+        if device_type != "cpu":  # before anything touches a device: not device 0's memory
+            getattr(torch, device_type).set_device(launch.local_rank)
         config = configure(args.replace(platform=platform, backends=selected,
                                         cli_backends=None, plan_path=None,
                                         skip_tokenizer_init=True))

@@ -23,36 +23,48 @@ from .compare import Mismatch, compare
 def check_collective(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
     """Raise Mismatch when ``impl`` (all_reduce or all_gather) gives any rank a wrong
     result; the case's ``world`` ranks run in as many processes (and devices)."""
+    failure = check_collectives([case], impl, reference, device).get(case.id)
+    if failure:
+        raise Mismatch(failure)
+
+
+def check_collectives(cases: list[Case], impl: Any, reference: Any,
+                      device: torch.device) -> dict[str, str]:
+    """Case id -> what went wrong, for each failing case of ``cases`` (one op, one world
+    size), all run by one set of rank processes: starting them costs more than the cases."""
     import torch.multiprocessing as mp
 
-    world = case.params["world"]
+    world = cases[0].params["world"]
     if device.type != "cpu":
         visible = getattr(torch, device.type).device_count()
         if visible < world:
-            raise Mismatch(f"{case.op} [{case.id}] needs {world} {device.type} devices, and "
-                           f"{visible} are visible; run the kit on a machine with {world}.")
+            return {case.id: f"{case.op} [{case.id}] needs {world} {device.type} devices, "
+                             f"and {visible} are visible; run the kit on a machine with "
+                             f"{world}." for case in cases}
     context = mp.get_context("spawn")
     failures = context.SimpleQueue()
     with tempfile.TemporaryDirectory() as directory:
         init_method = f"file://{os.path.join(directory, 'rendezvous')}"
         processes = [context.Process(target=_rank_main, args=(
-            rank, world, init_method, case, impl, reference, device.type, failures))
+            rank, world, init_method, cases, impl, reference, device.type, failures))
             for rank in range(world)]
         for process in processes:
             process.start()
         for process in processes:
-            process.join(300)
+            process.join(300 + 30 * len(cases))
             if process.is_alive():
                 process.kill()
-    reports = []
+    found: dict[str, list[str]] = {}
     while not failures.empty():
-        reports.append(failures.get())
-    if reports:
-        raise Mismatch("; ".join(sorted(reports)))
+        case_id, text = failures.get()
+        found.setdefault(case_id, []).append(text)
+    result = {case_id: "; ".join(sorted(texts)) for case_id, texts in found.items()}
     crashed = [p.exitcode for p in processes if p.exitcode != 0]
     if crashed:
-        raise Mismatch(f"{case.op} [{case.id}]: a rank's process exited with {crashed[0]} "
-                       f"without a report (a crash or a hang of the collective)")
+        for case in cases:
+            result.setdefault(case.id, f"{case.op} [{case.id}]: a rank's process exited with "
+                                       f"{crashed[0]} (a crash, or a collective that hung)")
+    return result
 
 
 def rank_input(case: Case, rank: int) -> torch.Tensor:
@@ -70,7 +82,7 @@ def expected_result(case: Case) -> torch.Tensor:
     return torch.cat(everyone, dim=-1)
 
 
-def _rank_main(rank: int, world: int, init_method: str, case: Case, impl: Any,
+def _rank_main(rank: int, world: int, init_method: str, cases: list[Case], impl: Any,
                reference: Any, device_type: str, failures: Any) -> None:
     import torch.distributed as dist
 
@@ -80,11 +92,13 @@ def _rank_main(rank: int, world: int, init_method: str, case: Case, impl: Any,
         getattr(torch, device_type).set_device(rank)
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
     try:
-        _check_rank(case, impl, reference, device, dist.group.WORLD, rank)
-    except Mismatch as exc:
-        failures.put(f"rank {rank}: {exc}")
-    except Exception:
-        failures.put(f"rank {rank}: {traceback.format_exc(limit=4)}")
+        for case in cases:
+            try:
+                _check_rank(case, impl, reference, device, dist.group.WORLD, rank)
+            except Mismatch as exc:
+                failures.put((case.id, f"rank {rank}: {exc}"))
+            except Exception:
+                failures.put((case.id, f"rank {rank}: {traceback.format_exc(limit=4)}"))
     finally:
         dist.destroy_process_group()
 
