@@ -21,7 +21,9 @@ the host profile of one ``generate`` before and after.
 
     python benchmarks/e2e_gpu.py [--models llama3-8b,qwen2.5-0.5b] [--batches 1,32]
         [--peer-batches 1,32] [--variants default,...] [--repeats 3] [--diagnose]
-        [--budget-s SECONDS] [--json PATH] [--log PATH]
+        [--tensor-parallel-size N] [--budget-s SECONDS] [--json PATH] [--log PATH]
+
+``--tensor-parallel-size N`` runs baseboard over N GPUs (transformers stays on one).
     python benchmarks/e2e_gpu.py --smoke [--diagnose]   (a tiny model on the CPU, seconds:
                                                          checks the script)
 """
@@ -66,6 +68,7 @@ class Driver:
             result_path = f.name
         command = [sys.executable, WORKER_SCRIPT, worker, "--shape", shape,
                    "--checkpoint", checkpoint, "--device", a.device,
+                   "--tensor-parallel-size", str(a.tensor_parallel_size),
                    "--batches", ",".join(map(str, batches)), "--repeats", str(a.repeats),
                    "--prompt-len", str(a.prompt_len), "--new-tokens", str(a.new_tokens),
                    "--result", result_path]
@@ -139,7 +142,8 @@ def print_report(record: dict) -> None:
           f"{record['commit']}  torch {record.get('torch')}  transformers "
           f"{record.get('transformers')}  triton {record.get('triton')}")
     print("each engine in a process of its own, full-length warm-up, median of "
-          f"{record['args']['repeats']} calls")
+          f"{record['args']['repeats']} calls; baseboard on "
+          f"{record['args'].get('tensor_parallel_size', 1)} GPU(s)")
     print(f"{'model':<14}{'variant':<18}{'batch':>6}{'baseboard':>12}{'transformers':>14}"
           f"{'ratio':>8}{'floor (b=1)':>12}{'% floor':>9}")
     for r in record["rows"]:
@@ -262,6 +266,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, help="skip diagnostics past this many "
                         "seconds, and stop a worker that would run past it")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1,
+                        help="baseboard's GPUs (tensor parallelism); transformers uses one")
     parser.add_argument("--workdir", help="where checkpoints are written (default: /tmp)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, CPU, short runs")
     parser.add_argument("--json")

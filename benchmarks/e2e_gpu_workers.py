@@ -159,7 +159,13 @@ def make_baseboard(args, variant: str):
     _, backends, block_size = VARIANTS[variant]
     return LLM(model=args.checkpoint, dtype="bfloat16", max_num_seqs=max(args.batches),
                max_model_len=args.prompt_len + args.new_tokens + 16, skip_tokenizer_init=True,
-               backends=backends, block_size=block_size)
+               backends=backends, block_size=block_size,
+               tensor_parallel_size=args.tensor_parallel_size)
+
+
+def close(llm) -> None:
+    """Stop the engine's tensor-parallel workers (if any) before the next engine starts."""
+    llm.engine.close()
 
 
 def baseboard_runs(llm, args, batch: int) -> dict:
@@ -230,11 +236,13 @@ def worker_baseboard(args) -> dict:
     batches = {str(b): baseboard_runs(llm, args, b) for b in args.batches}
     decisions = {op: d.why for op, d in llm.plan.decisions.items() if d.measured}
     plan = llm.plan.selected()
+    close(llm)
     del llm
     free_device_memory()
     loads = {"tune_first_s": first}
     for label, tune in (("tune_cached_s", "auto"), ("tune_off_s", "off")):
         llm, loads[label] = timed_load(args, tune)
+        close(llm)
         del llm
         free_device_memory()
     return {"plan": plan, "batches": batches, "measured": decisions, "loads": loads}
@@ -341,6 +349,8 @@ def main() -> None:
     parser.add_argument("--variant", default="default", choices=sorted(VARIANTS))
     parser.add_argument("--load", choices=("device", "cpu-then-move"), default="device")
     parser.add_argument("--warmup", choices=("full", "short"), default="full")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1,
+                        help="baseboard's ranks (one GPU each)")
     args = parser.parse_args()
     result = WORKERS[args.worker](args)
     with open(args.result, "w") as f:
