@@ -82,18 +82,20 @@ def shard_tensor(name: str, weight: Any, config: Any, shard: Shard) -> Optional[
     """This rank's part of checkpoint tensor ``name`` (a Hugging Face name); None where the
     rank keeps nothing of it (a row-parallel bias, added once, by rank 0)."""
     d = config.head_dim
+    module, _, kind = name.rpartition(".")
     if name in ("model.embed_tokens.weight", "lm_head.weight"):
         start = shard.vocab_start
-        return rows(weight, start, min(start + shard.vocab_rows, config.vocab_size))
-    module, _, kind = name.rpartition(".")
+        return rows(weight, start, min(start + shard.vocab_rows, config.vocab_size), module,
+                    shard.size)
     if module.endswith("self_attn.q_proj"):
-        return rows(weight, shard.first_head * d, (shard.first_head + shard.num_heads) * d)
+        return rows(weight, shard.first_head * d, (shard.first_head + shard.num_heads) * d,
+                    module, shard.size)
     if module.endswith(("self_attn.k_proj", "self_attn.v_proj")):
         return rows(weight, shard.first_kv_head * d,
-                    (shard.first_kv_head + shard.num_kv_heads) * d)
+                    (shard.first_kv_head + shard.num_kv_heads) * d, module, shard.size)
     if module.endswith(COLUMN_PARALLEL):
         i = shard.intermediate_size
-        return rows(weight, shard.rank * i, (shard.rank + 1) * i)
+        return rows(weight, shard.rank * i, (shard.rank + 1) * i, module, shard.size)
     if module.endswith(ROW_PARALLEL):
         if kind == "bias":
             return weight if shard.rank == 0 else None
@@ -107,14 +109,46 @@ def _tensor_fields(record: Any) -> list[tuple[str, torch.Tensor]]:
             if isinstance(getattr(record, f.name), torch.Tensor)]
 
 
-def rows(weight: Any, start: int, end: int) -> Any:
+def _blocks(weight: Any) -> Optional[tuple[int, int]]:
+    """(BN, BK) of a block-scaled record (one scale per BN x BK block), else None."""
+    block = getattr(weight, "block_size", None)
+    return tuple(block) if isinstance(block, (tuple, list)) and len(block) == 2 else None
+
+
+def _cut_error(weight: Any, name: str, t: torch.Tensor, layer: str, axis: str) -> ModelError:
+    return ModelError(f"layer {layer}: cannot cut {type(weight).__name__}.{name} of shape "
+                      f"{tuple(t.shape)} along {axis} for tensor parallelism; this quantized "
+                      f"layout runs with tensor_parallel_size=1 only.")
+
+
+def _check_block_cut(start: int, end: int, full: int, block: int, layer: str, axis: str,
+                     size: int) -> None:
+    if start % block or (end % block and end != full):
+        raise ModelError(f"layer {layer}: tensor parallelism over {size} ranks cuts its "
+                         f"{axis}={full} into slices of {end - start}, which does not keep its "
+                         f"scale blocks of {block} whole. Use a tensor_parallel_size with "
+                         f"{axis} / size a multiple of {block}.")
+
+
+def rows(weight: Any, start: int, end: int, layer: str = "", size: int = 1) -> Any:
     """Rows [start, end) of a dense [N, ...] tensor or of a quantized record (every tensor
     indexed by output row: codes, scales, offsets; an input permutation is kept whole)."""
     if isinstance(weight, torch.Tensor):
         return weight[start:end].clone()  # a copy: the full tensor can be freed
     n = weight.shape[0]
-    changes = {name: t[start:end].clone() for name, t in _tensor_fields(weight)
-               if name != "input_perm" and t.dim() >= 1 and t.shape[0] == n}
+    blocks = _blocks(weight)
+    if blocks:
+        _check_block_cut(start, end, n, blocks[0], layer, "N", size)
+    changes = {}
+    for name, t in _tensor_fields(weight):
+        if name == "input_perm" or t.dim() == 0:
+            continue
+        if t.shape[0] == n:  # codes, per-row or per-group scales and offsets
+            changes[name] = t[start:end].clone()
+        elif blocks and t.shape[0] == -(-n // blocks[0]):  # one row of scales per BN rows
+            changes[name] = t[start // blocks[0]:-(-end // blocks[0])].clone()
+        else:
+            raise _cut_error(weight, name, t, layer, "N")
     return dataclasses.replace(weight, **changes)
 
 
@@ -124,9 +158,12 @@ def columns(weight: Any, start: int, end: int, layer: str, size: int) -> Any:
     if isinstance(weight, torch.Tensor):
         return weight[:, start:end].contiguous()
     n, k = weight.shape
+    blocks = _blocks(weight)
     group = getattr(weight, "group_size", None) or k
     per_channel = group == k
-    if not per_channel and (start % group or end % group):
+    if blocks:
+        _check_block_cut(start, end, k, blocks[1], layer, "K", size)
+    elif not per_channel and (start % group or end % group):
         raise ModelError(f"layer {layer}: tensor parallelism over {size} ranks cuts its "
                          f"K={k} inputs into slices of {end - start}, which does not keep "
                          f"groups of {group} whole (quantization group size {group}). Use a "
@@ -137,15 +174,16 @@ def columns(weight: Any, start: int, end: int, layer: str, size: int) -> Any:
             changes[name] = _local_permutation(t, start, end, layer)
         elif t.dim() == 2 and t.shape == (n, k):  # codes
             changes[name] = t[:, start:end].contiguous()
-        elif t.dim() == 2 and t.shape[0] == n and not per_channel and t.shape[1] == k // group:
+        elif blocks and t.dim() == 2 and t.shape == (-(-n // blocks[0]), -(-k // blocks[1])):
+            changes[name] = t[:, start // blocks[1]:-(-end // blocks[1])].contiguous()
+        elif not blocks and t.dim() == 2 and t.shape[0] == n and not per_channel \
+                and t.shape[1] == k // group:
             changes[name] = t[:, start // group:end // group].contiguous()
-        elif t.dim() <= 1 or (t.dim() == 2 and t.shape == (n, 1)):
+        elif t.dim() == 0 or (t.shape[0] == n and t.numel() == n):
             continue  # per output row (or per tensor): the same for every slice of K
         else:
-            raise ModelError(f"layer {layer}: cannot cut {type(weight).__name__}.{name} of shape "
-                             f"{tuple(t.shape)} along K={k} for tensor parallelism; this "
-                             f"quantized layout supports tensor_parallel_size=1 only.")
-    if per_channel and hasattr(weight, "group_size"):
+            raise _cut_error(weight, name, t, layer, "K")
+    if per_channel and not blocks and hasattr(weight, "group_size"):
         changes["group_size"] = end - start
     return dataclasses.replace(weight, **changes)
 
