@@ -48,7 +48,8 @@ class LLM:
     enforce_eager    never replay CUDA graphs
     quantization     the quantization method the checkpoint must have (checked, not applied)
     trust_remote_code  accepted for compatibility; baseboard never runs a checkpoint's code
-    tensor_parallel_size  1 (one device)
+    tensor_parallel_size  devices the model is split over (one process each; see
+                     docs/distributed.md); engine.close() stops the other processes
 
     One LLM may be used from several threads: their requests join one running batch, and
     each call returns what it would have returned alone.

@@ -22,7 +22,13 @@ from .compare import Mismatch, compare
 
 def check_collective(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
     """Raise Mismatch when ``impl`` (all_reduce or all_gather) gives any rank a wrong
-    result; the case's ``world`` ranks run in as many processes (and devices)."""
+    result; the case's ``world`` ranks run in as many processes (and devices). Skipped
+    (under pytest) on a machine with fewer devices than ranks."""
+    missing = _missing_devices(case.params["world"], device)
+    if missing:
+        import pytest
+
+        pytest.skip(missing)
     failure = check_collectives([case], impl, reference, device).get(case.id)
     if failure:
         raise Mismatch(failure)
@@ -35,12 +41,9 @@ def check_collectives(cases: list[Case], impl: Any, reference: Any,
     import torch.multiprocessing as mp
 
     world = cases[0].params["world"]
-    if device.type != "cpu":
-        visible = getattr(torch, device.type).device_count()
-        if visible < world:
-            return {case.id: f"{case.op} [{case.id}] needs {world} {device.type} devices, "
-                             f"and {visible} are visible; run the kit on a machine with "
-                             f"{world}." for case in cases}
+    missing = _missing_devices(world, device)
+    if missing:
+        return {case.id: missing for case in cases}
     context = mp.get_context("spawn")
     failures = context.SimpleQueue()
     with tempfile.TemporaryDirectory() as directory:
@@ -65,6 +68,17 @@ def check_collectives(cases: list[Case], impl: Any, reference: Any,
             result.setdefault(case.id, f"{case.op} [{case.id}]: a rank's process exited with "
                                        f"{crashed[0]} (a crash, or a collective that hung)")
     return result
+
+
+def _missing_devices(world: int, device: torch.device) -> str:
+    """Why ``world`` ranks cannot run here ('' when they can): one device each."""
+    if device.type == "cpu":
+        return ""
+    visible = getattr(torch, device.type).device_count()
+    if visible >= world:
+        return ""
+    return (f"needs {world} {device.type} devices (one per rank), and {visible} "
+            f"{'is' if visible == 1 else 'are'} visible")
 
 
 def rank_input(case: Case, rank: int) -> torch.Tensor:
