@@ -19,6 +19,7 @@ import contextlib
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import sys
 import types
 from typing import Any, Iterator, Optional
