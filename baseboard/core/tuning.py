@@ -35,6 +35,7 @@ from .registry import Impl
 
 TUNED_OPS = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "gemm")
 REPEATS = 20
+GRAPH_REPLAYS = 5
 
 
 def timed_rows(tokens: int) -> tuple[int, ...]:
@@ -147,16 +148,24 @@ def _time_cuda(fn: Callable[[], Any], graphed: bool) -> float:
     with torch.cuda.stream(side):  # warm up (Triton compiles) off the capture
         fn()
     torch.cuda.current_stream().wait_stream(side)
-    run = fn
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     if graphed:
+        # REPEATS calls back to back in one graph, as a step's kernels run: one replay per
+        # call would time the graph launch (several us), not a kernel of a few us
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            fn()
-        run = graph.replay
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            for _ in range(REPEATS):
+                fn()
+        graph.replay()
+        start.record()
+        for _ in range(GRAPH_REPLAYS):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0 / (REPEATS * GRAPH_REPLAYS)
     start.record()
     for _ in range(REPEATS):
-        run()
+        fn()
     end.record()
     end.synchronize()
     return start.elapsed_time(end) / 1000.0 / REPEATS
