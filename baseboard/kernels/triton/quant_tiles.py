@@ -21,8 +21,8 @@ DEFAULT = "default"
 INTERPRETER = "interpreter"
 WEIGHT_ONLY = "weight_only"  # gemm_w4a16 and gemm_w8a16 (quant_gemm.py)
 W8A8 = "w8a8"  # gemm_w8a8_fp8 and gemm_w8a8_int8 (quant_w8a8.py)
-AUTO_SPLIT = 0  # split_k: as many splits as fill the device with WAVES waves of programs
-WAVES = 2
+AUTO_SPLIT = 0  # split_k: as many splits as fit PROGRAMS_PER_SM programs on every SM
+PROGRAMS_PER_SM = 2  # resident at once: the small-M tiles' shared memory allows two
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,9 @@ def tile_for(table: Table, m: int) -> Tile:
 
 def splits(tile: Tile, output_tiles: int, k_steps: int, sms: int) -> int:
     """How many programs share each output tile's K loop: the tile's own ``split_k``, or
-    (AUTO_SPLIT) enough for WAVES programs per SM, never more than there are K steps."""
-    wanted = tile.split_k or -(-WAVES * sms // output_tiles)
+    (AUTO_SPLIT) as many as run at once in one wave (a second, partial wave would leave
+    SMs idle while it finishes), never more than there are K steps."""
+    wanted = tile.split_k or PROGRAMS_PER_SM * sms // output_tiles
     return max(1, min(wanted, k_steps))
 
 
