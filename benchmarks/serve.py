@@ -80,13 +80,16 @@ def build_random_checkpoint(shape: str, directory: Path) -> None:
     import torch
     from e2e_gpu_workers import SHAPES, make_checkpoint
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     make_checkpoint(shape, str(directory), "cuda" if torch.cuda.is_available() else "cpu")
     vocab = SHAPES[shape]["vocab_size"]
     words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w0"))
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=words).save_pretrained(directory)
+    # the plain tokenizer.json and the class to load it with: read alike by every
+    # transformers 5 release (a save_pretrained of 5.18 gave empty encodings under 5.17)
+    words.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
 
 
 # --- the server ------------------------------------------------------------------------------
