@@ -15,7 +15,8 @@ from baseboard.platforms.cpu.platform import CpuPlatform
 from baseboard.platforms.cuda.platform import CudaPlatform
 
 TRITON_OPS = {"rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mul", "attention",
-              "sample", "gemm", "gemm_w4a16", "gemm_w8a16", "gemm_w8a8_int8", "gemm_w8a8_fp8"}
+              "sample", "gemm", "gemm_w4a16", "gemm_w8a16", "gemm_w8a8_int8", "gemm_w8a8_fp8",
+              "gemm_w8a8_fp8_block"}
 
 
 def records(platform: str = "cuda") -> dict[str, Impl]:

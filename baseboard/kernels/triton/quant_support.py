@@ -62,3 +62,13 @@ def fp8_device_reason(ctx: Any) -> Optional[str]:
         return (f"compute capability {capability[0]}.{capability[1]} has no float8_e4m3fn "
                 f"tensor-core dots (needs {FP8_CAPABILITY[0]}.{FP8_CAPABILITY[1]}+)")
     return None
+
+
+def block_schemes_reason(ctx: Any) -> Optional[str]:
+    """A ``supports`` check of gemm_w8a8_fp8_block: None when every block the model uses is
+    a multiple of 32 inputs wide (a K step of the kernel lies within one block)."""
+    for scheme in ctx.schemes_for("gemm_w8a8_fp8_block"):
+        if scheme.block is None or scheme.block[1] % 32:
+            return (f"quantized layout '{scheme.describe()}': blocks must be a multiple of 32 "
+                    f"inputs wide")
+    return None

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ...core.registry import Impl
-from .quant_support import fp8_device_reason, schemes_reason
+from .quant_support import block_schemes_reason, fp8_device_reason, schemes_reason
 
 GPU_DEVICE_TYPES = ("cuda", "xpu")
 HEAD_SIZES = (64, 80, 96, 128, 256)
@@ -36,6 +36,7 @@ _MODULES = {
     "gemm_w8a16": "quant_gemm:GemmW8A16",
     "gemm_w8a8_int8": "quant_w8a8:GemmW8A8Int8",
     "gemm_w8a8_fp8": "quant_w8a8:GemmW8A8Fp8",
+    "gemm_w8a8_fp8_block": "quant_fp8_block:GemmW8A8Fp8Block",
 }
 
 
@@ -98,6 +99,8 @@ def _checks(op: str) -> tuple[Supports, ...]:
         return (device_reason, dtype_reason, attention_reason)
     if op == "gemm_w8a8_fp8":
         return (device_reason, dtype_reason, fp8_device_reason, schemes_reason(op))
+    if op == "gemm_w8a8_fp8_block":
+        return (device_reason, dtype_reason, fp8_device_reason, block_schemes_reason)
     if op.startswith("gemm_w"):
         return (device_reason, dtype_reason, schemes_reason(op))
     return (device_reason, dtype_reason)
