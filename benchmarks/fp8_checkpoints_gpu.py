@@ -6,9 +6,8 @@ baseboard's packers, loaded by ``LLM`` with the plan the platform chooses, and c
 with the same model whose checkpoint holds the dequantized weights, with the measurements
 and table of ``quantized_checkpoints_gpu.py`` (whose functions this script uses).
 
-gemm_w8a8_fp8_block has only its torch reference today (it dequantizes the weight on
-every call): its rows say whether block checkpoints run, correctly and inside CUDA graphs,
-and how far they are from a kernel's speed.
+The block rows run gemm_w8a8_fp8_block's Triton kernel where the GPU has fp8 dots (its
+GEMM alone: benchmarks/fp8_block_gemm.py), inside CUDA graphs.
 
     python benchmarks/fp8_checkpoints_gpu.py [--shape llama-1b] [--variants fp8-block128,...]
         [--json PATH]
