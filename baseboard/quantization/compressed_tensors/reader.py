@@ -50,10 +50,11 @@ class CompressedTensorsReader:
         if layout.kind == "fp8_block":
             return BlockQuantized("gemm_w8a8_fp8_block", codes, scale.float(),
                                   layout.weights.block_structure, layout.scheme)
-        zero = tensors.get("weight_zero_point")
+        zero = tensors.get("weight_zero_point")  # older versions saved zeros here
         if zero is not None and bool(zero.any()):
             raise ModelError(f"tensor '{module}.weight_zero_point' holds non-zero values, but "
-                             f"{layout.describe()} is symmetric.")
+                             f"{layout.describe()} is symmetric. The checkpoint does not match "
+                             f"its quantization_config.")
         if layout.scheme.op == "gemm_w8a16":
             group = layout.weights.group_size if layout.weights.strategy == "group" else k
             scales = scale if scale.dim() == 2 and scale.shape[0] == n else \
