@@ -22,7 +22,7 @@ cold as in benchmarks/cpu_ops.py (each call reads another copy, from 256 MiB of 
 
     python benchmarks/cpu_quant.py [--models qwen,smollm2] [--new-tokens 32]
                                    [--prompt-len 32] [--rounds 3] [--kernels]
-                                   [--rows 1,2,4,8,16,64,256] [--json PATH]
+                                   [--rows 1,2,4,8,16,64,256] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -239,11 +239,15 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true",
                         help="the kernel table instead of the models")
     parser.add_argument("--rows", default="1,2,4,8,16,64,256")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--json", help="write results to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     env = environment()
-    print(f"{env['cpu']}, {env['cores']} cores, torch {env['torch']}, commit {env['commit']}, "
-          f"load average {env['load_average'][0]:.2f}")
+    env["threads"] = torch.get_num_threads()
+    print(f"{env['cpu']}, {env['cores']} cores, {env['threads']} threads, torch {env['torch']}, "
+          f"commit {env['commit']}, load average {env['load_average'][0]:.2f}")
     if args.kernels:
         kernels = bench_kernels([int(m) for m in args.rows.split(",")])
         if args.json:
