@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Union
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import RegistrationError, did_you_mean
 from .ops import OPS
@@ -94,13 +97,38 @@ def distribution_installed(name: str) -> bool:
         return False
 
 
+def parse_requirement(text: str) -> Requirement:
+    """A distribution name with an optional version specifier ("liger-kernel>=0.8.5")."""
+    try:
+        return Requirement(text)
+    except InvalidRequirement as exc:
+        raise RegistrationError(
+            f"requires {text!r}, which is not a distribution name with an optional version "
+            f"specifier (PEP 508, for example 'liger-kernel>=0.8.5'): {exc}") from None
+
+
+def _installed_version_if_unmet(text: str) -> Optional[str]:
+    """None when ``text`` is met; else the installed version, "" when none is installed."""
+    requirement = parse_requirement(text)
+    try:
+        version = importlib.metadata.version(requirement.name)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    return None if requirement.specifier.contains(version, prereleases=True) else version
+
+
 def unmet_requirements(requires: Iterable[str]) -> Optional[str]:
-    """None when every distribution ``requires`` names (an Impl's or a Platform's) is
-    installed, else the reason, which names the missing ones and how to install them."""
-    missing = [name for name in requires if not distribution_installed(name)]
-    if not missing:
+    """None when every requirement in ``requires`` (an Impl's or a Platform's: a
+    distribution name, optionally with a version specifier) is met by an installed
+    distribution, read from package metadata without importing anything; else the reason,
+    which names what is missing or too old and how to install it."""
+    unmet = {text: found for text in requires
+             if (found := _installed_version_if_unmet(text)) is not None}
+    if not unmet:
         return None
-    return f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})"
+    what = ", ".join(f"{text} (found {found})" if found else text
+                     for text, found in unmet.items())
+    return f"needs {what} installed (pip install {' '.join(map(shlex.quote, unmet))})"
 
 
 class Registry:
@@ -119,6 +147,12 @@ class Registry:
             raise RegistrationError(
                 f"plugin {plugin!r}: loader {impl.loader!r} of {impl.op}={impl.name} must be "
                 f"'package.module:attribute'.")
+        for text in impl.requires:
+            try:
+                parse_requirement(text)
+            except RegistrationError as exc:
+                raise RegistrationError(f"plugin {plugin!r}: {impl.op}={impl.name} {exc}") \
+                    from None
         clash = next((other for other in self.for_op(impl.op)
                       if other.name == impl.name and other.shares_platform(impl)), None)
         if clash is not None:

@@ -1,8 +1,13 @@
 """What the foreign kernel packages (examples/baseboard-flaggems, examples/baseboard-liger)
 needed the contract to say, and the kit to check."""
 
+import pytest
 import torch
 
+from baseboard.core.errors import RegistrationError
+from baseboard.core.registry import ENVIRONMENT, Impl, Registry, unmet_requirements
+from baseboard.core.selection import SelectionContext, rejection
+from baseboard.platforms.cpu.platform import CpuPlatform
 from baseboard.testing.checks import projection_views
 from baseboard.testing.sandbox import run_pytest
 
@@ -51,3 +56,39 @@ def test_projection_views_are_strided_like_the_models_qkv_split():
     assert q_view.untyped_storage().data_ptr() == k_view.untyped_storage().data_ptr()
     torch.testing.assert_close(q_view, q)
     torch.testing.assert_close(k_view, k)
+
+
+# The adapters call what the library's tested release has (Liger's rope_forward took
+# rotary_dim only lately): a plugin names the oldest release it works with in `requires`.
+def _liger_rotary(requires: tuple[str, ...]):
+    return Impl("rotary_embedding", "ligerlike", "baseboard.kernels.torch.rotary:rotary_embedding",
+                platforms=("cpu",), requires=requires)
+
+
+@pytest.mark.parametrize("installed, verdict", [
+    ("0.9.0", None),
+    ("0.8.5", None),
+    ("0.6.0", "needs liger-kernel>=0.8.5 (found 0.6.0) installed "
+              "(pip install 'liger-kernel>=0.8.5')"),
+])
+def test_requires_takes_a_version_specifier_checked_from_metadata(site, installed, verdict):
+    site.install("liger-kernel", {}, {"liger_kernel_stand_in": ""}, version=installed)
+    found = rejection(_liger_rotary(("liger-kernel>=0.8.5",)), SelectionContext(CpuPlatform()))
+    if verdict is None:
+        assert found is None
+    else:
+        assert (found.reason, found.kind) == (verdict, ENVIRONMENT)
+
+
+def test_a_missing_distribution_with_a_specifier_says_what_to_install():
+    found = unmet_requirements(("no-such-kernels>=2", "torch"))
+    assert found == "needs no-such-kernels>=2 installed (pip install 'no-such-kernels>=2')"
+    assert unmet_requirements(("no-such-kernels",)) == ("needs no-such-kernels installed "
+                                                       "(pip install no-such-kernels)")
+
+
+def test_a_requirement_that_is_not_pep_508_is_refused_at_registration():
+    registry = Registry()
+    with pytest.raises(RegistrationError, match=r"plugin 'bad': rotary_embedding=ligerlike "
+                                                r"requires 'liger kernel 0\.8', which is not"):
+        registry.add(_liger_rotary(("liger kernel 0.8",)), "bad")

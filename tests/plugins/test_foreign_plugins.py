@@ -3,18 +3,19 @@ installed into the test environment without their libraries: discovered, registe
 rejected by selection with what is missing, as on any machine that lacks the library."""
 
 import pytest
+from packaging.requirements import Requirement
 
 from baseboard.core.errors import SelectionError
 from baseboard.core.registry import ENVIRONMENT, distribution_installed
 from baseboard.core.selection import Choice, SelectionContext, decide
 from baseboard.frontend.plan import resolve_plan
 
-# plugin name -> (its distribution, the library's distribution, its ops, its platforms)
+# plugin name -> (its distribution, its library's requirement, its ops, its platforms)
 FOREIGN = {
-    "flaggems": ("baseboard-flaggems", "flag-gems",
+    "flaggems": ("baseboard-flaggems", "flag-gems>=5.0.2",
                  {"rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mul", "gemm"},
                  ("cuda", "rocm")),
-    "liger": ("baseboard-liger", "liger-kernel",
+    "liger": ("baseboard-liger", "liger-kernel>=0.8.5",
               {"rms_norm", "fused_add_rms_norm", "rotary_embedding", "silu_and_mul"},
               ("cuda", "rocm", "xpu")),
 }
@@ -31,7 +32,7 @@ def packages_installed():
 @pytest.fixture
 def libraries_absent():
     for _, library, _, _ in FOREIGN.values():
-        if distribution_installed(library):
+        if distribution_installed(Requirement(library).name):
             pytest.skip(f"{library} is installed here; this test is about a machine without it")
 
 
@@ -79,14 +80,15 @@ def test_without_its_library_selection_rejects_it_as_the_environments_fault(cata
     candidate = next(c for c in decision.candidates if c.name == plugin)
     assert not candidate.accepted
     assert candidate.kind == ENVIRONMENT
-    assert candidate.reason == f"needs {library} installed (pip install {library})"
+    assert candidate.reason == f"needs {library} installed (pip install '{library}')"
     assert decision.selected == "triton"
 
 
 @pytest.mark.usefixtures("libraries_absent")
 def test_asking_for_it_without_its_library_is_an_error_saying_what_to_install(catalog):
     with pytest.raises(SelectionError, match=r"gemm='flaggems', which cannot run here: needs "
-                                             r"flag-gems installed \(pip install flag-gems\)"):
+                                             r"flag-gems>=5.0.2 installed \(pip install "
+                                             r"'flag-gems>=5.0.2'\)"):
         decide(catalog.registry, cuda_context(catalog), "gemm",
                Choice("flaggems", "BASEBOARD_GEMM_BACKEND"))
 

@@ -27,6 +27,9 @@ PLATFORMS = ("cuda", "rocm")
 # to the implementation measured fastest on the model's own shapes.
 PRIORITY = 40
 VERSION = "flag-gems-5.0"
+# the release the adapters are written and tested against (rms_norm_forward, mm_out and
+# silu_and_mul_out exported at the top level)
+REQUIRES = ("flag-gems>=5.0.2",)
 
 # op -> (attribute of ops.py, what `baseboard info` says about it)
 OPS = {
@@ -64,6 +67,6 @@ def supports(ctx: Any) -> Optional[Rejection]:
 @hookimpl
 def baseboard_ops() -> list[Impl]:
     return [Impl(op=op, name=NAME, loader=f"baseboard_flaggems.ops:{attribute}",
-                 platforms=PLATFORMS, priority=PRIORITY, requires=("flag-gems",),
+                 platforms=PLATFORMS, priority=PRIORITY, requires=REQUIRES,
                  supports=supports, doc=doc, version=VERSION)
             for op, (attribute, doc) in OPS.items()]

@@ -26,6 +26,9 @@ PLATFORMS = ("cuda", "rocm", "xpu")
 # to the implementation measured fastest on the model's own shapes.
 PRIORITY = 40
 VERSION = "liger-kernel-0.8"
+# the release the adapters are written and tested against (rope_forward's rotary_dim, which
+# half-width cos and sin need, is recent)
+REQUIRES = ("liger-kernel>=0.8.5",)
 
 # op -> (attribute of ops.py, what `baseboard info` says about it)
 OPS = {
@@ -60,6 +63,6 @@ def supports(ctx: Any) -> Optional[Rejection]:
 @hookimpl
 def baseboard_ops() -> list[Impl]:
     return [Impl(op=op, name=NAME, loader=f"baseboard_liger.ops:{attribute}",
-                 platforms=PLATFORMS, priority=PRIORITY, requires=("liger-kernel",),
+                 platforms=PLATFORMS, priority=PRIORITY, requires=REQUIRES,
                  supports=supports, doc=doc, version=VERSION)
             for op, (attribute, doc) in OPS.items()]
