@@ -39,10 +39,10 @@ def compile_all() -> None:
     from baseboard.kernels.triton import quant_gemm, quant_w8a8
 
     for bits, act, mode, code_bias, per_channel, split in [
-            (4, "*bf16", "magic_bf16", 128, False, True),  # W4A16 g128, small M
-            (4, "*fp16", "magic_fp16", 1024, True, False),  # per channel, large M
+            (4, "*bf16", "magic4_bf16", 128, False, True),  # W4A16 g128, small M
+            (4, "*fp16", "magic4_fp16", 1024, True, False),  # per channel, large M
             (8, "*bf16", "via_fp32", 0, True, True),
-            (8, "*fp16", "magic_fp16", 1152, False, False)]:
+            (8, "*fp16", "magic8_fp16", 1152, False, False)]:
         block_m, block_n, block_k = (16, 128, 128) if split else (128, 128, 64)
         types = {"x_ptr": act, "stride_xm": "i32", "w_ptr": "*u8" if bits == 4 else "*i8",
                  "scale_ptr": act, "offset_ptr": act, "bias_ptr": act, "y_ptr": act,

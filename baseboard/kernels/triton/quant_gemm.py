@@ -2,18 +2,22 @@
 fused into the GEMM.
 
 Layout (``prepare``): the codes are transposed to [K, N] so that a K step reads whole rows
-of N; 4-bit codes are packed two a byte along K (even k in the low nibble), [ceil(K/2), N]
-uint8; int8 codes stay one a byte. Scales and offsets become [K/G, N] ([1, N] per channel).
+of N. int8 codes stay one a byte. 4-bit codes are packed two a byte so that one load serves
+a whole step of P inputs without duplicates or reshapes: in each block of P consecutive k,
+byte row r holds k = r in its low nibble and k = P/2 + r in its high one, so the low
+nibbles of a [P/2, N] load are the first half of the step and the high nibbles the second,
+each multiplied by its own half of x. Scales and offsets become [K/G, N] ([1, N] per
+channel).
 
-The kernel multiplies the raw codes, not dequantized weights: within one K step every
-input shares its group's scale s and offset o, so
+The kernel multiplies the raw codes, not dequantized weights: within one group every input
+shares its scale s and offset o, so
     sum_k x[k] (q[k] s + o) = s * sum_k x[k] q[k] + o * sum_k x[k]
 and the tensor cores take the codes as 16-bit integers-in-floats, while the scale and
-offset cost one multiply-add per output element of the step instead of one per weight.
-The codes become floats without a conversion instruction: OR-ing a 4-bit code into the
-mantissa of 128 (bf16) or 1024 (fp16) gives 128 + q (1024 + q) exactly, and the constant
-is taken back out through the same sum of x (``CODE_BIAS``). A step therefore never spans
-two groups: its K is a power of two dividing the group size.
+offset cost one multiply-add per output element of a group's slice instead of one per
+weight. The codes become floats without a conversion instruction: OR-ing a 4-bit code into
+the mantissa of 128 (bf16) or 1024 (fp16) gives 128 + q (1024 + q) exactly, and the
+constant is taken back out through the same sum of x (``CODE_BIAS``). A slice therefore
+never spans two groups.
 
 Small M is bound by reading the weight: K is split over several programs (splitk.py) so
 that every SM streams a share. Tiles per M bucket and device are data (quant_tiles.py).
@@ -34,16 +38,17 @@ from .records import interpreting
 from .splitk import arrival_counters, finish_tile, output_tile, split_launch
 
 MIN_BLOCK_K = 16  # the smallest K of a tensor-core dot
-
+MAX_HALF = 64  # 4 bits: a step of up to 128 inputs, 64 bytes per column
 
 
 class WeightOnlyState(NamedTuple):
-    codes: torch.Tensor  # 4 bits: [ceil(K/2), N] uint8, two codes a byte; 8 bits: [K, N] int8
+    codes: torch.Tensor  # 4 bits: [K'/2, N] uint8 in blocks of pack_k (K' = K padded); 8: [K, N]
     scales: torch.Tensor  # [K/G, N], per channel [1, N]; the dtype it was given in
     offsets: Optional[torch.Tensor]  # like scales; None: w = q * s
     bias: Optional[torch.Tensor]  # [N]
     bits: int
     group_size: int  # 0: one scale per output column
+    pack_k: int  # 4 bits: the inputs of one packed block, the kernel's K step
     k: int
     n: int
     table: Table
@@ -51,27 +56,53 @@ class WeightOnlyState(NamedTuple):
 
 
 @triton.jit
-def _code_values(codes, shift, BITS: tl.constexpr, MODE: tl.constexpr, DTYPE: tl.constexpr):
-    """[BLOCK_K, BLOCK_N] codes as DTYPE values (code + CODE_BIAS for the magic modes)."""
-    if BITS == 4:
-        q = (codes >> shift) & 0xF
-        if MODE == "magic_bf16":
-            values = (q.to(tl.int16) | 0x4300).to(tl.int16).to(tl.bfloat16, bitcast=True)  # 128 + q
-        elif MODE == "magic_fp16":
-            values = (q.to(tl.int16) | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)  # 1024 + q
-        else:
-            values = q.to(DTYPE)
+def _values(codes, MODE: tl.constexpr, DTYPE: tl.constexpr):
+    """Codes (4-bit in uint8, or int8) as DTYPE values: code + CODE_BIAS for the magic
+    modes (see the module docstring), the code itself otherwise."""
+    if MODE == "magic4_bf16":
+        values = (codes.to(tl.int16) | 0x4300).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    elif MODE == "magic4_fp16":
+        values = (codes.to(tl.int16) | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)
+    elif MODE == "magic8_fp16":  # 1152 + q
+        values = (codes.to(tl.int16) + 0x6480).to(tl.int16).to(tl.float16, bitcast=True)
+    elif MODE == "via_fp32":
+        # 2^23 + 128 + q as float32 bits, less the constant: q exactly, then bf16 exactly
+        exact = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+        values = exact.to(DTYPE)
     else:
-        if MODE == "magic_fp16":
-            values = (codes.to(tl.int16) + 0x6480).to(tl.int16).to(tl.float16,
-                                                                   bitcast=True)  # 1152 + q
-        elif MODE == "via_fp32":
-            # 2^23 + 128 + q as float32 bits, less the constant: q exactly, then bf16 exactly
-            exact = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
-            values = exact.to(DTYPE)
-        else:
-            values = codes.to(DTYPE)
+        tl.static_assert(MODE == "convert", "unknown MODE")
+        values = codes.to(DTYPE)
     return values
+
+
+@triton.jit
+def _load_x(x_rows, k, row_ok, K, EVEN_K: tl.constexpr):
+    """x[rows, k] ([BLOCK_M, len(k)]), zero outside."""
+    if EVEN_K:
+        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None], other=0.0)
+    else:
+        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
+    return x
+
+
+@triton.jit
+def _add_group(acc, part, x_sum, group, scale_ptr, offset_ptr, cols, col_ok, N,
+               CODE_BIAS: tl.constexpr, HAS_OFFSETS: tl.constexpr, NEEDS_XSUM: tl.constexpr):
+    """acc + part * s + x_sum * (o - CODE_BIAS * s): one group's slice, scaled. ``part`` is
+    x @ codes over the slice ([BLOCK_M, BLOCK_N]), ``x_sum`` the slice's row sums of x."""
+    scale = tl.load(scale_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
+    acc += part * scale[None, :]
+    if NEEDS_XSUM:
+        shift = -CODE_BIAS * scale
+        if HAS_OFFSETS:
+            shift += tl.load(offset_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
+        acc += x_sum[:, None] * shift[None, :]
+    return acc
+
+
+@triton.jit
+def _row_sums(x):
+    return tl.sum(x.to(tl.float32), axis=1)
 
 
 @triton.jit
@@ -89,54 +120,63 @@ def _weight_only_kernel(
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok, col_ok = rows < M, cols < N
-    ks = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm
-    if BITS == 4:  # each byte row holds two k: both rows read it, each takes its nibble
-        w_tile = w_ptr + (ks // 2).to(tl.int64)[:, None] * N + cols[None, :]
-        shift = ((ks % 2) * 4).to(tl.uint8)[:, None]
+    if BITS == 4:  # a step reads BLOCK_K // 2 byte rows, each holding two k
+        ks = tl.arange(0, BLOCK_K // 2)
         w_step = BLOCK_K // 2 * N
     else:
-        w_tile = w_ptr + ks.to(tl.int64)[:, None] * N + cols[None, :]
-        shift = 0
+        ks = tl.arange(0, BLOCK_K)
         w_step = BLOCK_K * N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    x_sum = tl.zeros([BLOCK_M], tl.float32)
+    zeros = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc = zeros
+    x_sum = tl.zeros([BLOCK_M], tl.float32)  # per channel: over all of this program's K
     first = pid_k * STEPS_PER_SPLIT
     last = tl.minimum(first + STEPS_PER_SPLIT, tl.cdiv(K, BLOCK_K))
-    w_tile += first.to(tl.int64) * w_step
+    w_tile = w_ptr + (first.to(tl.int64) * w_step + ks[:, None] * N) + cols[None, :]
     for step in range(first, last):
-        k = step * BLOCK_K + ks
-        if EVEN_K:
-            x = tl.load(x_rows + k[None, :], mask=row_ok[:, None], other=0.0)
+        k0 = step * BLOCK_K
+        if BITS == 4:  # the packed block is padded: its bytes need no mask along K
             codes = tl.load(w_tile, mask=col_ok[None, :], other=0)
+            low = _values(codes & 0xF, MODE, x_ptr.dtype.element_ty)
+            high = _values(codes >> 4, MODE, x_ptr.dtype.element_ty)
+            x_low = _load_x(x_rows, k0 + ks, row_ok, K, EVEN_K)
+            x_high = _load_x(x_rows, k0 + BLOCK_K // 2 + ks, row_ok, K, EVEN_K)
+            if PER_CHANNEL:
+                acc = mma(x_high, high, mma(x_low, low, acc, UPCAST), UPCAST)
+                x_sum += _row_sums(x_low) + _row_sums(x_high)
+            elif GROUP % BLOCK_K == 0:  # both halves in one group: scaled once
+                part = mma(x_high, high, mma(x_low, low, zeros, UPCAST), UPCAST)
+                acc = _add_group(acc, part, _row_sums(x_low) + _row_sums(x_high), k0 // GROUP,
+                                 scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
+                                 HAS_OFFSETS, NEEDS_XSUM)
+            else:
+                acc = _add_group(acc, mma(x_low, low, zeros, UPCAST), _row_sums(x_low),
+                                 k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok, N,
+                                 CODE_BIAS, HAS_OFFSETS, NEEDS_XSUM)
+                # past K (a padded block) x is zero: any real group's scales serve
+                high_group = tl.minimum((k0 + BLOCK_K // 2) // GROUP, K // GROUP - 1)
+                acc = _add_group(acc, mma(x_high, high, zeros, UPCAST), _row_sums(x_high),
+                                 high_group, scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
+                                 HAS_OFFSETS, NEEDS_XSUM)
         else:
-            x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
-            codes = tl.load(w_tile, mask=(k < K)[:, None] & col_ok[None, :], other=0)
-        values = _code_values(codes, shift, BITS, MODE, x_ptr.dtype.element_ty)
-        if PER_CHANNEL:
-            acc = mma(x, values, acc, UPCAST)
-            if NEEDS_XSUM:
-                x_sum += tl.sum(x.to(tl.float32), axis=1)
-        else:
-            part = mma(x, values, tl.zeros([BLOCK_M, BLOCK_N], tl.float32), UPCAST)
-            group = (step * BLOCK_K) // GROUP
-            scale = tl.load(scale_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
-            acc += part * scale[None, :]
-            if NEEDS_XSUM:
-                shift_per_x = -CODE_BIAS * scale
-                if HAS_OFFSETS:
-                    shift_per_x += tl.load(offset_ptr + group * N + cols, mask=col_ok,
-                                           other=0.0).to(tl.float32)
-                acc += tl.sum(x.to(tl.float32), axis=1)[:, None] * shift_per_x[None, :]
+            k = k0 + ks
+            if EVEN_K:
+                codes = tl.load(w_tile, mask=col_ok[None, :], other=0)
+            else:
+                codes = tl.load(w_tile, mask=(k < K)[:, None] & col_ok[None, :], other=0)
+            values = _values(codes, MODE, x_ptr.dtype.element_ty)
+            x = _load_x(x_rows, k, row_ok, K, EVEN_K)
+            if PER_CHANNEL:
+                acc = mma(x, values, acc, UPCAST)
+                x_sum += _row_sums(x)
+            else:
+                acc = _add_group(acc, mma(x, values, zeros, UPCAST), _row_sums(x), k0 // GROUP,
+                                 scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
+                                 HAS_OFFSETS, NEEDS_XSUM)
         w_tile += w_step
     if PER_CHANNEL:
-        scale = tl.load(scale_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-        acc = acc * scale[None, :]
-        if NEEDS_XSUM:
-            shift_per_x = -CODE_BIAS * scale
-            if HAS_OFFSETS:
-                shift_per_x += tl.load(offset_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-            acc += x_sum[:, None] * shift_per_x[None, :]
+        acc = _add_group(zeros, acc, x_sum, 0, scale_ptr, offset_ptr, cols, col_ok, N,
+                         CODE_BIAS, HAS_OFFSETS, NEEDS_XSUM)
     finish_tile(acc, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, counter_ptr,
                 pid, pid_k, split_k, HAS_BIAS, SPLIT)
 
@@ -145,9 +185,9 @@ def _mode(bits: int, dtype: torch.dtype) -> tuple[str, int]:
     """(MODE, CODE_BIAS): how codes of ``bits`` become floats of x's ``dtype``, and the
     constant that adds to each."""
     if dtype == torch.bfloat16:
-        return ("magic_bf16", 128) if bits == 4 else ("via_fp32", 0)
+        return ("magic4_bf16", 128) if bits == 4 else ("via_fp32", 0)
     if dtype == torch.float16:
-        return ("magic_fp16", 1024) if bits == 4 else ("magic_fp16", 1152)
+        return ("magic4_fp16", 1024) if bits == 4 else ("magic8_fp16", 1152)
     return "convert", 0
 
 
@@ -171,6 +211,25 @@ def _groups(scales: torch.Tensor) -> torch.Tensor:
     return scales.t().contiguous()  # [N, K/G] -> [K/G, N]
 
 
+def pack_block(group_size: int, k: int) -> int:
+    """4 bits: the inputs of one packed block (the kernel's K step), twice the largest power
+    of two up to MAX_HALF dividing the group size, so that each half lies in one group."""
+    half = MAX_HALF
+    while group_size != k and group_size % half:
+        half //= 2
+    return 2 * half
+
+
+def pack_4bit(codes: torch.Tensor, block: int) -> torch.Tensor:
+    """[K, N] codes 0..15 -> [K'/2, N] uint8 (K' = K rounded up to ``block``, zero codes in
+    the padding): in each block, byte row r = code r | code (block/2 + r) << 4."""
+    k, n = codes.shape
+    padded = codes.new_zeros(triton.cdiv(k, block) * block, n, dtype=torch.uint8)
+    padded[:k] = codes
+    halves = padded.reshape(-1, 2, block // 2, n)
+    return (halves[:, 0] | (halves[:, 1] << 4)).reshape(-1, n)
+
+
 def prepare_weight_only(qweight: torch.Tensor, scales: torch.Tensor,
                         offsets: Optional[torch.Tensor], group_size: int,
                         bias: Optional[torch.Tensor], bits: int, op: str) -> WeightOnlyState:
@@ -180,18 +239,14 @@ def prepare_weight_only(qweight: torch.Tensor, scales: torch.Tensor,
         raise ConfigError(f"{op}: scales of shape {tuple(scales.shape)} do not match qweight "
                           f"{tuple(qweight.shape)} with group_size {group_size}")
     check_group_size(group_size, k, op)
-    codes = qweight.t()  # [K, N]
-    if bits == 4:
-        if k % 2:
-            codes = torch.cat([codes, codes.new_zeros(1, n)])
-        pairs = codes.reshape(-1, 2, n).to(torch.uint8)
-        codes = pairs[:, 0] | (pairs[:, 1] << 4)  # [ceil(K/2), N]
+    block = pack_block(group_size, k) if bits == 4 else 0
+    codes = pack_4bit(qweight.t(), block) if bits == 4 else qweight.t().contiguous()
     table = table_for(WEIGHT_ONLY, device_key(qweight.device, interpreting()))
     return WeightOnlyState(
-        codes=codes.contiguous(), scales=_groups(scales),
-        offsets=None if offsets is None else _groups(offsets),
-        bias=bias, bits=bits, group_size=0 if group_size == k else group_size, k=k, n=n,
-        table=table, counters=arrival_counters(max_split_tiles(table, n), qweight.device))
+        codes=codes, scales=_groups(scales),
+        offsets=None if offsets is None else _groups(offsets), bias=bias, bits=bits,
+        group_size=0 if group_size == k else group_size, pack_k=block, k=k, n=n, table=table,
+        counters=arrival_counters(max_split_tiles(table, n), qweight.device))
 
 
 def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
@@ -205,7 +260,7 @@ def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
     if m == 0:
         return y.reshape(*lead, n)
     tile = tile_for(state.table, m)
-    block_k = step_k(tile.block_k, state.group_size)
+    block_k = state.pack_k or step_k(tile.block_k, state.group_size)
     launch = split_launch(tile, m, n, triton.cdiv(k, block_k), state.counters, x.device)
     mode, code_bias = _mode(state.bits, x.dtype)
     offsets, bias = state.offsets, state.bias

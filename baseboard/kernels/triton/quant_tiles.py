@@ -29,8 +29,9 @@ PROGRAMS_PER_SM = 2  # resident at once: the small-M tiles' shared memory allows
 class Tile:
     """One launch configuration. ``split_k`` splits the K loop over that many programs per
     output tile (their partial sums are added by the last to finish; see splitk.py);
-    AUTO_SPLIT chooses it from the tile count and the number of SMs. The weight-only kernels
-    apply one scale per K step, so they shrink ``block_k`` to divide the group size."""
+    AUTO_SPLIT chooses it from the tile count and the number of SMs. The weight-only kernel
+    shrinks ``block_k`` to divide the group size for int8 codes, and steps through 4-bit
+    codes by their packed block (quant_gemm.pack_block) whatever ``block_k`` says."""
 
     block_m: int
     block_n: int
@@ -51,9 +52,8 @@ Table = tuple[tuple[int, Tile], ...]
 _WEIGHT_ONLY_DEFAULT: Table = (
     (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
     (32, Tile(32, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
-    (64, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
-    (128, Tile(64, 256, 64, 1, num_warps=8, num_stages=3)),
-    (UNBOUNDED, Tile(128, 128, 64, 1, num_warps=8, num_stages=4)),
+    (128, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (UNBOUNDED, Tile(128, 128, 64, 1, num_warps=8, num_stages=3)),
 )
 _W8A8_DEFAULT: Table = (
     (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
