@@ -27,8 +27,7 @@ PLATFORMS = ("cuda", "rocm")
 # to the implementation measured fastest on the model's own shapes.
 PRIORITY = 40
 VERSION = "flag-gems-5.0"
-# the release the adapters are written and tested against (rms_norm_forward, mm_out and
-# silu_and_mul_out exported at the top level)
+# the release the adapters are written against; older ones are not checked
 REQUIRES = ("flag-gems>=5.0.2",)
 
 # op -> (attribute of ops.py, what `baseboard info` says about it)

@@ -26,8 +26,8 @@ PLATFORMS = ("cuda", "rocm", "xpu")
 # to the implementation measured fastest on the model's own shapes.
 PRIORITY = 40
 VERSION = "liger-kernel-0.8"
-# the release the adapters are written and tested against (rope_forward's rotary_dim, which
-# half-width cos and sin need, is recent)
+# the release the adapters are written against: up to 0.8.0 at least, rope_forward took
+# neither rotary_dim, which half-width cos and sin need, nor position ids
 REQUIRES = ("liger-kernel>=0.8.5",)
 
 # op -> (attribute of ops.py, what `baseboard info` says about it)
