@@ -316,7 +316,9 @@ def tune_candidates(family: str, m: int) -> list[quant_tiles.Tile]:
                 for split in splits:
                     for warps, stages in ((4, 3), (4, 4), (8, 3)):
                         if bm * bn >= 128 * 128 or warps == 4:
-                            out.append(tile(bm, bn, bk, split, warps, stages))
+                            for resident in (2, 3) if split == quant_tiles.AUTO_SPLIT else (2,):
+                                out.append(tile(bm, bn, bk, split, warps, stages,
+                                                resident=resident))
     return out
 
 

@@ -21,8 +21,7 @@ DEFAULT = "default"
 INTERPRETER = "interpreter"
 WEIGHT_ONLY = "weight_only"  # gemm_w4a16 and gemm_w8a16 (quant_gemm.py)
 W8A8 = "w8a8"  # gemm_w8a8_fp8 and gemm_w8a8_int8 (quant_w8a8.py)
-AUTO_SPLIT = 0  # split_k: as many splits as fit PROGRAMS_PER_SM programs on every SM
-PROGRAMS_PER_SM = 2  # resident at once: the small-M tiles' shared memory allows two
+AUTO_SPLIT = 0  # split_k: as many splits as fit ``resident`` programs on every SM
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class Tile:
     num_warps: int = 4
     num_stages: int = 3
     group_m: int = 8  # output tiles along M that share a column of weight tiles (L2 reuse)
+    resident: int = 2  # programs an SM runs at once (registers, shared memory): AUTO_SPLIT
 
 
 Table = tuple[tuple[int, Tile], ...]
@@ -50,13 +50,13 @@ Table = tuple[tuple[int, Tile], ...]
 # is bound by the tensor cores: the usual large tiles. A first guess for the H100/H200
 # class until a tuning run (benchmarks/quant_gemm.py --tune) adds the device's own rows.
 _WEIGHT_ONLY_DEFAULT: Table = (
-    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
-    (32, Tile(32, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
+    (32, Tile(32, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
     (128, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
     (UNBOUNDED, Tile(128, 128, 64, 1, num_warps=8, num_stages=3)),
 )
 _W8A8_DEFAULT: Table = (
-    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
     (64, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
     (256, Tile(128, 128, 128, 1, num_warps=8, num_stages=4)),
     (UNBOUNDED, Tile(128, 256, 128, 1, num_warps=8, num_stages=3)),
@@ -111,7 +111,7 @@ def splits(tile: Tile, output_tiles: int, k_steps: int, sms: int) -> int:
     """How many programs share each output tile's K loop: the tile's own ``split_k``, or
     (AUTO_SPLIT) as many as run at once in one wave (a second, partial wave would leave
     SMs idle while it finishes), never more than there are K steps."""
-    wanted = tile.split_k or PROGRAMS_PER_SM * sms // output_tiles
+    wanted = tile.split_k or tile.resident * sms // output_tiles
     return max(1, min(wanted, k_steps))
 
 
