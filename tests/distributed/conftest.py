@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-# tiny_models.py, shared with the model tests
+# tiny_models.py and quantized_models.py, shared with the model and quantization tests
 sys.path.insert(0, str(Path(__file__).parent.parent / "models"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "quantization"))
 
 from tiny_models import save_tiny, tiny_hf_model, write_gguf  # noqa: E402
 

@@ -124,3 +124,18 @@ def test_a_worker_exception_reaches_the_driver_with_its_text(flaky_all_reduce, t
             llm.generate(PROMPT, GREEDY)
     finally:
         llm.engine.close()
+
+
+@pytest.mark.slow
+def test_an_act_order_permutation_across_ranks_names_the_layer(tmp_path):
+    from quantized_models import write_quantized
+    from tiny_models import tiny_hf_model
+
+    # per-layer permutations of all K inputs: o_proj's stored columns of rank 0 read
+    # inputs that rank 1 holds
+    path = write_quantized(tiny_hf_model(), tmp_path / "gptq", "gptq", group_size=32,
+                           act_order="per-layer")
+    with pytest.raises(ModelError, match=r"layer model.layers.0.(self_attn.o_proj|mlp."
+                                         r"down_proj): its act-order input permutation "
+                                         r"\(GPTQ desc_act\) mixes inputs"):
+        greedy(path, 2)

@@ -50,3 +50,15 @@ def test_quantized_gguf_model_matches_one_rank(tensor_type, tmp_path):
     # K = 64 and 128 cut in two keep GGUF's groups of 32 whole
     path = gguf_checkpoint(tmp_path / "tiny.gguf", tensor_type)
     assert greedy(path, 2) == greedy(path, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_gptq_and_awq_models_match_one_rank(method, tmp_path):
+    from quantized_models import write_quantized
+    from tiny_models import tiny_hf_model
+
+    from conftest import widened
+
+    path = write_quantized(widened(tiny_hf_model()), tmp_path / method, method, group_size=32)
+    assert greedy(path, 2) == greedy(path, 1)
