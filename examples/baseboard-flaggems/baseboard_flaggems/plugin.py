@@ -34,9 +34,10 @@ REQUIRES = ("flag-gems>=5.0.2",)
 OPS = {
     "rms_norm": ("rms_norm", "FlagGems rms_norm_forward (one row per program)"),
     "fused_add_rms_norm": ("fused_add_rms_norm",
-                           "FlagGems fused_add_rms_norm, in place: normed into x, sum into residual"),
+                           "FlagGems fused_add_rms_norm in place: normed into x, sum into "
+                           "residual"),
     "rotary_embedding": ("rotary_embedding",
-                         "FlagGems apply_rotary_pos_emb in place, reading the cos/sin halves as views"),
+                         "FlagGems apply_rotary_pos_emb in place, the cos/sin halves as views"),
     "silu_and_mul": ("silu_and_mul", "FlagGems silu_and_mul_out on the two halves as views"),
     "gemm": ("FlagGemsGemm", "FlagGems mm / addmm on the weight viewed as [K, N]"),
 }
