@@ -220,5 +220,15 @@ class StepChannel:
     def _leave(self) -> None:
         import torch.distributed as dist
 
-        if self.owns and dist.is_initialized():
+        if not dist.is_initialized():
+            return
+        # NCCL's communicator is aborted, not destroyed: ncclCommDestroy can hang once CUDA
+        # graphs have captured its collectives (pytorch/pytorch#115388), and the engine,
+        # whose graphs hold them, never runs again
+        try:
+            if dist.get_backend(self.device_group) != "gloo":
+                dist.distributed_c10d._abort_process_group(self.device_group)
+        except (RuntimeError, ValueError):  # already aborted when a worker died
+            pass
+        if self.owns:
             dist.destroy_process_group()
