@@ -15,8 +15,10 @@ paths inside, chosen per call by the number of rows M against ``fused_rows`` (be
 
 The thresholds are where one path overtook the other in single-thread measurements on
 the 2-core Xeon of docs/benchmarks.md (benchmarks/cpu_quant.py), not measured at load:
-AMX's tile multiply wins from 2 rows, the register path stays ahead of the dequantizing
-one up to about 8 rows in bf16 and 16 in float32.
+AMX's tile multiply wins from 2 rows (4-bit) or 3 (int8), the register path stays ahead
+of the dequantizing one up to about 8 rows in bf16 and 16 in float32. Int8 codes with bf16
+activations at one or two rows are multiplied as float32 (converting them to bf16 pairs
+cost more than the multiply-adds).
 
 The op's ``prepare`` is not told the activation dtype, so there is one implementation per
 dtype, selected by the model's dtype: ``avx512_bf16`` for bf16 models, ``avx512_f32`` for
@@ -46,8 +48,9 @@ from . import native
 from .gemm import PANEL, Avx512Gemm, PackedLinear, pack_linear
 from .platform import _cpu_flags
 
-# rows up to which codes are decoded in registers: with AMX (bf16), else bf16, float32
-FUSED_ROWS_AMX, FUSED_ROWS_BF16, FUSED_ROWS_F32 = 1, 8, 16
+# rows up to which codes are decoded in registers: with AMX (bf16; by code bits), else
+# bf16, float32
+FUSED_ROWS_AMX, FUSED_ROWS_BF16, FUSED_ROWS_F32 = {4: 1, 8: 2}, 8, 16
 SCALE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # kept as given: exact
 
 
@@ -77,7 +80,7 @@ class QuantizedLinear:
         self._x_f32 = dtype == torch.float32
         self.amx = not self._x_f32 and amx_enabled()
         self.fused_rows = FUSED_ROWS_F32 if self._x_f32 else \
-            FUSED_ROWS_AMX if self.amx else FUSED_ROWS_BF16
+            FUSED_ROWS_AMX[bits] if self.amx else FUSED_ROWS_BF16
         self.codes = _pack_codes(qweight, bits, self._x_f32)
         self.scales = _panel_groups(scales)
         self.offsets = None if offsets is None else _panel_groups(offsets.to(scales.dtype))

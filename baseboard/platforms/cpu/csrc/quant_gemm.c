@@ -15,7 +15,8 @@
  * Three paths, chosen by the number of rows M against the caller's `fused_rows` (the
  * measured crossovers, quant_gemm.py) and `amx`:
  *   M <= fused_rows  codes become exact small integers in registers (vpermw from a table
- *                    for 4-bit, widening converts for int8), multiplied with the unscaled
+ *                    for 4-bit, widening converts for int8; int8 at one or two bf16 rows
+ *                    stays float32 for multiply-adds), multiplied with the unscaled
  *                    codes per group; a group's sum is then scaled and offset in float32
  *                    (offset * the group's sum of x). Bandwidth: the codes and scales only.
  *   else, amx        (bf16 activations) the same sums by AMX tile multiplies, 16 rows at
@@ -176,6 +177,47 @@ static inline void store_out(const qgemm_call *c, long m, long n0, __m512 acc, l
                                  (__m256i)_mm512_cvtneps_pbh(acc));
 }
 
+/* Int8 group sums of one or two rows (MT) of bf16 x, in float32 multiply-adds: at so few
+ * rows converting the codes to bf16 for vdpbf16ps costs more than multiplying their float32
+ * values with x's pairs directly. Lanes hold (column, k parity); the parities are added at
+ * the end. 4 / MT chains a row hide the multiply-add latency. */
+static inline __attribute__((always_inline)) void
+int8_row_sums(const qgemm_call *c, const uint8_t *panel, long m0, const int MT, long s0,
+              long s1, __m512 sums[][2]) {
+    const int CH = 4 / MT;
+    __m512 part[4][4];  /* [row * CH + chain][quarter of the panel's lanes] */
+    for (int h = 0; h < 4; h++)
+        for (int i = 0; i < 4; i++) part[h][i] = _mm512_setzero_ps();
+    for (long kp = s0; kp < s1; kp += CH) {
+        for (int h = 0; h < CH; h++) {
+            if (kp + h >= s1) break;
+            long k = 2 * (kp + h);
+            __m512 f[4];
+            decode_pair_f32(panel, kp + h, 8, f);
+            for (int m = 0; m < MT; m++) {
+                const uint16_t *row = (const uint16_t *)c->x + (m0 + m) * c->lda;
+                uint64_t lo = (uint64_t)row[k] << 16;
+                uint64_t hi = k + 1 < c->K ? (uint64_t)row[k + 1] << 48 : 0;
+                __m512 xb = _mm512_castsi512_ps(_mm512_set1_epi64((long long)(lo | hi)));
+                for (int i = 0; i < 4; i++)
+                    part[m * CH + h][i] = _mm512_fmadd_ps(f[i], xb, part[m * CH + h][i]);
+            }
+        }
+    }
+    /* even lanes + odd lanes of quarter i: columns 8i..8i+7 */
+    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (int m = 0; m < MT; m++) {
+        __m512 both[4];
+        for (int i = 0; i < 4; i++) {
+            __m512 v = part[m * CH][i];
+            for (int h = 1; h < CH; h++) v = _mm512_add_ps(v, part[m * CH + h][i]);
+            both[i] = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
+        }
+        sums[m][0] = _mm512_permutex2var_ps(both[0], evens, both[1]);
+        sums[m][1] = _mm512_permutex2var_ps(both[2], evens, both[3]);
+    }
+}
+
 /* ---- the fused path: rows m0..m0+MT of panel p */
 
 /* A group's sums for MT rows run in CH independent chains over alternate steps (k pairs or
@@ -202,31 +244,35 @@ fused_tile(const qgemm_call *c, long p, long m0, const int MT, const int bits, c
         __m512 part[4][TILE_ROWS][2];
         for (int h = 0; h < CH; h++)
             for (int m = 0; m < MT; m++) part[h][m][0] = part[h][m][1] = _mm512_setzero_ps();
-        for (long s = s0; s < s1; s += CH) {
-            for (int h = 0; h < CH; h++) {
-                if (CH > 1 && s + h >= s1) break;
-                if (x_f32) {
-                    __m512 c0, c1;
-                    decode_k(panel, s + h, bits, &c0, &c1);
-                    for (int m = 0; m < MT; m++) {
-                        __m512 xb = _mm512_set1_ps(((const float *)c->x)[(m0 + m) * c->lda + s + h]);
-                        part[h][m][0] = _mm512_fmadd_ps(xb, c0, part[h][m][0]);
-                        part[h][m][1] = _mm512_fmadd_ps(xb, c1, part[h][m][1]);
-                    }
-                } else {
-                    __m512bh w0, w1;
-                    decode_pair(panel, s + h, bits, table, &w0, &w1);
-                    for (int m = 0; m < MT; m++) {
-                        __m512bh xb = pair_at(c, m0 + m, s + h);
-                        part[h][m][0] = _mm512_dpbf16_ps(part[h][m][0], xb, w0);
-                        part[h][m][1] = _mm512_dpbf16_ps(part[h][m][1], xb, w1);
+        if (bits == 8 && !x_f32 && MT <= 2) {
+            int8_row_sums(c, panel, m0, MT, s0, s1, part[0]);
+        } else {
+            for (long s = s0; s < s1; s += CH) {
+                for (int h = 0; h < CH; h++) {
+                    if (CH > 1 && s + h >= s1) break;
+                    if (x_f32) {
+                        __m512 c0, c1;
+                        decode_k(panel, s + h, bits, &c0, &c1);
+                        for (int m = 0; m < MT; m++) {
+                            __m512 xb = _mm512_set1_ps(((const float *)c->x)[(m0 + m) * c->lda + s + h]);
+                            part[h][m][0] = _mm512_fmadd_ps(xb, c0, part[h][m][0]);
+                            part[h][m][1] = _mm512_fmadd_ps(xb, c1, part[h][m][1]);
+                        }
+                    } else {
+                        __m512bh w0, w1;
+                        decode_pair(panel, s + h, bits, table, &w0, &w1);
+                        for (int m = 0; m < MT; m++) {
+                            __m512bh xb = pair_at(c, m0 + m, s + h);
+                            part[h][m][0] = _mm512_dpbf16_ps(part[h][m][0], xb, w0);
+                            part[h][m][1] = _mm512_dpbf16_ps(part[h][m][1], xb, w1);
+                        }
                     }
                 }
             }
+            for (int h = 1; h < CH; h++)
+                for (int m = 0; m < MT; m++)
+                    for (int j = 0; j < 2; j++) part[0][m][j] = _mm512_add_ps(part[0][m][j], part[h][m][j]);
         }
-        for (int h = 1; h < CH; h++)
-            for (int m = 0; m < MT; m++)
-                for (int j = 0; j < 2; j++) part[0][m][j] = _mm512_add_ps(part[0][m][j], part[h][m][j]);
         for (int j = 0; j < 2; j++) {
             __m512 sc = load_group(c->scales, p, c, g, j);
             __m512 o = c->offsets ? load_group(c->offsets, p, c, g, j) : _mm512_setzero_ps();
