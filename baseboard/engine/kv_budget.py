@@ -39,16 +39,21 @@ def activation_bytes(config: Any, max_num_batched_tokens: int, max_num_seqs: int
 
 
 def kv_cache_budget(platform: Platform, requested: Optional[int], needed: int,
-                    activations: int, memory_utilization: float) -> tuple[int, str]:
-    """(bytes for the KV cache, where that number comes from)."""
+                    activations: int, memory_utilization: float,
+                    ranks: int = 1) -> tuple[int, str]:
+    """(bytes for the KV cache, where that number comes from). ``ranks``: the
+    tensor-parallel ranks of this engine; on the CPU they share the host's RAM, and each
+    takes its part of the fraction (an accelerator rank has a device of its own)."""
     if requested is not None:
         return requested, f"kv_cache_memory={requested}"
     free, total = platform.memory()
     if platform.device_type == "cpu":
-        share = int(CPU_RAM_FRACTION * free)
+        share = int(CPU_RAM_FRACTION * free) // ranks
         if needed <= share:
             return needed, "max_num_seqs x max_model_len tokens"
-        return share, f"{CPU_RAM_FRACTION:.0%} of the available RAM ({free / 2**30:.1f} GiB)"
+        of_ranks = f", shared by {ranks} ranks" if ranks > 1 else ""
+        return share, (f"{CPU_RAM_FRACTION:.0%} of the available RAM ({free / 2**30:.1f} GiB)"
+                       f"{of_ranks}")
     budget = free - int((1 - memory_utilization) * total) - activations
     if needed <= budget:
         return needed, "max_num_seqs x max_model_len tokens"

@@ -179,7 +179,7 @@ class LLMEngine:
             config.platform, config.kv_cache_memory, needed,
             activation_bytes(model_config, config.max_num_batched_tokens, config.max_num_seqs,
                              self.dtype),
-            config.gpu_memory_utilization)
+            config.gpu_memory_utilization, config.tensor_parallel_size)
         num_blocks = num_kv_blocks(budget, source, per_block, config.block_size,
                                    config.max_model_len)
         logger.info("KV cache: %d blocks of %d tokens (%.1f MiB, from %s)", num_blocks,

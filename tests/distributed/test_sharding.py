@@ -74,3 +74,13 @@ def test_an_act_order_permutation_is_cut_only_within_a_rank():
     with pytest.raises(ModelError, match="act-order input permutation .* mixes inputs"):
         columns(GroupQuantized(**{**record.__dict__, "input_perm": across}), 0, 128,
                 "layer", 2)
+
+
+def test_cpu_ranks_share_the_hosts_ram_fraction_for_their_kv_caches():
+    from baseboard.engine.kv_budget import CPU_RAM_FRACTION, kv_cache_budget
+    from baseboard.testing.null import GIB, NullPlatform
+
+    host = NullPlatform(free_memory=16 * GIB, total_memory=32 * GIB)  # device_type "cpu"
+    budget, source = kv_cache_budget(host, None, 100 * GIB, 0, 0.9, ranks=4)
+    assert budget == int(CPU_RAM_FRACTION * 16 * GIB) // 4
+    assert source.endswith("shared by 4 ranks")

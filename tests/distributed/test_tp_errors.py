@@ -17,7 +17,7 @@ from baseboard.distributed.sharding import check_divisible
 from baseboard.distributed.workers import WorkerError
 from baseboard.engine.sampling_params import SamplingParams
 from baseboard.platforms.cuda.platform import CudaPlatform
-from conftest import MAX_TOKENS, PROMPTS, gguf_checkpoint, greedy
+from tp_models import MAX_TOKENS, PROMPTS, gguf_checkpoint, greedy
 
 GREEDY = SamplingParams(max_tokens=MAX_TOKENS, temperature=0, detokenize=False)
 PROMPT = [{"prompt_token_ids": PROMPTS[0]}]

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from conftest import PROMPTS, greedy, widened
+from tp_models import PROMPTS, greedy, widened
 from tiny_models import tiny_hf_model, tiny_vocabulary, write_gguf
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from baseboard.engine.sampling_params import SamplingParams
-from conftest import build, gguf_checkpoint, greedy, run
+from tp_models import build, gguf_checkpoint, greedy, run
 
 
 def test_two_ranks_give_the_tokens_and_logprobs_of_one(tiny_llama_dir):
@@ -58,7 +58,7 @@ def test_gptq_and_awq_models_match_one_rank(method, tmp_path):
     from quantized_models import write_quantized
     from tiny_models import tiny_hf_model
 
-    from conftest import widened
+    from tp_models import widened
 
     path = write_quantized(widened(tiny_hf_model()), tmp_path / method, method, group_size=32)
     assert greedy(path, 2) == greedy(path, 1)
