@@ -273,6 +273,33 @@ def print_table(results: list[dict], ns: tuple[int, ...], ms: tuple[int, ...]) -
             print(f"{name:<38}" + "".join(cells))
 
 
+# (kernel, its baseline, rows, least speedup over the baseline) from the issue's targets
+TARGETS = (
+    ("W4A16 g128 sym (triton)", "bf16 F.linear", (1, 2, 4, 8, 16), 3.0),
+    ("W4A16 g128 asym (triton)", "bf16 F.linear", (1, 2, 4, 8, 16), 3.0),
+    ("W4A16 g128 sym (triton)", "bf16 F.linear", (64,), 1.5),
+    ("W4A16 g128 sym (triton)", "bf16 F.linear", (256,), 1.0),
+    ("W8A16 per-channel (triton)", "bf16 F.linear", (1, 2, 4, 8, 16), 1.7),
+    ("FP8 W8A8 (triton)", "FP8 W8A8 (_scaled_mm)", (16, 4096), 1.0),
+    ("INT8 W8A8 (triton)", "bf16 F.linear", (4096,), 1.5),
+)
+
+
+def check_targets(results: list[dict], n: int) -> list[dict]:
+    """Each target at N=``n``: the measured speedups and whether all reach it."""
+    us = {(r["kernel"], r["m"]): r["us"] for r in results if r["n"] == n}
+    rows = []
+    for kernel, baseline, ms, least in TARGETS:
+        speedups = {m: us[(baseline, m)] / us[(kernel, m)] for m in ms
+                    if (kernel, m) in us and (baseline, m) in us}
+        met = len(speedups) == len(ms) and min(speedups.values()) >= least
+        rows.append({"kernel": kernel, "baseline": baseline, "n": n, "least": least,
+                     "speedups": speedups, "met": met})
+        shown = ", ".join(f"M={m} {v:.2f}x" for m, v in speedups.items()) or "not measured"
+        print(f"  {'met ' if met else 'MISS'} {kernel} >= {least}x {baseline}: {shown}")
+    return rows
+
+
 def plot(report: dict, path: str) -> None:
     try:
         import matplotlib
@@ -382,6 +409,9 @@ def main() -> None:
     else:
         report.update(benchmark(kernels, ns, ms, k, device, args.smoke, started))
         print_table(report["results"], ns, ms)
+        if 14336 in ns:
+            print("\ntargets at N=14336:")
+            report["targets"] = check_targets(report["results"], 14336)
         if report["errors"]:
             print("\nfailures:")
             for error in report["errors"]:
