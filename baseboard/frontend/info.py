@@ -28,12 +28,17 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+COLLECTIVES = ("all_reduce", "all_gather")
+
+
 def collect(model: Optional[str] = None, *, dtype: Optional[str] = None,
             platform: Optional[str] = None, cli_backends: Optional[dict[str, str]] = None,
             plan_path: Optional[str] = None,
-            environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+            environ: Optional[Mapping[str, str]] = None,
+            tensor_parallel_size: int = 1) -> dict[str, Any]:
     """Everything `baseboard info` shows, as one JSON-ready dict: the decisions of a load of
-    ``model`` (default: the embedded model; without it, the platform's default dtype)."""
+    ``model`` (default: the embedded model; without it, the platform's default dtype) over
+    ``tensor_parallel_size`` ranks."""
     from ..core.errors import ModelError
     from ..core.selection import plan_warnings
     from ..core.settings import read_settings
@@ -47,12 +52,14 @@ def collect(model: Optional[str] = None, *, dtype: Optional[str] = None,
             model = str(embedded_model(DEFAULT_MODEL))
         except ModelError as exc:  # info must work without the default model installed
             resolution = resolve_plan(platform=platform, cli_backends=cli_backends,
-                                      plan_path=plan_path, settings=settings, catalog=catalog)
+                                      plan_path=plan_path, settings=settings, catalog=catalog,
+                                      tensor_parallel_size=tensor_parallel_size)
             model_info, engine = {"path": None, "note": str(exc)}, {}
     if model is not None:
         resolution, model_info, engine = _model_decisions(
             model, dict(dtype=dtype, platform=platform, cli_backends=cli_backends,
-                        plan_path=plan_path), settings, catalog)
+                        plan_path=plan_path, tensor_parallel_size=tensor_parallel_size),
+            settings, catalog)
     chosen = resolution.platform
     return {
         "warnings": plan_warnings(catalog.plugins.report, resolution.plan),
@@ -97,7 +104,8 @@ def _model_decisions(model: str, arguments: dict[str, Any], settings: Any,
               "cuda_graphs": config.cuda_graphs,
               "graph_prefill_sizes": list(config.graph_prefill_sizes),
               "async_scheduling": config.async_scheduling, "pdl": config.pdl,
-              "num_threads": config.num_threads}
+              "num_threads": config.num_threads,
+              "tensor_parallel_size": config.tensor_parallel_size}
     return config.resolution, model_info, engine
 
 
@@ -132,6 +140,8 @@ def render(info: dict[str, Any]) -> str:
     for op, d in info["ops"].items():
         unused = " (no layer of this model calls it)" if model["path"] and op.startswith(
             "gemm") and op not in linear_ops else ""
+        if op in COLLECTIVES and engine.get("tensor_parallel_size", 1) == 1:
+            unused = " (called with --tensor-parallel-size > 1 only)"
         lines.append(f"  {op:<20} {d['selected']:<12} {d['why']}{unused}")
         for c in d["candidates"]:
             if c["name"] != d["selected"]:
@@ -162,6 +172,8 @@ def add_info_arguments(parser: Any) -> None:
                                         "(default: the embedded SmolLM2-135M)")
     parser.add_argument("--dtype", default="auto",
                         help="auto, bfloat16, float16 or float32 (default: auto)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, metavar="N",
+                        help="resolve for a model split over N devices (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--save-plan", metavar="FILE", help="write the resolved plan as JSON")
 
@@ -175,7 +187,8 @@ def run_info(args: Any) -> int:
     from .generate import backend_flags
 
     info = collect(args.model, dtype=args.dtype, platform=args.platform,
-                   cli_backends=backend_flags(args.backend), plan_path=args.plan)
+                   cli_backends=backend_flags(args.backend), plan_path=args.plan,
+                   tensor_parallel_size=args.tensor_parallel_size)
     if args.save_plan:
         try:
             Path(args.save_plan).write_text(json.dumps(info["plan"], indent=2) + "\n")

@@ -50,3 +50,15 @@ def test_a_platform_whose_backend_torch_lacks_cannot_run_tensor_parallel():
     with pytest.raises(SelectionError, match="torch.distributed has no backend 'hccl'"):
         decide(kit.catalog.registry, SelectionContext(platform, tensor_parallel_size=2),
                "all_reduce", None)
+
+
+def test_info_shows_the_collectives_and_the_split(tiny_llama_dir):
+    from baseboard.frontend.info import collect, render
+
+    one = render(collect(str(tiny_llama_dir), platform="cpu"))
+    assert "all_reduce           torch        " in one
+    assert "(called with --tensor-parallel-size > 1 only)" in one
+    info = collect(str(tiny_llama_dir), platform="cpu", tensor_parallel_size=2)
+    assert info["engine"]["tensor_parallel_size"] == 2
+    assert info["ops"]["all_gather"]["selected"] == "torch"
+    assert "called with --tensor-parallel-size > 1 only" not in render(info)
