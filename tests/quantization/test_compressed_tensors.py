@@ -273,6 +273,8 @@ def group(config):
      "quantization_status is 'calibration'; baseboard reads checkpoints saved compressed"),
     (lambda c: c.update(kv_cache_scheme={"num_bits": 8}), "kv_cache_scheme is set"),
     (lambda c: c.update(config_groups={}), "config_groups is {}"),
+    (lambda c: group(c).update(targets=["Linear", "Embedding"]),
+     r"targets names module class\(es\) \['Embedding'\]; baseboard reads the class 'Linear'"),
 ])
 def test_unsupported_configs_say_what_is_supported(w4a16_copy, reference_resolution, change,
                                                    message):

@@ -237,6 +237,11 @@ def _layout(group: str, format: str, weights: QuantArgs, activations: Optional[Q
     raise refuse(f"format {format!r} is not read; formats read: {', '.join(FORMATS)}")
 
 
+def _is_class_name(target: str) -> bool:
+    """"Linear", "Embedding": a capitalized name without dots (module names have them)."""
+    return not target.startswith("re:") and "." not in target and target[:1].isupper()
+
+
 def _patterns(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -283,6 +288,11 @@ def parse_config(config: dict, source: str) -> CompressedTensorsConfig:
         format = group.get("format") or config.get("format")
         activations = _args(group.get("input_activations"), f"{where}.input_activations")
         targets = _patterns(group.get("targets"), f"{where}.targets")
+        classes = [t for t in targets if _is_class_name(t) and t != "Linear"]
+        if classes:
+            raise ModelError(f"{where}.targets names module class(es) {classes}; baseboard "
+                             f"reads the class 'Linear', module names and 're:' patterns "
+                             f"(its models' quantized weights are all linear layers).")
         parsed.append((targets, _layout(name, str(format), weights, activations, source)))
     return CompressedTensorsConfig(tuple(parsed), _patterns(config.get("ignore"),
                                                             f"{source} ignore"), source)
