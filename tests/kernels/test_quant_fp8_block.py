@@ -8,6 +8,7 @@ tests/kernels/test_triton_interpret.py and tests/conftest.py).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (tests/conftes
 pytest.importorskip("triton.language")  # optional: the cuda extra installs it
 
 from baseboard.core.errors import ConfigError  # noqa: E402
+from baseboard.core.ops import OPS  # noqa: E402
+from baseboard.frontend.plan import resolve_plan  # noqa: E402
+from baseboard.models.loader import load_checkpoint  # noqa: E402
 from baseboard.core.quant import QuantScheme  # noqa: E402
 from baseboard.core.selection import SelectionContext  # noqa: E402
 from baseboard.kernels.torch.quant_gemm import quantize_per_token_group  # noqa: E402
@@ -84,3 +88,27 @@ def test_supports_refuses_gpus_without_fp8_dots():
     ctx = SelectionContext(RocmPlatform(), dtype=torch.bfloat16,
                            quant_schemes=(block_scheme(128),))
     assert "NVIDIA GPU" in record("rocm").supports(ctx)
+
+
+def test_a_block_scaled_checkpoint_runs_on_the_kernel(tmp_path, monkeypatch):
+    """A tiny fp8-method model with 32x32 blocks: its logits with the kernel selected for
+    gemm_w8a8_fp8_block are the reference plan's (q, k and v fused into one record)."""
+    tests = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(tests / "models"))
+    monkeypatch.syspath_prepend(str(tests / "quantization"))
+    from ct_reference import write_fp8
+    from paged_runner import PagedRunner
+    from tiny_models import tiny_hf_model
+
+    path = write_fp8(tiny_hf_model(), tmp_path, (32, 32))
+    torch_ops = {op: "torch" for op in OPS}
+    logits = {}
+    for name, backends in (("torch", torch_ops), ("triton", {**torch_ops, OP: "triton"})):
+        resolution = resolve_plan(platform="cpu", dtype=torch.float32, backends=backends)
+        assert resolution.plan.selected()[OP] == name
+        checkpoint = load_checkpoint(path, resolution.catalog)
+        runner = PagedRunner(checkpoint.model_class, checkpoint.config, resolution.plan,
+                             checkpoint.weights())
+        logits[name] = torch.stack([runner.step({0: [3, 17, 200, 45]})[0]]
+                                   + [runner.step({0: [t]})[0] for t in (9, 31)])
+    torch.testing.assert_close(logits["triton"], logits["torch"], atol=1e-5, rtol=1e-5)
