@@ -96,7 +96,8 @@ def _model_decisions(model: str, arguments: dict[str, Any], settings: Any,
     checkpoint = open_checkpoint(args, catalog)
     config = configure(args, checkpoint, settings, catalog)
     model_info = {"path": config.model, "architecture": config.model_config.architecture,
-                  "quant_method": config.quant_method, "linear_ops": list(checkpoint.linear_ops)}
+                  "quant_method": config.quant_method, "linear_ops": list(checkpoint.linear_ops),
+                  "quant_schemes": [s.describe() for s in checkpoint.quant_schemes]}
     engine = {"dtype": _dtype_name(config.dtype), "device": str(config.device),
               "block_size": config.block_size, "max_num_seqs": config.max_num_seqs,
               "max_model_len": config.max_model_len,
@@ -123,6 +124,8 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"model: {model['path']} ({model['architecture']}, "
                      f"{model['quant_method'] or 'not quantized'}); its linear layers call "
                      f"{', '.join(model['linear_ops'])}")
+        if model.get("quant_schemes"):
+            lines.append(f"quantized layouts: {'; '.join(model['quant_schemes'])}")
         lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
     lines += [f"warning: {line}" for line in info["warnings"]]
     lines += ["", "platforms:"]

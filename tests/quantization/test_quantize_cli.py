@@ -192,3 +192,13 @@ def test_compressed_tensors_options_say_what_is_supported(source, tmp_path, caps
                                                           message):
     assert quantize(source, tmp_path / "out", *args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_info_shows_the_quantized_layouts(source, tmp_path, capsys):
+    dst = tmp_path / "gptq"
+    assert quantize(source, dst, "--method", "gptq", "--group-size", "32", "--no-sym") == 0
+    capsys.readouterr()
+    assert main(["info", "--model", str(dst), "--platform", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "(LlamaForCausalLM, gptq); its linear layers call gemm, gemm_w4a16" in out
+    assert "quantized layouts: uint4 g32 asym, 16-bit activations" in out
