@@ -67,10 +67,13 @@ class GptqReader:
     def read(self, module: str, tensors: dict[str, torch.Tensor]):
         """The layer's tensors -> a GroupQuantized record, or a dense float32 [N, K]
         weight (asymmetric 8-bit)."""
-        for part in ("qweight", "qzeros", "g_idx"):
-            if part in tensors and tensors[part].dtype != torch.int32:
+        for part in ("qweight", "qzeros"):
+            if tensors[part].dtype != torch.int32:
                 raise ModelError(f"tensor '{module}.{part}' has dtype {tensors[part].dtype}; "
                                  f"GPTQ stores it as int32.")
+        if "g_idx" in tensors and tensors["g_idx"].dtype not in (torch.int32, torch.int64):
+            raise ModelError(f"tensor '{module}.g_idx' has dtype {tensors['g_idx'].dtype}; "
+                             f"GPTQ stores it as int32 (or int64).")
         if tensors["scales"].dtype not in SCALE_DTYPES.values():
             raise ModelError(f"tensor '{module}.scales' has dtype {tensors['scales'].dtype}; "
                              f"GPTQ stores float16 (or bfloat16, float32) scales.")

@@ -247,3 +247,16 @@ def test_a_tied_lm_head_counts_as_a_gemm(tmp_path, reference_resolution):
     assert "lm_head.weight" not in load_file(path / "model.safetensors")
     checkpoint = load_checkpoint(path, reference_resolution.catalog)
     assert checkpoint.linear_ops == ("gemm", "gemm_w4a16")
+
+
+def test_an_int64_g_idx_reads_like_an_int32_one(gptq_copy, reference_resolution):
+    before = dict(load_all(gptq_copy, reference_resolution))[f"{LAYER}.weight"]
+    edit_tensors(gptq_copy, lambda t: t.update({f"{LAYER}.g_idx": t[f"{LAYER}.g_idx"].long()}))
+    after = dict(load_all(gptq_copy, reference_resolution))[f"{LAYER}.weight"]
+    assert torch.equal(before.dequantize(), after.dequantize())
+
+
+def test_a_float_g_idx_is_named(gptq_copy, reference_resolution):
+    edit_tensors(gptq_copy, lambda t: t.update({f"{LAYER}.g_idx": t[f"{LAYER}.g_idx"].float()}))
+    with pytest.raises(ModelError, match=rf"tensor '{LAYER}.g_idx' has dtype torch.float32"):
+        load_all(gptq_copy, reference_resolution)
