@@ -15,16 +15,21 @@ import sys
 import pytest
 
 ALIGNED = ("N", "K", "stride_xm", "stride_ym", "stride_wn")  # multiples of 16 in real models
+# an int argument equal to 1 is compiled as a constant (Triton's specialization): a decode
+# step of one row, one K step per program
+ONE_ROW = {"M": 1, "STEPS_PER_SPLIT": 1}
 
 
 def compile_for_hopper(fn, types: dict, constants: dict, num_warps: int, num_stages: int):
     """Compile ``fn`` with pointers and the ALIGNED sizes marked 16-divisible, as the JIT
-    specializes them at run time (without it Triton does not pipeline the loads)."""
+    specializes them at run time (without it Triton does not pipeline the loads); an
+    argument in ``constants`` (ONE_ROW) is compiled as the constant the JIT would make it."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     names = list(fn.arg_names)
+    types = {name: kind for name, kind in types.items() if name not in constants}
     signature = {name: types.get(name, "constexpr") for name in names}
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name, kind in types.items()
              if kind.startswith("*") or name in ALIGNED}
@@ -38,11 +43,12 @@ def compile_all() -> None:
     pipelined (asynchronous copies into shared memory)."""
     from baseboard.kernels.triton import quant_gemm, quant_w8a8
 
-    for bits, act, mode, code_bias, per_channel, split in [
-            (4, "*bf16", "magic4_bf16", 128, False, True),  # W4A16 g128, small M
-            (4, "*fp16", "magic4_fp16", 1024, True, False),  # per channel, large M
-            (8, "*bf16", "via_fp32", 0, True, True),
-            (8, "*fp16", "magic8_fp16", 1152, False, False)]:
+    for bits, act, mode, code_bias, per_channel, split, one_row in [
+            (4, "*bf16", "magic4_bf16", 128, False, True, True),  # W4A16 g128, decode
+            (4, "*bf16", "magic4_bf16", 128, True, True, False),  # per channel, small M
+            (4, "*fp16", "magic4_fp16", 1024, True, False, False),  # per channel, large M
+            (8, "*bf16", "via_fp32", 0, True, True, True),
+            (8, "*fp16", "magic8_fp16", 1152, False, False, False)]:
         block_m, block_n, block_k = (16, 128, 128) if split else (128, 128, 64)
         types = {"x_ptr": act, "stride_xm": "i32", "w_ptr": "*u8" if bits == 4 else "*i8",
                  "scale_ptr": act, "offset_ptr": act, "bias_ptr": act, "y_ptr": act,
@@ -53,7 +59,8 @@ def compile_all() -> None:
             dict(BITS=bits, PER_CHANNEL=per_channel, GROUP=128, HAS_OFFSETS=bits == 4,
                  HAS_BIAS=True, MODE=mode, CODE_BIAS=code_bias, NEEDS_XSUM=code_bias != 0,
                  SPLIT=split, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8,
-                 EVEN_K=True, UPCAST=False, PDL=True), 4 if split else 8, 4)
+                 EVEN_K=True, UPCAST=False, PDL=True, **(ONE_ROW if one_row else {})),
+            4 if split else 8, 4)
         assert "async_copy_global_to_local" in kernel.asm["ttgir"], (bits, mode)
     for operand in ("*fp8e4nv", "*i8"):
         types = {"a_ptr": operand, "a_scale_ptr": "*fp32", "w_ptr": operand,
@@ -67,7 +74,7 @@ def compile_all() -> None:
                 quant_w8a8._w8a8_kernel, types,
                 dict(HAS_BIAS=True, SPLIT=split, BLOCK_M=block_m, BLOCK_N=block_n,
                      BLOCK_K=128, GROUP_M=8, EVEN_K=True, INTEGER=operand == "*i8",
-                     PDL=True), warps, stages)
+                     PDL=True, **(ONE_ROW if split else {})), warps, stages)
             assert "async_copy_global_to_local" in kernel.asm["ttgir"], operand
         compile_for_hopper(
             quant_w8a8._quantize_rows_kernel,

@@ -70,18 +70,20 @@ def finish_tile(acc, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, 
     if not SPLIT:
         _store_output(acc, rows, cols, N, mask, y_ptr, stride_ym, bias_ptr, HAS_BIAS)
     else:
+        # M and split_k may be the constant 1 (Triton specializes an int argument equal to
+        # 1), so no method is called on them
         offsets = rows.to(tl.int64)[:, None] * N + cols[None, :]
-        plane = M.to(tl.int64) * N
-        tl.store(partial_ptr + pid_k * plane + offsets, acc, mask=mask)
+        tl.store(partial_ptr + (pid_k * M).to(tl.int64) * N + offsets, acc, mask=mask)
         # every thread's partial is stored before one thread announces the arrival
         tl.debug_barrier()
         arrived = tl.atomic_add(counter_ptr + tile_id, 1, sem="acq_rel")
         if arrived == split_k - 1:
             # .cg reads from L2, where the other programs' stores are
-            total = tl.load(partial_ptr + offsets, mask=mask, other=0.0, cache_modifier=".cg")
-            for split in range(1, split_k):
-                total += tl.load(partial_ptr + split * plane + offsets, mask=mask, other=0.0,
-                                 cache_modifier=".cg")
+            split_ptr = partial_ptr + offsets
+            total = tl.load(split_ptr, mask=mask, other=0.0, cache_modifier=".cg")
+            for _ in range(1, split_k):
+                split_ptr += M * N
+                total += tl.load(split_ptr, mask=mask, other=0.0, cache_modifier=".cg")
             _store_output(total, rows, cols, N, mask, y_ptr, stride_ym, bias_ptr, HAS_BIAS)
             tl.atomic_xchg(counter_ptr + tile_id, 0)
 
