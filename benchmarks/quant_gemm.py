@@ -354,7 +354,9 @@ def tune(device: torch.device, n: int, started: float) -> dict:
     quant_tiles.TILES under this device's name."""
     name = quant_tiles.device_key(device, False)
     found = {}
-    for family, kernel in ((quant_tiles.WEIGHT_ONLY, KERNELS[2]), (quant_tiles.W8A8, KERNELS[5])):
+    by_name = {kernel.name: kernel for kernel in KERNELS}
+    for family, kernel in ((quant_tiles.WEIGHT_ONLY, by_name["W4A16 g128 asym (triton)"]),
+                           (quant_tiles.W8A8, by_name["FP8 W8A8 (triton)"])):
         weights = make_weights(kernel.kind, n, K, device, seed=0)
         copies = [make_weights(kernel.kind, n, K, device, seed=c) for c in range(1, 4)]
         for m in TUNE_MS:
