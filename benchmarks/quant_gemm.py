@@ -27,6 +27,7 @@ if "--smoke" in sys.argv:  # must precede the first triton import
     os.environ["TRITON_INTERPRET"] = "1"
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
@@ -363,7 +364,9 @@ def tune(device: torch.device, n: int, started: float) -> dict:
             timings = []
             x = torch.randn(m, K, device=device, dtype=torch.bfloat16)
             for tile in tune_candidates(family, m):
-                quant_tiles.TILES[family][name] = ((quant_tiles.UNBOUNDED, tile),)
+                # bounded, so that prepare sizes the split counters (no fill per call)
+                quant_tiles.TILES[family][name] = (
+                    (m, tile), (quant_tiles.UNBOUNDED, dataclasses.replace(tile, split_k=1)))
                 try:
                     states = [kernel.impl.prepare(**w) for w in [weights, *copies]]
                     calls = [lambda s=s: kernel.impl.apply(s, x) for s in states]
