@@ -333,20 +333,18 @@ TUNE_MS = (1, 16, 32, 64, 128, 1024)
 
 
 def tune_candidates(family: str, m: int) -> list[quant_tiles.Tile]:
-    """A small grid around the defaults: the tile shapes that make sense at ``m`` rows."""
-    tile = quant_tiles.Tile
-    block_ms = [bm for bm in (16, 32, 64, 128) if bm >= min(m, 16) and bm <= max(16, 2 * m)]
+    """A small grid around the defaults (each candidate is a compile): the block of rows
+    that fits ``m``, a few widths, split K or not, warps, stages and resident programs."""
+    rows = max(16, min(128, 1 << (m - 1).bit_length()))
     out = []
-    for bm in block_ms:
-        for bn in (32, 64, 128, 256) if m <= 64 else (64, 128, 256):
-            for bk in (64, 128, 256) if m <= 64 else (64, 128):
-                splits = (quant_tiles.AUTO_SPLIT, 1, 4) if m <= 64 else (1,)
-                for split in splits:
+    for bm in (rows,) if m <= 64 else (64, rows):
+        for bn in (64, 128, 256):
+            for bk in (128,) if m <= 64 else (64, 128):
+                for split in (quant_tiles.AUTO_SPLIT, 1) if m <= 128 else (1,):
                     for warps, stages in ((4, 3), (4, 4), (8, 3)):
-                        if bm * bn >= 128 * 128 or warps == 4:
-                            for resident in (2, 3) if split == quant_tiles.AUTO_SPLIT else (2,):
-                                out.append(tile(bm, bn, bk, split, warps, stages,
-                                                resident=resident))
+                        for resident in (2, 3) if split == quant_tiles.AUTO_SPLIT else (2,):
+                            out.append(quant_tiles.Tile(bm, bn, bk, split, warps, stages,
+                                                        resident=resident))
     return out
 
 
