@@ -4,7 +4,8 @@ Each program stores its float32 partial tile; the last of a tile's programs to a
 atomic counter per tile says which) adds the partials in split order, so the result does
 not depend on which program finished last, adds the bias and writes the output. It is one
 launch with no zero-filled buffer: the last program resets its counter to 0, so a weight's
-counters serve the next call as they are, inside a CUDA graph too.
+counters serve the next call as they are, inside a CUDA graph too. Calls with one weight
+must therefore not run concurrently (on two streams), as the engine's never do.
 """
 
 from __future__ import annotations
