@@ -151,8 +151,8 @@ class TinyGemmW4A16:
                 f"{x.dtype} with out_dtype {out_dtype} (out_dtype=float32 asks for the "
                 f"float32 accumulation). Choose gemm_w4a16=triton for this model")
         k = x.shape[-1]
-        y = torch.ops.aten._weight_int4pack_mm(_rows(x, k), state.packed, state.group_size,
-                                               state.scales_and_zeros)
+        y = torch.ops.aten._weight_int4pack_mm(_rows(x, k).contiguous(), state.packed,
+                                               state.group_size, state.scales_and_zeros)
         if state.bias is not None:
             y = y + state.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], state.n)
