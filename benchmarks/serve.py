@@ -7,7 +7,7 @@ process; then `LLM.generate` runs the same prompts in another process with
 `max_num_seqs=C` (continuous batching keeps C sequences running, as the server's queue
 does). Both warm up first on other prompts. Reported: output tokens per second of each and
 their ratio; from the streams, time to first token (TTFT), inter-token latency (ITL: the
-gaps between chunks with text) and time per output token of each request (TPOT: its
+gaps between chunks) and time per output token of each request (TPOT: its
 decode time over its tokens after the first), as p50/p90/p99; and the CPU seconds this
 process (the client) spent, since on a small CPU the client competes with the server.
 
@@ -18,7 +18,7 @@ process (the client) spent, since on a small CPU the client competes with the se
 --model is anything `baseboard serve` loads (default: the embedded smollm2); --shape builds
 random bf16 weights of a shape from e2e_gpu_workers.py (qwen2.5-0.5b, llama3-8b, tiny) with
 a word-level tokenizer over the whole vocabulary, so that every generated token is one
-word of text and prompts are exactly --prompt-len tokens. --smoke: the tiny shape in
+word of text; prompts are --prompt-len random token ids, sent as ids. --smoke: the tiny shape in
 float32, a few requests at concurrency 2 and 4, to check the script in seconds.
 """
 
@@ -64,13 +64,13 @@ def text_prompts(count: int, words: int, tag: str) -> list[str]:
             for i in range(count)]
 
 
-def word_prompts(count: int, length: int, vocab: int, seed: int) -> list[str]:
-    """``count`` prompts of exactly ``length`` tokens of the word-level tokenizer."""
+def id_prompts(count: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    """``count`` prompts of exactly ``length`` random token ids (sent as ids, as the
+    completions API allows, so that no tokenizer version can change their length)."""
     import random
 
     rng = random.Random(seed)
-    return [" ".join(f"w{rng.randrange(100, vocab - 100)}" for _ in range(length))
-            for _ in range(count)]
+    return [[rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(count)]
 
 
 def build_random_checkpoint(shape: str, directory: Path) -> None:
@@ -145,7 +145,7 @@ def start_server(model: str, engine_flags: list[str], timeout: float) -> Server:
 
 @dataclass
 class Timing:
-    """One streamed request: when it was sent, when each chunk with text came, when it
+    """One streamed request: when it was sent, when each chunk came, when it
     ended, and its token counts from the final usage chunk."""
 
     sent: float
@@ -162,7 +162,7 @@ async def stream_one(client, prompt: str, max_tokens: int) -> Timing:
                                              max_tokens=max_tokens, temperature=0, stream=True,
                                              stream_options={"include_usage": True})
     async for chunk in stream:
-        if chunk.choices and chunk.choices[0].text:
+        if chunk.choices:  # one token each (its text may be empty: held back)
             chunks.append(time.perf_counter())
         usage = chunk.usage or usage
     if usage is None:
@@ -253,6 +253,11 @@ def engine_flags(args, concurrency: int) -> list[str]:
     return flags
 
 
+def engine_prompts(prompts: list) -> list:
+    """Text prompts as they are; token-id prompts as LLM.generate takes them."""
+    return [{"prompt_token_ids": p} if isinstance(p, list) else p for p in prompts]
+
+
 def offline_worker(args) -> None:
     """Runs in a fresh process: warm up, then time LLM.generate over the prompts."""
     from baseboard import LLM, SamplingParams
@@ -260,11 +265,11 @@ def offline_worker(args) -> None:
     spec = json.loads(Path(args.offline_worker).read_text())
     llm = LLM(spec["model"], dtype=args.dtype, platform=args.platform,
               max_num_seqs=spec["concurrency"], max_model_len=args.max_model_len, seed=0)
-    llm.generate(spec["warmup"], SamplingParams(temperature=0,
+    llm.generate(engine_prompts(spec["warmup"]), SamplingParams(temperature=0,
                                                 max_tokens=min(8, args.max_tokens)))
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens)
     start = time.perf_counter()
-    outputs = llm.generate(spec["prompts"], params)
+    outputs = llm.generate(engine_prompts(spec["prompts"]), params)
     seconds = time.perf_counter() - start
     output = sum(len(o.outputs[0].token_ids) for o in outputs)
     Path(args.offline_worker).write_text(json.dumps({
@@ -378,8 +383,8 @@ def main() -> None:
             model = str(Path(scratch) / args.shape)
             build_random_checkpoint(args.shape, Path(model))
             vocab = SHAPES[args.shape]["vocab_size"]
-            prompts = word_prompts(args.requests, args.prompt_len, vocab, seed=0)
-            warmup = word_prompts(max(args.concurrency), args.prompt_len, vocab, seed=1)
+            prompts = id_prompts(args.requests, args.prompt_len, vocab, seed=0)
+            warmup = id_prompts(max(args.concurrency), args.prompt_len, vocab, seed=1)
         else:
             prompts = text_prompts(args.requests, args.prompt_len, "Request")
             warmup = text_prompts(max(args.concurrency), args.prompt_len, "Warm-up")
