@@ -104,7 +104,10 @@ def _w8a8_kernel(a_ptr, a_scale_ptr, w_ptr, stride_wn, w_scale_ptr, bias_ptr, y_
             k = step * BLOCK_K + ks
             a = tl.load(a_tile, mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
             w = tl.load(w_tile, mask=(k < K)[:, None] & col_ok[None, :], other=0.0)
-        acc = tl.dot(a, w, acc)
+        if INTEGER:  # Triton 3.6 checks the accumulator against out_dtype (default float32)
+            acc = tl.dot(a, w, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, w, acc)
         a_tile += BLOCK_K
         w_tile += BLOCK_K
     a_scale = tl.load(a_scale_ptr + rows, mask=row_ok, other=0.0)
