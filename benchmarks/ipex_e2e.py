@@ -13,7 +13,7 @@ Part 2 (--e2e): greedy generation, a fixed number of new tokens, warm-up first, 
 interleaved rounds (benchmarks/e2e.py measures the same way), on SmolLM2-135M (the
 embedded GGUF, dequantized to bf16 safetensors for the bf16 rows) and a random
 Qwen2.5-0.5B-shaped model, each in bf16 and in weight-only int8 (written by `baseboard
-quantize --method gptq --bits 8`, group 128):
+quantize --method gptq --bits 8`, groups of 64, which divide both models' widths):
 
   native        our kernels only (every op IPEX has set to ours)
   ipex          every op IPEX has (norms, rotary, silu, attention, the int8 GEMM) on IPEX
@@ -48,6 +48,7 @@ NATIVE = {"rms_norm": "avx512", "fused_add_rms_norm": "avx512",
           "rotary_embedding": "avx512", "silu_and_mul": "avx512", "attention": "cpu_paged",
           "gemm_w8a16": "avx512_bf16", "gemm_w4a16": "avx512_bf16"}
 IPEX = {op: "ipex" for op in NATIVE}
+GROUP = 64  # of the int8 checkpoints: SmolLM2's hidden size is 576
 
 
 # ---------------------------------------------------------------- part 1: ops
@@ -231,6 +232,7 @@ def run_e2e_model(name: str, dense: Path, int8: Path, args) -> list[dict]:
     ids1, ids8 = prompts(1, args.prompt_len, vocab), prompts(BATCH, args.prompt_len, vocab)
     reference = run_transformers(dense, args)
     rows = [{"model": name, "weights": "bf16", "config": "transformers", **reference}]
+    print(json.dumps(rows[-1]), flush=True)
     max_len = args.prompt_len + args.new_tokens + 8
     for weights, path in (("bf16", dense), ("int8", int8)):
         used = used_ops(weights == "int8")
@@ -248,6 +250,7 @@ def run_e2e_model(name: str, dense: Path, int8: Path, args) -> list[dict]:
             rows.append({"model": name, "weights": weights, "config": config,
                          "selected": engine.selected(),
                          **summarize(rounds[config], args.new_tokens)})
+            print(json.dumps(rows[-1]), flush=True)  # partial results survive an interruption
         del engines
         gc.collect()
     return rows
@@ -275,7 +278,7 @@ def make_models(name: str, root: Path) -> tuple[Path, Path]:
         model.to(torch.bfloat16).save_pretrained(dense, safe_serialization=True)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(dense)
     int8 = root / f"{name}-gptq8"
-    quantize_checkpoint(dense, int8, QuantizeOptions("gptq", 8, 128, True), progress=False)
+    quantize_checkpoint(dense, int8, QuantizeOptions("gptq", 8, GROUP, True), progress=False)
     return dense, int8
 
 
