@@ -108,20 +108,10 @@ def main() -> None:
         for name in args.variants.split(","):
             try:
                 quantized = write_variant(src, Path(tmp) / name, name)
-                dense, ops = common.write_dense(quantized, Path(tmp) / f"{name}-dense")
-                got, want = common.run(quantized, args, vocab), common.run(dense, args, vocab)
+                results[name] = common.measure(name, quantized, Path(tmp), args, vocab)
             except Exception as exc:  # one failing layout must not hide the others
                 print(f"{name:24} FAILED: {exc!r}", flush=True)
                 results[name] = {"error": repr(exc)}
-                continue
-            impls = {op: impl for op, impl in got["impls"].items() if op in ops}
-            row = {**common.compare(got, want), "impls": impls,
-                   "tok_s": got["tok_s"], "dense_tok_s": want["tok_s"]}
-            results[name] = row
-            impls = ",".join(f"{op}={impl}" for op, impl in row["impls"].items())
-            print(f"{name:24} {impls:40} {row['identical']:>7} {row['mean_prefix']:>6.1f} "
-                  f"{row['first_logprob_diff']:>8.4f} {row['speedup_b1']:>6.2f} "
-                  f"{row['speedup_b16']:>6.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"shape": args.shape, "dtype": args.dtype,
                                                "results": results}, indent=2))

@@ -158,6 +158,21 @@ def compare(got: dict, want: dict) -> dict:
             "speedup_b16": got["tok_s"][16] / want["tok_s"][16]}
 
 
+def measure(name: str, quantized: Path, tmp: Path, args, vocab: int) -> dict:
+    """Run ``quantized`` and the dense checkpoint of its dequantized weights; print and
+    return their comparison (tokens, log-probabilities, speeds, kernels chosen)."""
+    dense, ops = write_dense(quantized, tmp / f"{name}-dense")
+    got, want = run(quantized, args, vocab), run(dense, args, vocab)
+    impls = {op: impl for op, impl in got["impls"].items() if op in ops}
+    row = {**compare(got, want), "impls": impls,
+           "tok_s": got["tok_s"], "dense_tok_s": want["tok_s"]}
+    chosen = ",".join(f"{op}={impl}" for op, impl in impls.items())
+    print(f"{name:24} {chosen:40} {row['identical']:>7} {row['mean_prefix']:>6.1f} "
+          f"{row['first_logprob_diff']:>8.4f} {row['speedup_b1']:>6.2f} "
+          f"{row['speedup_b16']:>6.2f}", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,16 +203,7 @@ def main() -> None:
                 write_act_order(src, quantized)
             else:
                 quantize_checkpoint(src, quantized, QuantizeOptions(**variant), progress=False)
-            dense, ops = write_dense(quantized, Path(tmp) / f"{name}-dense")
-            got, want = run(quantized, args, vocab), run(dense, args, vocab)
-            impls = {op: impl for op, impl in got["impls"].items() if op in ops}
-            row = {**compare(got, want), "impls": impls,
-                   "tok_s": got["tok_s"], "dense_tok_s": want["tok_s"]}
-            results[name] = row
-            impls = ",".join(f"{op}={impl}" for op, impl in row["impls"].items())
-            print(f"{name:24} {impls:40} {row['identical']:>7} {row['mean_prefix']:>6.1f} "
-                  f"{row['first_logprob_diff']:>8.4f} {row['speedup_b1']:>6.2f} "
-                  f"{row['speedup_b16']:>6.2f}", flush=True)
+            results[name] = measure(name, quantized, Path(tmp), args, vocab)
     if args.json:
         Path(args.json).write_text(json.dumps({"shape": args.shape, "dtype": args.dtype,
                                                "results": results}, indent=2))

@@ -222,6 +222,11 @@ def test_the_mode_is_checked_and_auto_means_accelerators_only():
     assert tuning_on("force", "cpu") and not tuning_on("off", "cuda")
 
 
+def cpu_tuner(tmp_path) -> Tuner:
+    return Tuner(TimingCache(tmp_path, environment(torch.device("cpu"), "")),
+                 Workload(64, 128, ((32, 64),)), torch.device("cpu"), torch.float32, False)
+
+
 def test_a_gemm_is_timed_on_one_row_as_well_as_on_a_step(tmp_path):
     """A GEMV-like candidate fast on the decode row and a little slower on a 16-token step
     beats one that is fast on the step and slow on the row: the row counts."""
@@ -239,8 +244,7 @@ def test_a_gemm_is_timed_on_one_row_as_well_as_on_a_step(tmp_path):
 
     candidates = {"rowgemm": (Impl("gemm", "rowgemm", "m:a"), gemm(0.0, 0.001)),
                   "stepgemm": (Impl("gemm", "stepgemm", "m:b"), gemm(0.004, 0.0))}
-    tuner = Tuner(TimingCache(tmp_path, environment(torch.device("cpu"), "")),
-                  Workload(64, 128, ((32, 64),)), torch.device("cpu"), torch.float32, False)
+    tuner = cpu_tuner(tmp_path)
     outcome = tuner.choose("gemm", candidates)
     assert outcome.selected.name == "rowgemm"
     assert {"1x64x32", "16x64x32"} <= {key.split("|")[-2] for key in tuner.cache.times}
@@ -257,6 +261,5 @@ def test_a_function_op_is_timed_on_one_row_as_well_as_on_a_step(tmp_path):
 
     candidates = {"onekernel": (Impl("rms_norm", "onekernel", "m:a"), norm(0.0, 0.001)),
                   "chain": (Impl("rms_norm", "chain", "m:b"), norm(0.004, 0.0))}
-    tuner = Tuner(TimingCache(tmp_path, environment(torch.device("cpu"), "")),
-                  Workload(64, 128, ((32, 64),)), torch.device("cpu"), torch.float32, False)
+    tuner = cpu_tuner(tmp_path)
     assert tuner.choose("rms_norm", candidates).selected.name == "onekernel"
