@@ -32,7 +32,7 @@ import torch
 from ..core.errors import ModelError
 from ..core.quant import PER_CHANNEL, QuantScheme
 from .packing import pack_int32, unpack_int32
-from .records import GroupQuantized
+from .records import GroupQuantized, group_order
 
 BITS = (4, 8)
 FORMATS = {"gptq": 1, "gptq_v2": 0}  # checkpoint_format -> what the stored zero lacks
@@ -87,9 +87,9 @@ class GptqReader:
         if scheme is None:  # asymmetric 8-bit: (code - zero) * scale per column, in float32
             return (codes.float() - zeros[:, groups]) * scales.float()[:, groups]
         size = k // scales.shape[1]
-        perm = None
-        if scheme.act_order:  # stored columns sorted by group, so that groups are runs
-            perm = torch.argsort(groups, stable=True)
+        # stored columns sorted by group, so that groups are runs
+        perm = group_order(groups) if scheme.act_order else None
+        if perm is not None:
             codes = codes[:, perm]
         if self.bits == 8:
             if not bool((zeros == 128).all()):

@@ -215,3 +215,12 @@ def concat_rows(records: Sequence[GroupQuantized]) -> GroupQuantized:
     offsets = None if first.offsets is None else torch.cat([r.offsets for r in records])
     return replace(first, qweight=torch.cat([r.qweight for r in records]),
                    scales=torch.cat([r.scales for r in records]), offsets=offsets)
+
+
+def group_order(groups: torch.Tensor) -> Optional[torch.Tensor]:
+    """The permutation that sorts a layer's inputs by group (stable), or None where they are
+    in group order already (an act-order checkpoint with static groups): such a layer then
+    needs no gather of its inputs on every call."""
+    if bool((groups[1:] >= groups[:-1]).all()):
+        return None
+    return torch.argsort(groups, stable=True)

@@ -260,3 +260,14 @@ def test_a_float_g_idx_is_named(gptq_copy, reference_resolution):
     edit_tensors(gptq_copy, lambda t: t.update({f"{LAYER}.g_idx": t[f"{LAYER}.g_idx"].float()}))
     with pytest.raises(ModelError, match=rf"tensor '{LAYER}.g_idx' has dtype torch.float32"):
         load_all(gptq_copy, reference_resolution)
+
+
+def test_act_order_with_groups_already_in_order_gathers_nothing(gptq_copy,
+                                                                reference_resolution):
+    """desc_act with a g_idx of k // group_size (static groups): the weight is the same, and
+    the layer multiplies without a gather of its inputs."""
+    before = dict(load_all(gptq_copy, reference_resolution))[f"{LAYER}.weight"]
+    edit_config(gptq_copy, desc_act=True)
+    after = dict(load_all(gptq_copy, reference_resolution))[f"{LAYER}.weight"]
+    assert after.scheme.act_order and after.input_perm is None
+    assert torch.equal(before.dequantize(), after.dequantize())

@@ -13,7 +13,7 @@ from ...core.errors import ModelError
 from ...core.quant import QuantScheme
 from ..layer_tensors import (FLOATS, LayerCheck, Parts, block_scale_shape, ceil_div,
                              describe, per_row_scales)
-from ..records import BlockQuantized, ChannelQuantized, GroupQuantized
+from ..records import BlockQuantized, ChannelQuantized, GroupQuantized, group_order
 from .config import CompressedTensorsConfig, Layout, parse_config
 from .packing import unpack_codes, unpack_quantized
 
@@ -102,9 +102,9 @@ def _packed(module: str, tensors: dict[str, torch.Tensor], layout: Layout, n: in
         else torch.arange(k) // group
     if layout.scheme is None:  # asymmetric int8: (u - u_zero) * scale, dense in float32
         return (codes.float() - zeros.float()[:, groups]) * scales.float()[:, groups]
-    perm = None
-    if layout.act_order:  # stored sorted by group, so that each group is a run of inputs
-        perm = torch.argsort(groups, stable=True)
+    # stored sorted by group, so that each group is a run of inputs
+    perm = group_order(groups) if layout.act_order else None
+    if perm is not None:
         codes = codes[:, perm].contiguous()
     if bits == 8:
         qweight = (codes.to(torch.int16) - middle).to(torch.int8)
