@@ -43,24 +43,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _one_of(modes: tuple[str, ...]):
+    """A parser that takes one of ``modes`` (any case, spaces around ignored)."""
+    def parse(text: str) -> str:
+        mode = text.strip().lower()
+        if mode not in modes:
+            raise ValueError(f"expected one of {', '.join(modes)}")
+        return mode
+    return parse
+
+
 TUNE_MODES = ("auto", "off", "force")
-
-
-def _tune_mode(text: str) -> str:
-    mode = text.strip().lower()
-    if mode not in TUNE_MODES:
-        raise ValueError(f"expected one of {', '.join(TUNE_MODES)}")
-    return mode
-
-
 ROCM_AITER_MODES = ("auto", "on", "off")
-
-
-def _rocm_aiter_mode(text: str) -> str:
-    mode = text.strip().lower()
-    if mode not in ROCM_AITER_MODES:
-        raise ValueError(f"expected one of {', '.join(ROCM_AITER_MODES)}")
-    return mode
+_tune_mode = _one_of(TUNE_MODES)
+_rocm_aiter_mode = _one_of(ROCM_AITER_MODES)
 
 
 @dataclass(frozen=True)
