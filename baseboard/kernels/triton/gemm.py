@@ -71,6 +71,9 @@ _gemv_tuned = triton.autotune(configs=_CONFIGS, key=["N", "K"],
                               do_bench=_bench_in_graph)(_gemv_kernel)
 
 
+_TILES: dict[tuple, list] = {}  # (device, N, K, dtype) -> tile, so a call looks up one key
+
+
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
          y: torch.Tensor) -> None:
     """y [1, N] = x [1, K] @ weight [N, K].T (+ bias), with the device's tile for this shape."""
@@ -80,15 +83,21 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     if interpreting():
         _gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **options)
         return
-    table = table_for(x.device)
-    shape = f"{n}x{k}:{str(weight.dtype).removeprefix('torch.')}"
-    tile = table.get("gemv", shape)
-    if tile is None:  # tuned here, once: the next call (and the next process) reads it
-        _gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **options)
-        best = _gemv_tuned.best_config
-        table.remember("gemv", shape, [best.kwargs["BLOCK_N"], best.kwargs["BLOCK_K"],
-                                       best.num_warps, best.num_stages])
-        return
+    key = (x.device, n, k, weight.dtype)
+    tile = _TILES.get(key)
+    if tile is None:  # first call of this shape in this process
+        table = table_for(x.device)
+        shape = f"{n}x{k}:{str(weight.dtype).removeprefix('torch.')}"
+        tile = table.get("gemv", shape)
+        if tile is None:  # tuned here, once: the next process reads it from the cache
+            _gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **options)
+            best = _gemv_tuned.best_config
+            tile = [best.kwargs["BLOCK_N"], best.kwargs["BLOCK_K"], best.num_warps,
+                    best.num_stages]
+            table.remember("gemv", shape, tile)
+            _TILES[key] = tile
+            return
+        _TILES[key] = tile
     block_n, block_k, warps, stages = tile
     _gemv_kernel[(triton.cdiv(n, block_n),)](*args, BLOCK_N=block_n, BLOCK_K=block_k,
                                              num_warps=warps, num_stages=stages, **options)
