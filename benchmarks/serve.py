@@ -2,18 +2,21 @@
 on the same prompts in the same run.
 
 For each concurrency C: a server in its own process (`--max-num-seqs C`) gets a fixed
-number of streamed greedy completions, at most C in flight, from openai.AsyncOpenAI in this
-process; then `LLM.generate` runs the same prompts in another process with
-`max_num_seqs=C` (continuous batching keeps C sequences running, as the server's queue
-does). Both warm up first on other prompts. Reported: output tokens per second of each and
-their ratio; from the streams, time to first token (TTFT), inter-token latency (ITL: the
-gaps between chunks) and time per output token of each request (TPOT: its
-decode time over its tokens after the first), as p50/p90/p99; and the CPU seconds this
-process (the client) spent, since on a small CPU the client competes with the server.
+number of streamed greedy completions, at most C in flight, from openai.AsyncOpenAI in
+--clients processes (each with its share of C and of the prompts: one Python client
+parsing every chunk of a fast server saturates its core); then `LLM.generate` runs the
+same prompts in another process with `max_num_seqs=C` (continuous batching keeps C
+sequences running, as the server's queue does). Both warm up first on other prompts.
+Reported: output tokens per second of each and their ratio; from the streams, time to
+first token (TTFT), inter-token latency (ITL: the gaps between chunks) and time per output
+token of each request (TPOT: its decode time over its tokens after the first), as
+p50/p90/p99; and the CPU seconds the clients spent, since on a small CPU they compete with
+the server.
 
     python benchmarks/serve.py [--model smollm2 | --shape qwen2.5-0.5b] [--concurrency 8,32]
         [--requests 64] [--prompt-len 64] [--max-tokens 64] [--dtype auto] [--platform P]
-        [--max-model-len N] [--threads N] [--time-limit 600] [--json PATH] [--smoke]
+        [--max-model-len N] [--threads N] [--clients N] [--time-limit 600] [--json PATH]
+        [--smoke]
 
 --model is anything `baseboard serve` loads (default: the embedded smollm2); --shape builds
 random bf16 weights of a shape from e2e_gpu_workers.py (qwen2.5-0.5b, llama3-8b, tiny) with
@@ -224,16 +227,49 @@ def summarize(timings: list[Timing], not_completed: int, client_cpu_s: float) ->
             "client_cpu_s": client_cpu_s}
 
 
+def client_worker(url: str, prompts: list, concurrency: int, max_tokens: int,
+                  time_limit: float, start_at: float) -> tuple[list[Timing], int, float]:
+    """One client process's share of the load, begun at ``start_at`` (time.time()) so that
+    all clients start together: (timings, not completed, CPU seconds spent)."""
+    import openai  # noqa: F401  (imported before the start, not inside the timed part)
+
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu = time.process_time()
+    timings, missed = asyncio.run(run_load(url, prompts, concurrency, max_tokens,
+                                           time_limit))
+    return timings, missed, time.process_time() - cpu
+
+
+def run_clients(url: str, prompts: list, concurrency: int, max_tokens: int,
+                time_limit: float, clients: int) -> tuple[list[Timing], int, float]:
+    """The load from ``clients`` processes, each with its share of the prompts and of the
+    concurrency (one Python process parsing every stream's chunks becomes the bottleneck
+    of a fast server, as it would for a real deployment's many clients)."""
+    clients = max(1, min(clients, concurrency))
+    if clients == 1:
+        return client_worker(url, prompts, concurrency, max_tokens, time_limit, 0.0)
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    shares = [concurrency // clients + (i < concurrency % clients) for i in range(clients)]
+    start_at = time.time() + 5.0  # room for the processes to start and import
+    with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(client_worker, url, prompts[i::clients], shares[i],
+                               max_tokens, time_limit, start_at) for i in range(clients)]
+        results = [future.result() for future in futures]
+    return ([t for timings, _, _ in results for t in timings],
+            sum(missed for _, missed, _ in results), sum(cpu for _, _, cpu in results))
+
+
 def measure_server(args, model: str, prompts: list[str], warmup: list[str],
                    concurrency: int) -> dict:
     server = start_server(model, engine_flags(args, concurrency), args.start_timeout)
     try:
         asyncio.run(run_load(server.url, warmup, concurrency, min(8, args.max_tokens),
                              args.time_limit))
-        cpu = time.process_time()
-        timings, missed = asyncio.run(run_load(server.url, prompts, concurrency,
-                                               args.max_tokens, args.time_limit))
-        result = summarize(timings, missed, time.process_time() - cpu)
+        timings, missed, cpu = run_clients(server.url, prompts, concurrency, args.max_tokens,
+                                           args.time_limit, args.clients)
+        result = summarize(timings, missed, cpu)
     finally:
         status = server.stop()
     if status != 0:
@@ -361,6 +397,9 @@ def main() -> None:
                         help="seconds each side's measured run may take")
     parser.add_argument("--start-timeout", type=float, default=600,
                         help="seconds a server may take to load and listen")
+    parser.add_argument("--clients", type=int,
+                        default=max(1, min(8, (os.cpu_count() or 2) // 4)), help="client processes sharing the load (default: a quarter of the "
+                             "CPUs, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--smoke", action="store_true",
                         help="the tiny shape in float32: a few requests at concurrency 2, 4")
@@ -403,7 +442,8 @@ def main() -> None:
                   "load_average": {"before": load_before, "after": os.getloadavg()},
                   "model": args.shape or args.model,
                   "dtype": args.dtype, "threads": args.threads, "requests": args.requests,
-                  "prompt_len": args.prompt_len, "max_tokens": args.max_tokens, "rows": rows}
+                  "prompt_len": args.prompt_len, "max_tokens": args.max_tokens,
+                  "clients": args.clients, "rows": rows}
         Path(args.json).write_text(json.dumps(record, indent=2))
 
 

@@ -27,7 +27,7 @@ from .async_engine import (AsyncEngine, ContextError, EngineClosedError, PromptS
                            QueueFullError, StepError)
 from .metrics import ServerMetrics
 from .protocol import ChatCompletionRequest, CompletionRequest, FieldError, parse_request
-from .request_stream import RequestStream
+from .request_stream import RequestStream, merge_deltas
 from .responses import SSE_DONE, ResponseBuilder, sse
 
 RETRY_AFTER_S = 1  # what a refused client is told to wait (Retry-After) when the queue is full
@@ -244,13 +244,16 @@ def chat_prompt(llm: LLM, messages: list[dict], add_generation_prompt: bool
 
 
 async def events(outputs: RequestStream, builder: ResponseBuilder) -> AsyncIterator[str]:
-    """The response as server-sent events: one chunk per choice and step, the usage chunk
-    when asked, then [DONE]. A request that fails on the way ends with an error event."""
+    """The response as server-sent events: one chunk per choice and step (the steps a slow
+    client missed, joined), the usage chunk when asked, then [DONE]. A request that fails
+    on the way ends with an error event."""
     async with outputs:  # a client that leaves cancels this: the request is aborted
         try:
             if builder.kind == "chat":
                 yield "".join(sse(chunk) for chunk in builder.role_chunks())
             async for deltas in outputs:
+                # a stream behind the engine sends what it missed as one chunk per choice
+                deltas = merge_deltas(deltas + outputs.pending())
                 parts = [part for part in map(builder.add, deltas) if part is not None]
                 if parts:
                     yield "".join(sse(builder.chunk([part])) for part in parts)

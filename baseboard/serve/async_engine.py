@@ -77,6 +77,21 @@ class _Work:
         return all(seq.finished for seq in self.sequences)
 
 
+def deliver_all(loop: asyncio.AbstractEventLoop, batch: list[tuple[_Work, Any]]) -> bool:
+    """Hand each work its item with one wake-up of ``loop`` (one per work cost the engine
+    thread a write to the loop's self-pipe per request and step); False when the loop is
+    closed."""
+    def put_all() -> None:
+        for work, item in batch:
+            work.queue.put_nowait(item)
+
+    try:
+        loop.call_soon_threadsafe(put_all)
+        return True
+    except RuntimeError:
+        return False
+
+
 class AsyncEngine:
     """Runs ``engine`` on a thread of its own for the asyncio server.
 
@@ -239,14 +254,20 @@ class AsyncEngine:
                 continue
             delta = self._delta(work, seq, prompt_index, now)
             outputs.setdefault(work, []).append(delta)
+        deliveries: dict[asyncio.AbstractEventLoop, list[tuple[_Work, Any]]] = {}
         for work, deltas in outputs.items():
             if work.done:  # failed by a later sequence of the same step
                 continue
-            finished = work.finished
+            # only a step that ended one of its completions can have ended the request
+            finished = (any(delta.finish_reason is not None for delta in deltas)
+                        and work.finished)
             if finished:
                 self._finish(work)
-            if not work.deliver((deltas, finished)):
-                self._stop(work)
+            deliveries.setdefault(work.loop, []).append((work, (deltas, finished)))
+        for loop, batch in deliveries.items():
+            if not deliver_all(loop, batch):
+                for work, _ in batch:
+                    self._stop(work)
         self._observe()
 
     def _delta(self, work: _Work, seq: Sequence, prompt_index: int,

@@ -34,6 +34,24 @@ class CompletionDelta:
 
 
 
+def merge_deltas(deltas: list[CompletionDelta]) -> list[CompletionDelta]:
+    """One delta per completion, in the order each first appears: the text, token ids and
+    log-probabilities of several steps joined, the latest finish reason and step kept."""
+    merged: dict[tuple[int, int], CompletionDelta] = {}
+    for delta in deltas:
+        key = (delta.prompt_index, delta.index)
+        earlier = merged.get(key)
+        if earlier is None:
+            merged[key] = delta
+            continue
+        logprobs = (None if earlier.logprobs is None
+                    else earlier.logprobs + (delta.logprobs or []))
+        merged[key] = CompletionDelta(key[0], key[1], earlier.text + delta.text,
+                                      earlier.token_ids + delta.token_ids, logprobs,
+                                      delta.finish_reason, delta.stop_reason, delta.step)
+    return list(merged.values())
+
+
 class RequestStream:
     """One submitted request's outputs. ``await started()`` first: it raises the request's
     error (RequestError for a prompt the engine refuses) or returns each prompt's token ids.
@@ -49,6 +67,7 @@ class RequestStream:
         self._on_abort = on_abort
         self.prompt_token_ids: Optional[list[list[int]]] = None
         self.finished = False  # every completion ended, the request failed, or it was aborted
+        self._error: Optional[BaseException] = None  # met by pending(), raised next
 
     async def started(self) -> list[list[int]]:
         """Each prompt's token ids, once the engine has accepted (tokenized and queued) the
@@ -68,6 +87,9 @@ class RequestStream:
         return self
 
     async def __anext__(self) -> list[CompletionDelta]:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         if self.finished:
             raise StopAsyncIteration
         item = await self._queue.get()
@@ -76,6 +98,21 @@ class RequestStream:
             raise item
         deltas, finished = item
         self.finished = finished
+        return deltas
+
+    def pending(self) -> list[CompletionDelta]:
+        """The deltas of the steps already delivered, without waiting: a reader that fell
+        behind the engine catches up in one go (an error met here is raised by the next
+        ``__anext__``)."""
+        deltas: list[CompletionDelta] = []
+        while not self.finished and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, BaseException):
+                self.finished = True
+                self._error = item
+                break
+            more, self.finished = item
+            deltas.extend(more)
         return deltas
 
     def abort(self) -> None:

@@ -14,6 +14,7 @@ from baseboard import LLM, SamplingParams
 from baseboard.core.errors import RequestError
 from baseboard.serve.async_engine import (AsyncEngine, EngineClosedError, QueueFullError,
                                           StepError)
+from baseboard.serve.request_stream import merge_deltas
 from faults import DecodeFailure, poison
 
 PROMPTS = ["The quick brown fox", "Paris is the capital of", "Grüße aus Köln"]
@@ -236,3 +237,33 @@ async def collect_started(stream) -> tuple[dict[int, str], None, None]:
         for d in deltas:
             texts[d.index] = texts.get(d.index, "") + d.text
     return texts, None, None
+
+
+def test_a_reader_behind_the_engine_catches_up_in_one_delta_per_completion(llm):
+    """A stream not read while the engine ran gets every missed step at once from
+    pending(), and merged, one delta per completion carries all its text, ids and
+    log-probabilities in order."""
+    params = greedy(12, n=2, logprobs=2)
+    expected = [o.outputs for o in llm.generate([PROMPTS[0]], params)][0]
+
+    async def main(engine):
+        stream = engine.submit([PROMPTS[0]], params)
+        async with stream:
+            await stream.started()
+            while not llm.engine.is_idle():  # the engine runs ahead of this reader
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # its last delivery reaches the queue
+            first = await stream.__anext__()
+            behind = first + stream.pending()
+            finished = stream.finished
+            return merge_deltas(behind), len(behind), finished
+
+    with running(llm) as engine:
+        merged, num_behind, finished = run(main(engine))
+    assert finished and num_behind > len(merged) == 2
+    for delta in merged:
+        want = expected[delta.index]
+        assert (delta.text, delta.token_ids) == (want.text, want.token_ids)
+        assert [max(p.items(), key=lambda i: i[1].logprob)[0] for p in delta.logprobs] == \
+            want.token_ids
+        assert delta.finish_reason == want.finish_reason
