@@ -10,6 +10,7 @@ from typing import Any, Optional
 import torch
 
 from ...core.registry import Impl, distribution_installed
+from ...kernels import gemlite_gemm
 from ...kernels.torch import quant_alternatives
 from ...kernels.triton.records import triton_impls
 from ...plugins import hookimpl
@@ -62,6 +63,15 @@ TORCH_QUANT_GEMMS = [
          doc="torch._weight_int4pack_mm (tinygemm); bf16 results only"),
 ]
 
+_GEMLITE = "baseboard.kernels.gemlite_gemm"
+# gemlite (optional): below the Triton kernels and tinygemm, so chosen only by name
+GEMLITE_GEMMS = [
+    Impl(op=op, name="gemlite", loader=f"{_GEMLITE}:{cls}", platforms=("cuda",),
+         priority=20, requires=("gemlite>=0.6",), supports=gemlite_gemm.supports_gemlite(op),
+         version="1", doc="gemlite's Triton low-bit GEMMs (GEMV, split-K, GEMM by rows)")
+    for op, cls in (("gemm_w4a16", "GemliteW4A16"), ("gemm_w8a16", "GemliteW8A16"))
+]
+
 
 @hookimpl
 def baseboard_platforms():
@@ -70,4 +80,5 @@ def baseboard_platforms():
 
 @hookimpl
 def baseboard_ops() -> list[Impl]:
-    return [*triton_impls(("cuda",), priority=50), FLASHINFER, *TORCH_QUANT_GEMMS]
+    return [*triton_impls(("cuda",), priority=50), FLASHINFER, *TORCH_QUANT_GEMMS,
+            *GEMLITE_GEMMS]
