@@ -28,7 +28,9 @@ import torch
 from ..core.errors import ConfigError
 from ..core.quant import PER_CHANNEL
 
-MIN_GROUP = 32  # gemlite's K tiles are at least 32 wide and must lie within one group
+# gemlite's K tiles are powers of two of at least 32 inputs, each within one group (its
+# tile pruning rounds a tile up to a power of two, past a group of 96)
+MIN_GROUP = 32
 K_MULTIPLE = 32  # gemlite refuses in_features that are not a multiple of 32
 WEIGHT_TYPES = {"gemm_w4a16": ("uint4", "int4"), "gemm_w8a16": ("int8",)}
 HALF_DTYPES = (torch.bfloat16, torch.float16)
@@ -70,15 +72,20 @@ def _load_nearest_config(device: torch.device) -> None:
             _gemlite().load_config(str(path), print_error=False)
 
 
+def group_fits(group_size: int) -> bool:
+    """Whether gemlite's tiles fit groups of ``group_size`` inputs: 32, 64, 128, ..."""
+    return group_size >= MIN_GROUP and group_size & (group_size - 1) == 0
+
+
 def _check_shape(op: str, qweight: torch.Tensor, scales: torch.Tensor, group_size: int) -> None:
     n, k = qweight.shape
     if not qweight.is_cuda:
         raise ConfigError(f"{op}=gemlite runs on CUDA GPUs only; this weight is on "
                           f"{qweight.device}. Use {op}=triton or {op}=torch")
-    if k % K_MULTIPLE or k % group_size or (group_size != k and group_size % MIN_GROUP):
+    if k % K_MULTIPLE or k % group_size or (group_size != k and not group_fits(group_size)):
         raise ConfigError(
             f"{op}=gemlite: weight [N={n}, K={k}] in groups of {group_size}; gemlite takes K "
-            f"a multiple of {K_MULTIPLE} and groups that are a multiple of {MIN_GROUP} "
+            f"a multiple of {K_MULTIPLE} and groups of a power of two from {MIN_GROUP} "
             f"dividing K (or one per channel). Use {op}=triton for this weight")
     if scales.shape != (n, k // group_size):
         raise ConfigError(f"{op}=gemlite: scales of shape {tuple(scales.shape)} do not match "
@@ -173,8 +180,8 @@ def _scheme_reason(op: str, scheme: Any) -> Optional[str]:
         return f"activations {scheme.activation} (takes 16-bit activations)"
     if scheme.block is not None:
         return "2-D block scales (takes one scale per output channel or per group of inputs)"
-    if scheme.group_size != PER_CHANNEL and scheme.group_size % MIN_GROUP:
-        return (f"group size {scheme.group_size} (takes multiples of {MIN_GROUP}, or "
+    if scheme.group_size != PER_CHANNEL and not group_fits(scheme.group_size):
+        return (f"group size {scheme.group_size} (takes powers of two from {MIN_GROUP}, or "
                 f"per-channel scales)")
     if op == "gemm_w8a16" and not scheme.symmetric:
         return "asymmetric 8-bit codes (takes symmetric int8 codes)"
@@ -185,7 +192,7 @@ def supports_gemlite(op: str):
     """The ``supports(ctx)`` of gemlite's record for ``op``: CUDA (not ROCm), bf16 or fp16
     models, and every layout the model hands ``op`` one it takes: 4-bit codes with any
     offsets (symmetric or not) for gemm_w4a16, symmetric int8 for gemm_w8a16; scales per
-    channel or per group of a multiple of 32 inputs; act-order (the permutation is applied
+    channel or per group of 32, 64, 128... inputs; act-order (the permutation is applied
     to x by the layer, at prepare for the weight)."""
     def supports(ctx: Any) -> Optional[str]:
         if ctx.platform.device_type != "cuda" or torch.version.hip:

@@ -55,7 +55,7 @@ def reason(op: str, dtype=torch.bfloat16, *schemes: QuantScheme):
 @pytest.mark.parametrize("op,dtype,scheme,expected", [
     ("gemm_w4a16", torch.float32, W4_G128, "bfloat16 or float16 models only"),
     ("gemm_w4a16", torch.bfloat16, QuantScheme("gemm_w4a16", "uint4", 16), "group size 16"),
-    ("gemm_w4a16", torch.float16, QuantScheme("gemm_w4a16", "uint4", 48), "multiples of 32"),
+    ("gemm_w4a16", torch.float16, QuantScheme("gemm_w4a16", "uint4", 96), "powers of two"),
     ("gemm_w8a16", torch.bfloat16, QuantScheme("gemm_w8a16", "int8", 64, symmetric=False),
      "asymmetric 8-bit"),
     ("gemm_w8a16", torch.bfloat16, QuantScheme("gemm_w8a16", "float8_e4m3fn"),

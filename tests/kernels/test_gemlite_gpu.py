@@ -65,9 +65,21 @@ def test_group_sizes_and_float32_results(kind, group):
     assert relative_error(got, ref.apply(ref_state, x, torch.float32)) < 1e-2
 
 
-def test_prepare_names_a_shape_gemlite_cannot_take():
-    with pytest.raises(ConfigError, match="K a multiple of 32"):
-        gemlite_gemm.GemliteW4A16.prepare(**inputs("w4a16", group=16, k=1008))
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_channel_scales_where_k_is_no_power_of_two(kind):
+    impl, ref = KINDS[kind]
+    args = inputs(kind, group=1184, k=1184)  # 37 x 32, as Qwen2.5's 4864 is 152 x 32
+    state, ref_state = impl.prepare(**args), ref.prepare(**args)
+    for m in (1, 16, 100):
+        x = torch.randn(m, 1184, device="cuda", dtype=torch.bfloat16)
+        assert relative_error(impl.apply(state, x), ref.apply(ref_state, x)) < 2e-2
+
+
+@pytest.mark.parametrize("group,k,message", [(16, 1008, "K a multiple of 32"),
+                                              (96, 1056, "power of two")])
+def test_prepare_names_a_shape_gemlite_cannot_take(group, k, message):
+    with pytest.raises(ConfigError, match=message):
+        gemlite_gemm.GemliteW4A16.prepare(**inputs("w4a16", group=group, k=k))
 
 
 @pytest.mark.parametrize("kind", KINDS)
