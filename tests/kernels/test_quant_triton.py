@@ -92,7 +92,7 @@ def test_split_k_adds_every_split_and_resets_its_counters(monkeypatch):
     results = {}
     for split in (1, 4):
         tile = quant_tiles.Tile(16, 32, 32, split, num_warps=1, num_stages=1)
-        monkeypatch.setitem(quant_tiles.TILES[quant_tiles.WEIGHT_ONLY],
+        monkeypatch.setitem(quant_tiles.TILES[quant_tiles.W4A16],
                             quant_tiles.INTERPRETER, ((16, tile), (quant_tiles.UNBOUNDED, tile)))
         state = quant_gemm.GemmW4A16.prepare(codes, scales, offsets, group, None)
         assert state.counters.numel() == (2 if split > 1 else 1)  # two tiles of 32 columns

@@ -1,26 +1,28 @@
 """Weight-only quantized GEMMs (``gemm_w4a16``, ``gemm_w8a16``) with the dequantization
-fused into the GEMM.
+fused into the GEMM: the tensor-core kernel here, the GEMV for a few rows in
+quant_gemv.py; each M bucket's tile (quant_tiles.py) names which runs it.
 
-Layout (``prepare``): the codes are transposed to [K, N] so that a K step reads whole rows
-of N. int8 codes stay one a byte. 4-bit codes are packed two a byte so that one load serves
-a whole step of P inputs without duplicates or reshapes: in each block of P consecutive k,
-byte row r holds k = r in its low nibble and k = P/2 + r in its high one, so the low
-nibbles of a [P/2, N] load are the first half of the step and the high nibbles the second,
-each multiplied by its own half of x. Scales and offsets become [K/G, N] ([1, N] per
-channel).
+Layout (``prepare``): the codes stay [N, K], K contiguous, so that both kernels read a
+column's codes as one run. int8 codes stay one a byte. 4-bit codes are packed eight to a
+32-bit word in blocks of PACK_K = 128 inputs (K padded with zero codes): word w of a block
+holds k = 16 j + w in its nibble j ("plane" j), so that unpacking one plane of a block's 16
+words gives 16 consecutive inputs, which meet a contiguous slice of x. Scales and offsets
+become [K/G, N] ([1, N] per channel).
 
-The kernel multiplies the raw codes, not dequantized weights: within one group every input
+The tensor-core kernel computes y^T = W x^T: the unpacked codes are the product's first
+operand, which the tensor cores take from registers (Hopper's wgmma reads only the second
+from shared memory), and the rows of x its second, whose narrow side 16 rows fill.
+It multiplies the raw codes, not dequantized weights: within one group every input
 shares its scale s and offset o, so
     sum_k x[k] (q[k] s + o) = s * sum_k x[k] q[k] + o * sum_k x[k]
-and the tensor cores take the codes as 16-bit integers-in-floats, while the scale and
-offset cost one multiply-add per output element of a group's slice instead of one per
-weight. The codes become floats without a conversion instruction: OR-ing a 4-bit code into
-the mantissa of 128 (bf16) or 1024 (fp16) gives 128 + q (1024 + q) exactly, and the
-constant is taken back out through the same sum of x (``CODE_BIAS``). A slice therefore
-never spans two groups.
+and the scale and offset cost one multiply-add per output element of a group's slice
+instead of one per weight. The codes become floats without a conversion instruction:
+OR-ing a 4-bit code into the mantissa of 128 (bf16) or 1024 (fp16) gives 128 + q
+(1024 + q) exactly, and the constant is taken back out through the same sum of x
+(``CODE_BIAS``). A slice therefore never spans two groups.
 
 Small M is bound by reading the weight: K is split over several programs (splitk.py) so
-that every SM streams a share. Tiles per M bucket and device are data (quant_tiles.py).
+that every SM streams a share.
 """
 
 from __future__ import annotations
@@ -33,22 +35,23 @@ import triton.language as tl
 
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, mma, pdl_options, pdl_prologue, upcast_dots
-from .quant_tiles import WEIGHT_ONLY, Table, device_key, max_split_tiles, table_for, tile_for
+from .quant_gemv import PACK_K, PLANE_K, PLANES, gemv_step_k, launch_gemv, nibble_plane, \
+    scale_group
+from .quant_tiles import GEMV, W4A16, W8A16, Table, device_key, max_split_tiles, table_for, \
+    tile_for
 from .records import interpreting
 from .splitk import arrival_counters, finish_tile, output_tile, split_launch
 
 MIN_BLOCK_K = 16  # the smallest K of a tensor-core dot
-MAX_HALF = 64  # 4 bits: a step of up to 128 inputs, 64 bytes per column
 
 
 class WeightOnlyState(NamedTuple):
-    codes: torch.Tensor  # 4 bits: [K'/2, N] uint8 in blocks of pack_k (K' = K padded); 8: [K, N]
+    codes: torch.Tensor  # 4 bits: [N, K'/8] int32 (K' = K padded to PACK_K); 8: [N, K] int8
     scales: torch.Tensor  # [K/G, N], per channel [1, N]; the dtype it was given in
     offsets: Optional[torch.Tensor]  # like scales; None: w = q * s
     bias: Optional[torch.Tensor]  # [N]
     bits: int
     group_size: int  # 0: one scale per output column
-    pack_k: int  # 4 bits: the inputs of one packed block, the kernel's K step
     k: int
     n: int
     table: Table
@@ -57,7 +60,7 @@ class WeightOnlyState(NamedTuple):
 
 @triton.jit
 def _values(codes, MODE: tl.constexpr, DTYPE: tl.constexpr):
-    """Codes (4-bit in uint8, or int8) as DTYPE values: code + CODE_BIAS for the magic
+    """Codes (4-bit in int32, or int8) as DTYPE values: code + CODE_BIAS for the magic
     modes (see the module docstring), the code itself otherwise."""
     if MODE == "magic4_bf16":
         values = (codes.to(tl.int16) | 0x4300).to(tl.int16).to(tl.bfloat16, bitcast=True)
@@ -76,109 +79,93 @@ def _values(codes, MODE: tl.constexpr, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _load_x(x_rows, k, row_ok, K, EVEN_K: tl.constexpr):
-    """x[rows, k] ([BLOCK_M, len(k)]), zero outside."""
+def _load_xt(x_cols, k, row_ok, K, EVEN_K: tl.constexpr):
+    """x[rows, k] transposed ([len(k), BLOCK_M]), zero outside."""
     if EVEN_K:
-        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None], other=0.0)
+        x = tl.load(x_cols + k[:, None], mask=row_ok[None, :], other=0.0)
     else:
-        x = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
+        x = tl.load(x_cols + k[:, None], mask=row_ok[None, :] & (k < K)[:, None], other=0.0)
     return x
 
 
 @triton.jit
-def _add_group(acc, part, x_sum, group, scale_ptr, offset_ptr, cols, col_ok, N,
-               CODE_BIAS: tl.constexpr, HAS_OFFSETS: tl.constexpr, NEEDS_XSUM: tl.constexpr):
-    """acc + part * s + x_sum * (o - CODE_BIAS * s): one group's slice, scaled. ``part`` is
-    x @ codes over the slice ([BLOCK_M, BLOCK_N]), ``x_sum`` the slice's row sums of x."""
-    scale = tl.load(scale_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
-    acc += part * scale[None, :]
-    if NEEDS_XSUM:
-        shift = -CODE_BIAS * scale
-        if HAS_OFFSETS:
-            shift += tl.load(offset_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
-        acc += x_sum[:, None] * shift[None, :]
-    return acc
-
-
-@triton.jit
-def _row_sums(x):
-    return tl.sum(x.to(tl.float32), axis=1)
+def _col_sums(xt):
+    return tl.sum(xt.to(tl.float32), axis=0)
 
 
 @triton.jit
 def _weight_only_kernel(
-        x_ptr, stride_xm, w_ptr, scale_ptr, offset_ptr, bias_ptr, y_ptr, stride_ym,
+        x_ptr, stride_xm, w_ptr, stride_wn, scale_ptr, offset_ptr, bias_ptr, y_ptr, stride_ym,
         partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT, split_k,
         BITS: tl.constexpr, PER_CHANNEL: tl.constexpr, GROUP: tl.constexpr,
         HAS_OFFSETS: tl.constexpr, HAS_BIAS: tl.constexpr, MODE: tl.constexpr,
-        CODE_BIAS: tl.constexpr, NEEDS_XSUM: tl.constexpr, SPLIT: tl.constexpr,
+        CODE_BIAS: tl.constexpr, SPLIT: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         EVEN_K: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
+    """The accumulator is [BLOCK_N, BLOCK_M] (y^T). 4 bits: a step is one packed block
+    (BLOCK_K = PACK_K), one product per plane; 8 bits: BLOCK_K divides the group."""
     pdl_prologue(PDL)
     pid, pid_k = tl.program_id(0), tl.program_id(1)
     pid_m, pid_n = output_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok, col_ok = rows < M, cols < N
-    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm
-    if BITS == 4:  # a step reads BLOCK_K // 2 byte rows, each holding two k
-        ks = tl.arange(0, BLOCK_K // 2)
-        w_step = BLOCK_K // 2 * N
-    else:
-        ks = tl.arange(0, BLOCK_K)
-        w_step = BLOCK_K * N
-    zeros = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    x_cols = x_ptr + rows.to(tl.int64)[None, :] * stride_xm
+    # columns past N read column N - 1 again (never stored): no mask on the code loads
+    w_rows = w_ptr + tl.minimum(cols, N - 1).to(tl.int64)[:, None] * stride_wn
+    STEP_W: tl.constexpr = BLOCK_K // PLANES if BITS == 4 else BLOCK_K
+    zeros = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
     acc = zeros
     x_sum = tl.zeros([BLOCK_M], tl.float32)  # per channel: over all of this program's K
     first = pid_k * STEPS_PER_SPLIT
     last = tl.minimum(first + STEPS_PER_SPLIT, tl.cdiv(K, BLOCK_K))
-    w_tile = w_ptr + (first.to(tl.int64) * w_step + ks[:, None] * N) + cols[None, :]
+    w_tile = w_rows + first * STEP_W + tl.arange(0, STEP_W)[None, :]
     for step in range(first, last):
         k0 = step * BLOCK_K
-        if BITS == 4:  # the packed block is padded: its bytes need no mask along K
-            codes = tl.load(w_tile, mask=col_ok[None, :], other=0)
-            low = _values(codes & 0xF, MODE, x_ptr.dtype.element_ty)
-            high = _values(codes >> 4, MODE, x_ptr.dtype.element_ty)
-            x_low = _load_x(x_rows, k0 + ks, row_ok, K, EVEN_K)
-            x_high = _load_x(x_rows, k0 + BLOCK_K // 2 + ks, row_ok, K, EVEN_K)
-            if PER_CHANNEL:
-                acc = mma(x_high, high, mma(x_low, low, acc, UPCAST), UPCAST)
-                x_sum += _row_sums(x_low) + _row_sums(x_high)
-            elif GROUP % BLOCK_K == 0:  # both halves in one group: scaled once
-                part = mma(x_high, high, mma(x_low, low, zeros, UPCAST), UPCAST)
-                acc = _add_group(acc, part, _row_sums(x_low) + _row_sums(x_high), k0 // GROUP,
-                                 scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
-                                 HAS_OFFSETS, NEEDS_XSUM)
-            else:
-                acc = _add_group(acc, mma(x_low, low, zeros, UPCAST), _row_sums(x_low),
-                                 k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok, N,
-                                 CODE_BIAS, HAS_OFFSETS, NEEDS_XSUM)
-                # past K (a padded block) x is zero: any real group's scales serve
-                high_group = tl.minimum((k0 + BLOCK_K // 2) // GROUP, K // GROUP - 1)
-                acc = _add_group(acc, mma(x_high, high, zeros, UPCAST), _row_sums(x_high),
-                                 high_group, scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
-                                 HAS_OFFSETS, NEEDS_XSUM)
+        if BITS == 4:  # the packed block is padded: its words need no mask along K
+            words = tl.load(w_tile)  # [BLOCK_N, 16]
+            k_plane = k0 + tl.arange(0, PLANE_K)
+            part = zeros
+            part_sum = tl.zeros([BLOCK_M], tl.float32)
+            for plane in tl.static_range(PLANES):
+                values = _values(nibble_plane(words, plane), MODE, x_ptr.dtype.element_ty)
+                xt = _load_xt(x_cols, k_plane + plane * PLANE_K, row_ok, K, EVEN_K)
+                if PER_CHANNEL:
+                    acc = mma(values, xt, acc, UPCAST)
+                    x_sum += _col_sums(xt)
+                elif GROUP % BLOCK_K == 0:  # the whole block in one group: scaled once
+                    part = mma(values, xt, part, UPCAST)
+                    part_sum += _col_sums(xt)
+                else:
+                    # past K (the padded block) x is zero: any real group's scales serve
+                    group = tl.minimum((k0 + plane * PLANE_K) // GROUP, K // GROUP - 1)
+                    acc = scale_group(acc, mma(values, xt, zeros, UPCAST), _col_sums(xt),
+                                      group, scale_ptr, offset_ptr, cols, col_ok, N,
+                                      CODE_BIAS, HAS_OFFSETS, True)
+            if not PER_CHANNEL and GROUP % BLOCK_K == 0:
+                acc = scale_group(acc, part, part_sum, k0 // GROUP, scale_ptr, offset_ptr,
+                                  cols, col_ok, N, CODE_BIAS, HAS_OFFSETS, True)
         else:
-            k = k0 + ks
+            k = k0 + tl.arange(0, BLOCK_K)
             if EVEN_K:
-                codes = tl.load(w_tile, mask=col_ok[None, :], other=0)
+                codes = tl.load(w_tile)
             else:
-                codes = tl.load(w_tile, mask=(k < K)[:, None] & col_ok[None, :], other=0)
+                codes = tl.load(w_tile, mask=(k < K)[None, :], other=0)
             values = _values(codes, MODE, x_ptr.dtype.element_ty)
-            x = _load_x(x_rows, k, row_ok, K, EVEN_K)
+            xt = _load_xt(x_cols, k, row_ok, K, EVEN_K)
             if PER_CHANNEL:
-                acc = mma(x, values, acc, UPCAST)
-                x_sum += _row_sums(x)
+                acc = mma(values, xt, acc, UPCAST)
+                x_sum += _col_sums(xt)
             else:
-                acc = _add_group(acc, mma(x, values, zeros, UPCAST), _row_sums(x), k0 // GROUP,
-                                 scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
-                                 HAS_OFFSETS, NEEDS_XSUM)
-        w_tile += w_step
+                acc = scale_group(acc, mma(values, xt, zeros, UPCAST), _col_sums(xt),
+                                  k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok, N,
+                                  CODE_BIAS, HAS_OFFSETS, True)
+        w_tile += STEP_W
     if PER_CHANNEL:
-        acc = _add_group(zeros, acc, x_sum, 0, scale_ptr, offset_ptr, cols, col_ok, N,
-                         CODE_BIAS, HAS_OFFSETS, NEEDS_XSUM)
-    finish_tile(acc, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, counter_ptr,
-                pid, pid_k, split_k, HAS_BIAS, SPLIT)
+        acc = scale_group(zeros, acc, x_sum, 0, scale_ptr, offset_ptr, cols, col_ok, N,
+                          CODE_BIAS, HAS_OFFSETS, True)
+    finish_tile(tl.trans(acc), rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr,
+                counter_ptr, pid, pid_k, split_k, HAS_BIAS, SPLIT)
 
 
 def _mode(bits: int, dtype: torch.dtype) -> tuple[str, int]:
@@ -199,7 +186,7 @@ def step_k(block_k: int, group_size: int) -> int:
 
 
 def check_group_size(group_size: int, k: int, op: str) -> None:
-    """Raise ConfigError for a group size the kernel cannot take (G < K and not a multiple
+    """Raise ConfigError for a group size the kernels cannot take (G < K and not a multiple
     of MIN_BLOCK_K, so no tensor-core step fits in one group)."""
     if group_size != k and (group_size <= 0 or group_size % MIN_BLOCK_K or k % group_size):
         raise ConfigError(f"{op}=triton: group size {group_size} (K = {k}) is not a multiple "
@@ -211,41 +198,35 @@ def _groups(scales: torch.Tensor) -> torch.Tensor:
     return scales.t().contiguous()  # [N, K/G] -> [K/G, N]
 
 
-def pack_block(group_size: int, k: int) -> int:
-    """4 bits: the inputs of one packed block (the kernel's K step), twice the largest power
-    of two up to MAX_HALF dividing the group size, so that each half lies in one group."""
-    half = MAX_HALF
-    while group_size != k and group_size % half:
-        half //= 2
-    return 2 * half
-
-
-def pack_4bit(codes: torch.Tensor, block: int) -> torch.Tensor:
-    """[K, N] codes 0..15 -> [K'/2, N] uint8 (K' = K rounded up to ``block``, zero codes in
-    the padding): in each block, byte row r = code r | code (block/2 + r) << 4."""
-    k, n = codes.shape
-    padded = codes.new_zeros(triton.cdiv(k, block) * block, n, dtype=torch.uint8)
-    padded[:k] = codes
-    halves = padded.reshape(-1, 2, block // 2, n)
-    return (halves[:, 0] | (halves[:, 1] << 4)).reshape(-1, n)
+def pack_4bit(codes: torch.Tensor) -> torch.Tensor:
+    """[N, K] codes 0..15 -> [N, K'/8] int32 (K' = K rounded up to PACK_K, zero codes in the
+    padding): in each block of PACK_K inputs, word w holds input PLANE_K * j + w in bits
+    4j..4j+3."""
+    n, k = codes.shape
+    padded = codes.new_zeros(n, triton.cdiv(k, PACK_K) * PACK_K, dtype=torch.uint8)
+    padded[:, :k] = codes
+    planes = padded.reshape(n, -1, PLANES, PLANE_K).transpose(2, 3)  # [N, blocks, w, j]
+    # byte c of a (little-endian) word holds planes 2c and 2c + 1
+    pairs = planes[..., 0::2] | (planes[..., 1::2] << 4)  # [N, blocks, 16, 4]
+    return pairs.contiguous().view(torch.int32).reshape(n, -1)
 
 
 def prepare_weight_only(qweight: torch.Tensor, scales: torch.Tensor,
                         offsets: Optional[torch.Tensor], group_size: int,
                         bias: Optional[torch.Tensor], bits: int, op: str) -> WeightOnlyState:
-    """Repack the canonical [N, K] codes for the kernel (see the module docstring)."""
+    """Repack the canonical [N, K] codes for the kernels (see the module docstring)."""
     n, k = qweight.shape
     if k % group_size or scales.shape != (n, k // group_size):
         raise ConfigError(f"{op}: scales of shape {tuple(scales.shape)} do not match qweight "
                           f"{tuple(qweight.shape)} with group_size {group_size}")
     check_group_size(group_size, k, op)
-    block = pack_block(group_size, k) if bits == 4 else 0
-    codes = pack_4bit(qweight.t(), block) if bits == 4 else qweight.t().contiguous()
-    table = table_for(WEIGHT_ONLY, device_key(qweight.device, interpreting()))
+    codes = pack_4bit(qweight) if bits == 4 else qweight.contiguous()
+    table = table_for(W4A16 if bits == 4 else W8A16,
+                      device_key(qweight.device, interpreting()), (n, k))
     return WeightOnlyState(
         codes=codes, scales=_groups(scales),
         offsets=None if offsets is None else _groups(offsets), bias=bias, bits=bits,
-        group_size=0 if group_size == k else group_size, pack_k=block, k=k, n=n, table=table,
+        group_size=0 if group_size == k else group_size, k=k, n=n, table=table,
         counters=arrival_counters(max_split_tiles(table, n), qweight.device))
 
 
@@ -260,18 +241,26 @@ def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
     if m == 0:
         return y.reshape(*lead, n)
     tile = tile_for(state.table, m)
-    block_k = state.pack_k or step_k(tile.block_k, state.group_size)
+    if tile.kernel == GEMV:
+        block_k = gemv_step_k(tile.block_k, state.bits, state.group_size, k)
+    else:
+        block_k = PACK_K if state.bits == 4 else step_k(tile.block_k, state.group_size)
     launch = split_launch(tile, m, n, triton.cdiv(k, block_k), state.counters, x.device)
-    mode, code_bias = _mode(state.bits, x.dtype)
     offsets, bias = state.offsets, state.bias
+    if tile.kernel == GEMV:
+        launch_gemv(launch.grid, x, state.codes, state.codes.stride(0), state.scales, offsets,
+                    bias, y, launch.partials, launch.counters, m, n, k,
+                    launch.steps_per_split, launch.split, state.bits, state.group_size, tile,
+                    block_k, pdl_options(x.device))
+        return y.reshape(*lead, n)
+    mode, code_bias = _mode(state.bits, x.dtype)
     _weight_only_kernel[launch.grid](
-        x, x.stride(0), state.codes, state.scales, offsets if offsets is not None else x,
-        bias if bias is not None else x, y, y.stride(0), launch.partials, launch.counters,
-        m, n, k, launch.steps_per_split, launch.split,
+        x, x.stride(0), state.codes, state.codes.stride(0), state.scales,
+        offsets if offsets is not None else x, bias if bias is not None else x, y, y.stride(0),
+        launch.partials, launch.counters, m, n, k, launch.steps_per_split, launch.split,
         BITS=state.bits, PER_CHANNEL=state.group_size == 0, GROUP=state.group_size or k,
         HAS_OFFSETS=offsets is not None, HAS_BIAS=bias is not None, MODE=mode,
-        CODE_BIAS=code_bias, NEEDS_XSUM=offsets is not None or code_bias != 0,
-        SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
+        CODE_BIAS=code_bias, SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
         BLOCK_N=tile.block_n, BLOCK_K=block_k, GROUP_M=tile.group_m, EVEN_K=k % block_k == 0,
         UPCAST=upcast_dots(x.dtype), num_warps=tile.num_warps, num_stages=tile.num_stages,
         **pdl_options(x.device))

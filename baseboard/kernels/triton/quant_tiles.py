@@ -2,10 +2,12 @@
 bucket of input rows M.
 
 A bucket is (largest M it serves, Tile); the first bucket whose bound is >= M serves M,
-and the last bound is ``UNBOUNDED``. A device without its own table takes ``DEFAULT``'s;
+and the last bound is ``UNBOUNDED``. A table is found under "<device> <N>x<K>" (one weight
+shape, as a tuning run prints them), else under the device's name, else ``DEFAULT``'s;
 Triton's interpreter takes ``INTERPRETER``'s (small tiles: the tests run on the CPU).
-Measured selection or a tuning run extends ``TILES`` with a device's own rows; nothing
-else reads tile sizes.
+A tile also names the kernel that runs its bucket (``Tile.kernel``): the weight-only ops
+stream small M through a GEMV (quant_gemv.py) and larger M through the tensor cores
+(quant_gemm.py). Nothing else reads tile sizes.
 """
 
 from __future__ import annotations
@@ -19,18 +21,22 @@ import torch
 UNBOUNDED = 1 << 62
 DEFAULT = "default"
 INTERPRETER = "interpreter"
-WEIGHT_ONLY = "weight_only"  # gemm_w4a16 and gemm_w8a16 (quant_gemm.py)
+W4A16 = "w4a16"  # gemm_w4a16 (quant_gemm.py, quant_gemv.py)
+W8A16 = "w8a16"  # gemm_w8a16 (quant_gemm.py, quant_gemv.py)
 W8A8 = "w8a8"  # gemm_w8a8_fp8 and gemm_w8a8_int8 (quant_w8a8.py)
 AUTO_SPLIT = 0  # split_k: as many splits as fit ``resident`` programs on every SM
+MMA = "mma"  # Tile.kernel: tensor cores (every family)
+GEMV = "gemv"  # Tile.kernel: CUDA-core GEMV, the weight-only families only
 
 
 @dataclass(frozen=True)
 class Tile:
     """One launch configuration. ``split_k`` splits the K loop over that many programs per
     output tile (their partial sums are added by the last to finish; see splitk.py);
-    AUTO_SPLIT chooses it from the tile count and the number of SMs. The weight-only kernel
-    shrinks ``block_k`` to divide the group size for int8 codes, and steps through 4-bit
-    codes by their packed block (quant_gemm.pack_block) whatever ``block_k`` says."""
+    AUTO_SPLIT chooses it from the tile count and the number of SMs. The weight-only
+    kernels shrink ``block_k`` to divide the group size; their tensor-core kernel steps
+    through 4-bit codes one packed block (quant_gemm.PACK_K) at a time whatever ``block_k``
+    says. ``kernel`` is MMA or (weight-only) GEMV, whose ``block_m`` may be 1."""
 
     block_m: int
     block_n: int
@@ -40,18 +46,32 @@ class Tile:
     num_stages: int = 3
     group_m: int = 8  # output tiles along M that share a column of weight tiles (L2 reuse)
     resident: int = 2  # programs an SM runs at once (registers, shared memory): AUTO_SPLIT
+    kernel: str = MMA
 
 
 Table = tuple[tuple[int, Tile], ...]
 
-# Small M is bound by reading the weight: split K so that every SM streams its share, and
-# wide N tiles, since each program also reads its rows of x (from L2): per K step that is
-# BLOCK_M * BLOCK_K * 2 bytes of x against BLOCK_K * BLOCK_N / 2 of 4-bit weight. Large M
-# is bound by the tensor cores: the usual large tiles. A first guess for the H100/H200
-# class until a tuning run (benchmarks/quant_gemm.py --tune) adds the device's own rows.
-_WEIGHT_ONLY_DEFAULT: Table = (
-    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
-    (32, Tile(32, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
+# Small M is bound by reading the weight. A few rows go through the GEMV: each program
+# streams BLOCK_N rows of codes once and multiplies them on the CUDA cores by all its rows
+# of x. Past a few rows that costs more arithmetic than the tensor cores' kernel, which
+# takes the weight as the first operand of the product (y^T = W x^T: its unpacked codes
+# stay in registers, and 16 rows of x fill the product's narrow side) and splits K so
+# that every SM streams a share. Large M is bound by the tensor cores: the usual large
+# tiles. A first guess for the H100/H200 class until a tuning run
+# (benchmarks/quant_gemm.py --tune) adds the device's own rows.
+_W4A16_DEFAULT: Table = (
+    (1, Tile(1, 32, 256, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
+    (2, Tile(2, 32, 256, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
+    (16, Tile(16, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4)),
+    (32, Tile(32, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
+    (128, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (UNBOUNDED, Tile(128, 128, 128, 1, num_warps=8, num_stages=3)),
+)
+_W8A16_DEFAULT: Table = (
+    (1, Tile(1, 16, 512, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
+    (2, Tile(2, 16, 512, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
+    (16, Tile(16, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4)),
+    (32, Tile(32, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
     (128, Tile(64, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
     (UNBOUNDED, Tile(128, 128, 64, 1, num_warps=8, num_stages=3)),
 )
@@ -61,14 +81,26 @@ _W8A8_DEFAULT: Table = (
     (256, Tile(128, 128, 128, 1, num_warps=8, num_stages=4)),
     (UNBOUNDED, Tile(128, 256, 128, 1, num_warps=8, num_stages=3)),
 )
-# the interpreter runs one program at a time: few large programs are fast, and a split
-# of 2 keeps the split-K reduction under test
+# the interpreter runs one program at a time: few large programs are fast; a split of 2
+# keeps the split-K reduction under test, and one and two rows take the GEMV
 _INTERPRETED: Table = ((UNBOUNDED, Tile(16, 64, 32, 2, num_warps=1, num_stages=1)),)
+_INTERPRETED_WEIGHT_ONLY: Table = (
+    (2, Tile(2, 32, 256, 2, num_warps=1, num_stages=1, kernel=GEMV)),
+    (UNBOUNDED, Tile(16, 32, 32, 2, num_warps=1, num_stages=1)),
+)
 
 TILES: dict[str, dict[str, Table]] = {
-    WEIGHT_ONLY: {DEFAULT: _WEIGHT_ONLY_DEFAULT, INTERPRETER: _INTERPRETED},
+    W4A16: {DEFAULT: _W4A16_DEFAULT, "NVIDIA H200": _W4A16_DEFAULT,
+            INTERPRETER: _INTERPRETED_WEIGHT_ONLY},
+    W8A16: {DEFAULT: _W8A16_DEFAULT, "NVIDIA H200": _W8A16_DEFAULT,
+            INTERPRETER: _INTERPRETED_WEIGHT_ONLY},
     W8A8: {DEFAULT: _W8A8_DEFAULT, INTERPRETER: _INTERPRETED},
 }
+
+
+def shape_key(device: str, n: int, k: int) -> str:
+    """The key of ``device``'s table for one weight shape: "NVIDIA H200 14336x4096"."""
+    return f"{device} {n}x{k}"
 
 
 def device_key(device: torch.device, interpreting: bool) -> str:
@@ -93,9 +125,12 @@ def sm_count(device: torch.device) -> int:
     return 1
 
 
-def table_for(family: str, key: str) -> Table:
-    """The buckets of ``family`` on the device named ``key`` (DEFAULT's when it has none)."""
+def table_for(family: str, key: str, shape: Optional[tuple[int, int]] = None) -> Table:
+    """The buckets of ``family`` on the device named ``key`` for a weight of ``shape``
+    (N, K): the shape's own table, else the device's, else DEFAULT's."""
     tables = TILES[family]
+    if shape is not None and shape_key(key, *shape) in tables:
+        return tables[shape_key(key, *shape)]
     return tables.get(key, tables[DEFAULT])
 
 
