@@ -169,55 +169,65 @@ def chosen(row: dict) -> str:
     return ",".join(f"{op}={row['plan'][op]}" for op in (*row["linear_ops"], "attention"))
 
 
-def measure_shape(shape: str, args, tmp: Path, deadline: float) -> dict:
-    layers = args.layers.get(shape)
-    device = "cpu" if args.platform == "cpu" else "cuda"
-    start = time.monotonic()
-    src = write_source(shape, layers, tmp / shape / "bf16", device)
-    print(f"[{shape}] bf16 checkpoint written in {time.monotonic() - start:.1f} s "
-          f"({layers or SHAPES[shape]['num_hidden_layers']} layers)", flush=True)
-    g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(0, SHAPES[shape]["vocab_size"], (max(BATCHES), args.prompt_len),
-                            generator=g).tolist()
-    runs: list[tuple[str, str, dict | None]] = []
-    for variant in args.variants:
-        runs.append((variant, variant, None))
-        if args.gemlite and variant in GEMLITE:
-            runs.append((f"{variant}+gemlite", variant, {GEMLITE[variant]: "gemlite"}))
-    results: dict = {"layers": layers or SHAPES[shape]["num_hidden_layers"], "models": {}}
-    paths = {"bf16": src}
-    reference = None
-    for name, variant, backends in runs:
-        if time.monotonic() > deadline:
-            print(f"[{shape}] {name}: skipped, the time budget is spent", flush=True)
-            results["models"][name] = {"skipped": "time budget"}
-            continue
-        try:
+class ShapeRuns:
+    """One shape's checkpoints (written when first needed), prompts, bf16 reference and
+    results."""
+
+    def __init__(self, shape: str, args, tmp: Path):
+        self.shape, self.args, self.dir = shape, args, tmp / shape
+        self.layers = args.layers.get(shape) or SHAPES[shape]["num_hidden_layers"]
+        g = torch.Generator().manual_seed(0)
+        self.prompts = torch.randint(0, SHAPES[shape]["vocab_size"],
+                                     (max(BATCHES), args.prompt_len), generator=g).tolist()
+        self.paths: dict[str, Path] = {}
+        self.reference: dict | None = None
+        self.results: dict = {"layers": self.layers, "models": {}}
+
+    def checkpoint(self, variant: str) -> Path:
+        if variant not in self.paths:
             start = time.monotonic()
-            if variant not in paths:
-                paths[variant] = write_variant(src, tmp / shape / variant, variant)
-            written = time.monotonic() - start
-            row = run(paths[variant], backends, args, prompts)
+            if variant == "bf16":
+                device = "cpu" if self.args.platform == "cpu" else "cuda"
+                path = write_source(self.shape, self.layers, self.dir / "bf16", device)
+            else:
+                path = write_variant(self.checkpoint("bf16"), self.dir / variant, variant)
+            self.paths[variant] = path
+            print(f"[{self.shape}] {variant} checkpoint written in "
+                  f"{time.monotonic() - start:.1f} s ({self.layers} layers)", flush=True)
+        return self.paths[variant]
+
+    def measure(self, name: str, variant: str, backends: dict | None) -> None:
+        start = time.monotonic()
+        try:
+            row = run(self.checkpoint(variant), backends, self.args, self.prompts)
         except Exception as exc:  # one failing model must not hide the others
-            print(f"[{shape}] {name}: FAILED {exc!r}", flush=True)
-            results["models"][name] = {"error": repr(exc)}
-            continue
+            print(f"{self.shape:13} {name:22} FAILED {exc!r}", flush=True)
+            self.results["models"][name] = {"error": repr(exc)}
+            return
         if name == "bf16":
-            reference = row
-        row["quantize_s"] = written
-        row["seconds"] = time.monotonic() - start
-        if reference is not None:
-            row["agreement"] = agreement(row["tokens"], reference["tokens"])
-            row["speedup"] = {b: row["tok_s"][b] / reference["tok_s"][b] for b in BATCHES}
-        results["models"][name] = row
-        same = row.get("agreement", {})
-        speedup = row.get("speedup", {})
-        print(f"{shape:13} {name:22} {row['tok_s'][1]:>8.1f} {speedup.get(1, 0):>5.2f} "
+            self.reference = row
+        row["seconds"] = time.monotonic() - start  # its checkpoint's writing included
+        if self.reference is not None:
+            row["agreement"] = agreement(row["tokens"], self.reference["tokens"])
+            row["speedup"] = {b: row["tok_s"][b] / self.reference["tok_s"][b] for b in BATCHES}
+        self.results["models"][name] = row
+        same, speedup = row.get("agreement", {}), row.get("speedup", {})
+        print(f"{self.shape:13} {name:22} {row['tok_s'][1]:>8.1f} {speedup.get(1, 0):>5.2f} "
               f"{row['tok_s'][32]:>8.1f} {speedup.get(32, 0):>5.2f} "
               f"{same.get('identical', 0):>3}/{same.get('prompts', 0):<3} "
               f"{same.get('mean_prefix', 0):>6.1f} {row['seconds']:>5.1f}  "
               f"{chosen(row)}", flush=True)
-    return results
+
+
+def planned_runs(args) -> list[tuple[str, str, str, dict | None]]:
+    """(shape, name, checkpoint variant, backends) in the order they run: every default
+    plan first, shape by shape; then gemlite's runs, whose first calls autotune it."""
+    shapes = args.shapes.split(",")
+    runs = [(shape, variant, variant, None) for shape in shapes for variant in args.variants]
+    if args.gemlite:
+        runs += [(shape, f"{variant}+gemlite", variant, {GEMLITE[variant]: "gemlite"})
+                 for shape in shapes for variant in args.variants if variant in GEMLITE]
+    return runs
 
 
 def parse_layers(text: str) -> dict[str, int]:
@@ -255,10 +265,15 @@ def main() -> None:
         print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     print(f"{'shape':13} {'model':22} {'tok/s b1':>8} {'x':>5} {'tok/s b32':>8} {'x':>5} "
           f"{'same':>7} {'prefix':>6} {'s':>5}  implementations", flush=True)
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for shape in args.shapes.split(","):
-            results[shape] = measure_shape(shape, args, Path(tmp), deadline)
+        shapes = {shape: ShapeRuns(shape, args, Path(tmp)) for shape in args.shapes.split(",")}
+        for shape, name, variant, backends in planned_runs(args):
+            if time.monotonic() > deadline:
+                print(f"{shape:13} {name:22} skipped: the time budget is spent", flush=True)
+                shapes[shape].results["models"][name] = {"skipped": "time budget"}
+                continue
+            shapes[shape].measure(name, variant, backends)
+    results = {shape: runs.results for shape, runs in shapes.items()}
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"dtype": args.dtype, "budget_s": args.budget_s, "gemlite": args.gemlite,
