@@ -11,7 +11,7 @@ import torch
 
 from baseboard.core.errors import ConfigError, SelectionError
 from baseboard.core.quant import PER_CHANNEL, QuantScheme
-from baseboard.core.selection import Choice, SelectionContext, select_plan
+from baseboard.core.selection import Choice, SelectionContext, bind, select_plan
 from baseboard.kernels import gemlite_gemm
 from baseboard.plugins.catalog import build_catalog
 from baseboard.testing import quantize
@@ -96,3 +96,11 @@ def test_prepare_names_a_weight_gemlite_cannot_take():
     codes, scales, offsets = quantize.quantize_4bit_groups(torch.randn(64, 96), 32)
     with pytest.raises(ConfigError, match="CUDA GPUs only"):
         gemlite_gemm.GemliteW4A16.prepare(codes, scales, offsets, 32, None)
+
+
+@pytest.mark.parametrize("op", ["gemm_w4a16", "gemm_w8a16"])
+def test_the_records_load_and_match_the_ops_signatures(op):
+    catalog = build_catalog(None, ())
+    impl = next(i for i in catalog.registry.for_op(op) if i.name == "gemlite")
+    loaded = bind(impl, catalog.registry.reference(op))  # raises on a signature mismatch
+    assert callable(loaded.prepare) and callable(loaded.apply)
