@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# gemlite's GPU tests, then the quantized models end to end (quantized_e2e_gpu.py), in one
+# device call. gemlite comes from its wheel in .whl/ (no network on the GPU machine; build
+# it on a machine with network, from the repository root:
+#   pip download --no-deps gemlite==0.6.0.post2
+#   pip wheel --no-deps --no-build-isolation gemlite-0.6.0.post2.tar.gz -w .whl/
+# ), with .whl/base/*.whl where present (pluggy, pytest, ... that the image lacks); its
+# dependencies (numpy, tqdm, triton) are the image's. Without the wheel, the benchmark runs
+# its default plans only.
+#
+# Usage, on the GPU machine from the repository root: bash benchmarks/quantized_e2e_gpu.sh
+# [OUTDIR] (default $OUT, else /tmp/quantized_e2e). Exits non-zero if a step failed or ran
+# out of time.
+set -uo pipefail
+out=${1:-${OUT:-/tmp/quantized_e2e}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+site=/tmp/site
+wheels=(.whl/gemlite-*.whl)
+[ -e "${wheels[0]}" ] || wheels=()
+if [ -d .whl/base ]; then wheels+=(.whl/base/*.whl); fi
+if [ ${#wheels[@]} -gt 0 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "${wheels[@]}" \
+    || exit 1
+fi
+# baseboard from this checkout: its plugins are found through the metadata pip writes
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" --upgrade . \
+  || exit 1
+export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+git rev-parse --short HEAD 2>/dev/null || true
+failed=0
+step() {
+  local name=$1 limit=$2; shift 2
+  echo "=== $name"
+  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | tail -60
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 124 ]; then echo "=== $name: stopped after ${limit}s"; failed=1
+  elif [ "$rc" -ne 0 ]; then echo "=== $name FAILED (exit $rc)"; failed=1; fi
+}
+step gemlite_gpu_tests 240 python3 -m pytest -q -rs -p no:cacheprovider -m "not slow" \
+  tests/kernels/test_gemlite_gpu.py tests/kernels/test_gemlite.py
+step quantized_e2e 300 python3 benchmarks/quantized_e2e_gpu.py --json "$out/quantized_e2e.json"
+exit $failed
