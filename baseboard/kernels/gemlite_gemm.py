@@ -139,7 +139,7 @@ def gemlite_matmul(state: GemliteState, x: torch.Tensor,
     lead = x.shape[:-1]
     rows = x.reshape(-1, state.k)
     if rows.shape[0] == 0:
-        return x.new_empty(*lead, state.n, dtype=out_dtype)
+        return x.new_empty((*lead, state.n), dtype=out_dtype)
     y = _gemlite().forward_functional(rows, None, state.layer.get_tensor_args(),
                                       _meta_args(state, x.dtype, out_dtype))
     if state.bias is not None:

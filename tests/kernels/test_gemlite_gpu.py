@@ -105,3 +105,11 @@ def test_replays_in_a_cuda_graph(kind):
     graph.replay()
     torch.cuda.synchronize()
     assert relative_error(out, impl.apply(state, x)) < 1e-2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_rows_give_no_rows(kind):
+    impl, _ = KINDS[kind]
+    state = impl.prepare(**inputs(kind))
+    x = torch.empty(0, K, device="cuda", dtype=torch.bfloat16)
+    assert impl.apply(state, x, torch.float32).shape == (0, N)
