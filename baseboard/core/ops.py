@@ -113,6 +113,35 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "noise ~ Exp(1) is given, so every implementation draws the same token."),
 )}
 
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """One op's work done inside another op's implementation, saving a kernel per layer.
+
+    An implementation of ``op`` that declares the fusion (``Impl.fuses``, by the name of
+    the op it takes over, ``replaces``) offers ``method`` besides its op's own methods; the
+    op's reference defines the method as the composition of the two ops, which is what the
+    model runs wherever the fused form is not used.
+    """
+
+    replaces: str
+    op: str
+    method: str
+    doc: str
+
+
+FUSIONS: dict[str, FusionSpec] = {spec.replaces: spec for spec in (
+    FusionSpec("rotary_embedding", "attention", "forward_rotary",
+               "forward_rotary(positions [T] int64, q [T, Hq, D], k [T, Hk, D], v [T, Hk, D], "
+               "cos_sin_cache [max_position, D] float32, kv_cache, metadata) -> [T, Hq, D] = "
+               "forward(*rotary_embedding(positions, q, k, cos_sin_cache), v, kv_cache, "
+               "metadata): the rotation joins the KV-cache write."),
+    FusionSpec("silu_and_mul", "gemm", "apply_silu_and_mul",
+               "apply_silu_and_mul(state, x [T, 2I], out_dtype) -> [T, N] = "
+               "apply(state, silu_and_mul(x), out_dtype) for a weight prepared as [N, I]: the "
+               "activation is computed as the GEMM loads its input (the down projection)."),
+)}
+
 WEIGHT_OP_METHODS = ("prepare", "apply")
 ATTENTION_METHODS = ("kv_cache_shape", "build_metadata", "forward")
 
@@ -121,8 +150,10 @@ def _parameters(fn) -> list[str]:
     return [p.name for p in inspect.signature(fn).parameters.values() if p.name != "self"]
 
 
-def check_signature(spec: OpSpec, impl: object, reference: object, where: str) -> None:
-    """Raise RegistrationError when ``impl`` does not have the shape of ``reference``.
+def check_signature(spec: OpSpec, impl: object, reference: object, where: str,
+                    fuses: tuple[str, ...] = ()) -> None:
+    """Raise RegistrationError when ``impl`` does not have the shape of ``reference``,
+    including the methods of the fusions it declares (``fuses``, FUSIONS keys).
 
     ``where`` names the implementation in the message (op, name and plugin).
     """
@@ -132,6 +163,8 @@ def check_signature(spec: OpSpec, impl: object, reference: object, where: str) -
         pairs = [(m, getattr(impl, m, None), getattr(reference, m)) for m in WEIGHT_OP_METHODS]
     else:
         pairs = [(m, getattr(impl, m, None), getattr(reference, m)) for m in ATTENTION_METHODS]
+    pairs += [(FUSIONS[f].method, getattr(impl, FUSIONS[f].method, None),
+               getattr(reference, FUSIONS[f].method)) for f in fuses]
     for method, got, want in pairs:
         label = f"{where}{'.' + method if method else ''}"
         if not callable(got):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import RegistrationError, did_you_mean
-from .ops import OPS
+from .ops import FUSIONS, OPS
 
 ANY_PLATFORM = "*"
 REFERENCE_NAME = "torch"  # the name of every op's reference implementation
@@ -63,6 +63,8 @@ class Impl:
     cuda_graph_safe   False if it cannot be captured in a CUDA graph
     version     the kernel's version, part of the key of measured times (BASEBOARD_TUNE):
                 change it when the code changes, and the cached times are measured again
+    fuses       ops whose work it can also do (``ops.FUSIONS`` keys, each with the method
+                it then offers); used where the plan runs that op by the same name
     plugin      filled in by the registry: the plugin that registered it
     """
 
@@ -76,6 +78,7 @@ class Impl:
     cuda_graph_safe: bool = True
     doc: str = ""
     version: str = ""
+    fuses: tuple[str, ...] = ()
     plugin: str = field(default="", compare=False)
 
     def runs_on(self, platform: str) -> bool:
@@ -147,6 +150,14 @@ class Registry:
             raise RegistrationError(
                 f"plugin {plugin!r}: loader {impl.loader!r} of {impl.op}={impl.name} must be "
                 f"'package.module:attribute'.")
+        for fused in impl.fuses:
+            if FUSIONS.get(fused, None) is None or FUSIONS[fused].op != impl.op:
+                offered = [f for f, spec in FUSIONS.items() if spec.op == impl.op]
+                raise RegistrationError(
+                    f"plugin {plugin!r}: {impl.op}={impl.name} declares fuses={fused!r}, which "
+                    f"is not a fusion an {impl.op} implementation can offer (those are: "
+                    f"{', '.join(offered) or 'none'}). Declare only fusions of ops.FUSIONS "
+                    f"whose op is {impl.op!r}.")
         for text in impl.requires:
             try:
                 parse_requirement(text)

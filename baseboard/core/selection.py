@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional
 import torch
 
 from .errors import ConfigError, RegistrationError, SelectionError, did_you_mean
-from .ops import OPS, check_signature
+from .ops import FUSIONS, OPS, check_signature
 from .platform import Platform
 from .registry import ENVIRONMENT, Impl, Registry, Rejection, unmet_requirements
 
@@ -30,6 +30,8 @@ class SelectionContext:
     quant_schemes: tuple = ()
     # ranks the model is split over; the collectives' supports() need a backend when > 1
     tensor_parallel_size: int = 1
+    # whether implementations' fused forms (Impl.fuses) may run (BASEBOARD_FUSE)
+    fuse: bool = True
 
     def schemes_for(self, op: str) -> tuple:
         """The quantized layouts this model hands to ``op``."""
@@ -70,12 +72,15 @@ class OpDecision:
     candidates: list[Candidate] = field(default_factory=list)
     preferred: tuple[str, ...] = ()
     measured: dict[str, dict[str, float]] = field(default_factory=dict)  # name->shape->s
+    # the fusions the selected implementation offers: replaced op -> "fused", or why the
+    # layers run the two ops apart
+    fusions: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"selected": self.selected, "plugin": self.plugin, "why": self.why,
                 "preferred": list(self.preferred),
                 "candidates": [c.as_dict() for c in self.candidates],
-                "measured": self.measured}
+                "measured": self.measured, "fusions": self.fusions}
 
 
 class Plan:
@@ -89,6 +94,12 @@ class Plan:
 
     def impl(self, op: str) -> Any:
         return self.__dict__[op]
+
+    def fused(self, replaced: str) -> bool:
+        """Whether the layers run ``replaced`` (an ops.FUSIONS key) inside the implementation
+        of the op that fuses it (its ``FUSIONS[replaced].method``); else they compose the two."""
+        spec = FUSIONS[replaced]
+        return self.decisions[spec.op].fusions.get(replaced) == FUSED
 
     def selected(self) -> dict[str, str]:
         return {op: d.selected for op, d in self.decisions.items()}
@@ -199,6 +210,21 @@ def decide(registry: Registry, ctx: SelectionContext, op: str,
     return impl, OpDecision(op, impl.name, impl.plugin, why, candidates, tuple(preferences))
 
 
+FUSED = "fused"
+
+
+def fusion_state(impl: Impl, replaced: str, selected: str, ctx: SelectionContext) -> str:
+    """FUSED when ``impl`` (selected for its op) runs ``replaced`` fused, given the name
+    ``selected`` for ``replaced``; else why not. The fused form is that implementation's own
+    kernel for ``replaced``, so it serves only where the plan picked the same name for it:
+    choosing another implementation of ``replaced`` declines the fusion."""
+    if not ctx.fuse:
+        return "not fused: BASEBOARD_FUSE=0"
+    if selected != impl.name:
+        return f"not fused: {replaced} runs {selected!r}, not {impl.name!r}"
+    return FUSED
+
+
 def bind(impl: Impl, reference: Impl) -> Any:
     """Import an implementation and check it against its op's reference."""
     spec = OPS[impl.op]
@@ -208,7 +234,7 @@ def bind(impl: Impl, reference: Impl) -> Any:
     except Exception as exc:
         raise RegistrationError(f"{where} could not be imported: {exc!r}") from exc
     if impl is not reference:
-        check_signature(spec, loaded, reference.load(), where)
+        check_signature(spec, loaded, reference.load(), where, impl.fuses)
     return loaded
 
 
@@ -217,7 +243,7 @@ def select_plan(registry: Registry, ctx: SelectionContext,
     """Resolve every op of the contract into a plan. With a ``tuner``
     (``core.tuning.Tuner``), an op without an explicit choice and with several accepted
     candidates that the tuner times gets the one measured fastest."""
-    decisions, bound = {}, {}
+    decisions, bound, chosen = {}, {}, {}
     for op in OPS:
         impl, decision = decide(registry, ctx, op, choices.get(op))
         decisions[op] = decision
@@ -226,13 +252,21 @@ def select_plan(registry: Registry, ctx: SelectionContext,
         if tuner is not None and op not in choices and len(accepted) > 1 \
                 and op in tuner.ops:
             impls = {i.name: i for i in _one_per_name(registry.for_op(op), ctx.platform.name)}
+            # a fused form is timed against the composition the layers would run instead
+            composed = {r: (decisions[r].selected, bound[r]) for r, spec in FUSIONS.items()
+                        if spec.op == op and r in bound and ctx.fuse}
             outcome = tuner.choose(op, {n: (impls[n], bind(impls[n], reference))
-                                        for n in accepted})
+                                        for n in accepted}, composed)
             decision.selected, decision.plugin = outcome.selected.name, outcome.selected.plugin
             decision.why, decision.measured = outcome.why, outcome.measured
-            bound[op] = outcome.bound
+            bound[op], chosen[op] = outcome.bound, outcome.selected
             continue
-        bound[op] = bind(impl, reference)
+        bound[op], chosen[op] = bind(impl, reference), impl
+    for replaced, spec in FUSIONS.items():
+        impl = chosen[spec.op]
+        if replaced in impl.fuses:
+            decisions[spec.op].fusions[replaced] = fusion_state(
+                impl, replaced, decisions[replaced].selected, ctx)
     return Plan(ctx.platform.name, decisions, bound)
 
 

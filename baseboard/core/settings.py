@@ -91,6 +91,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Plugin names not to load (comma separated).", "name list"),
     Setting("BASEBOARD_CUDA_GRAPHS", _bool, True,
             "Capture decode steps as CUDA graphs on platforms that support them.", "bool"),
+    Setting("BASEBOARD_FUSE", _bool, True,
+            "Run the fused forms implementations offer (Impl.fuses: rotary in the KV write, "
+            "SiLU-and-mul in the down projection); 0 runs every op apart, for comparison.",
+            "bool"),
     Setting("BASEBOARD_ASYNC_SCHEDULING", _bool, None,
             "Launch each step before reading the previous step's tokens back, so the host's "
             "work overlaps the device's; default: on for accelerators, off on the CPU.",

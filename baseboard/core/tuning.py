@@ -9,7 +9,11 @@ by op, implementation (name, plugin, ``Impl.version``), shape and dtype; so a se
 times nothing, and a new driver, torch, triton or kernel version is timed afresh.
 
 Ops timed, each at one row and at a step of tokens: rms_norm, fused_add_rms_norm,
-silu_and_mul (on [rows, hidden] inputs) and gemm (per [N, K] weight). Attention, sample,
+silu_and_mul (on [rows, hidden] inputs) and gemm (per [N, K] weight). A weight whose input
+is silu_and_mul's output (the down projection) is timed from the [rows, 2I] input on: an
+implementation that fuses silu_and_mul (``Impl.fuses``) with its fused form, any other with
+the plan's silu_and_mul before it, so a fused kernel is compared with the composition it
+replaces. Attention, sample,
 rotary_embedding and the quantized GEMMs keep the order of selection (preference, then
 priority): their inputs are not plain shapes.
 """
@@ -60,6 +64,8 @@ class Workload:
     weight_shapes: tuple[tuple[int, int], ...]
     linear_ops: tuple[str, ...] = ("gemm",)  # the weight ops its layers call
     tokens: int = 16
+    # the weight shapes whose input is silu_and_mul's output (the down projection)
+    gated_shapes: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def for_model(cls, config: Any, linear_ops: tuple[str, ...]) -> "Workload":
@@ -70,7 +76,8 @@ class Workload:
         qkv = (config.num_heads + 2 * config.num_kv_heads) * d
         shapes = ((qkv, h), (h, config.num_heads * d), (2 * config.intermediate_size, h),
                   (h, config.intermediate_size), (config.vocab_size, h))
-        return cls(h, config.intermediate_size, tuple(dict.fromkeys(shapes)), linear_ops)
+        return cls(h, config.intermediate_size, tuple(dict.fromkeys(shapes)), linear_ops,
+                   gated_shapes=((h, config.intermediate_size),))
 
 
 def environment(device: torch.device, capability: str) -> dict[str, str]:
@@ -175,6 +182,8 @@ class TunedState(NamedTuple):
     apply: Callable[..., torch.Tensor]
     state: Any
     name: str  # the implementation that prepared it
+    # apply to the input of silu_and_mul: the winner's fused form, or the composition
+    apply_gated: Callable[..., torch.Tensor]
 
 
 class ShapeTunedWeightOp:
@@ -184,19 +193,29 @@ class ShapeTunedWeightOp:
 
     def __init__(self, tuner: "Tuner", candidates: dict[str, tuple[Impl, Any]]):
         self.tuner, self.candidates = tuner, candidates
+        self.composed = dict(tuner.composed)  # the plan's silu_and_mul, as when chosen
 
     def prepare(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> TunedState:
         """weight [N, K], bias [N] | None -> the winner's state, with its apply."""
+        self.tuner.composed = self.composed
         times = self.tuner.gemm_times(self.candidates, tuple(weight.shape))
         name = min(times, key=times.get)
-        loaded = self.candidates[name][1]
-        return TunedState(loaded.apply, loaded.prepare(weight, bias), name)
+        impl, loaded = self.candidates[name]
+        return TunedState(loaded.apply, loaded.prepare(weight, bias), name,
+                          self.tuner.gated_apply(impl, loaded))
 
     @staticmethod
     def apply(state: TunedState, x: torch.Tensor,
               out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """x [T, K] -> [T, N] through the implementation that prepared ``state``."""
         return state.apply(state.state, x, out_dtype)
+
+    @staticmethod
+    def apply_silu_and_mul(state: TunedState, x: torch.Tensor,
+                           out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """x [T, 2I] -> [T, N] = apply(state, silu_and_mul(x)), fused where the
+        implementation that prepared ``state`` fuses it."""
+        return state.apply_gated(state.state, x, out_dtype)
 
 
 @dataclass
@@ -230,6 +249,25 @@ class Tuner:
         self.dtype, self.graphed = dtype, graphed
         self.ops = tuple(op for op in TUNED_OPS
                          if OPS[op].kind != "weight" or op in workload.linear_ops)
+        # replaced op -> (its selected name, its bound function), for the fusions of the op
+        # being chosen (select_plan passes them to ``choose``)
+        self.composed: dict[str, tuple[str, Callable]] = {}
+
+    def fuses_silu(self, impl: Impl) -> bool:
+        """Whether ``impl`` would run silu_and_mul fused (selection.fusion_state's rule)."""
+        silu = self.composed.get("silu_and_mul")
+        return silu is not None and "silu_and_mul" in impl.fuses and silu[0] == impl.name
+
+    def gated_apply(self, impl: Impl, loaded: Any) -> Callable[..., torch.Tensor]:
+        """``apply_silu_and_mul`` of ``impl``: its fused form, or the plan's silu_and_mul
+        and then its apply (the reference's composition where no silu_and_mul is known)."""
+        if self.fuses_silu(impl):
+            return loaded.apply_silu_and_mul
+        if "silu_and_mul" not in self.composed:
+            from ..kernels.torch.activation import silu_and_mul
+        else:
+            silu_and_mul = self.composed["silu_and_mul"][1]
+        return lambda state, x, out_dtype=None: loaded.apply(state, silu_and_mul(x), out_dtype)
 
     def _time(self, op: str, impl: Impl, shape: str, make_call: Callable[[], Callable]) -> float:
         key = TimingCache.key(op, impl, shape, self.dtype)
@@ -276,20 +314,35 @@ class Tuner:
         through an [N, K] weight: implementations often differ at one row only (a GEMV
         against cuBLAS), and a winner must not lose the other case either."""
         n, k = weight_shape
+        gated = (n, k) in self.workload.gated_shapes and "silu_and_mul" in self.composed
 
-        def make_call(loaded: Any, rows: int) -> Callable[[], Callable]:
+        def make_call(impl: Impl, loaded: Any, rows: int) -> Callable[[], Callable]:
             def build() -> Callable:
                 state = loaded.prepare(self._tensor(n, k), None)
+                if gated:  # from silu_and_mul's input on
+                    x, apply = self._tensor(rows, 2 * k), self.gated_apply(impl, loaded)
+                    return lambda: apply(state, x)
                 x = self._tensor(rows, k)
                 return lambda: loaded.apply(state, x)
             return build
 
-        return {name: sum(self._time("gemm", impl, f"{rows}x{k}x{n}", make_call(loaded, rows))
+        def shape(impl: Impl, rows: int) -> str:
+            if not gated:
+                return f"{rows}x{k}x{n}"
+            how = "fused" if self.fuses_silu(impl) else self.composed["silu_and_mul"][0]
+            return f"{rows}x{k}x{n}+silu_and_mul={how}"
+
+        return {name: sum(self._time("gemm", impl, shape(impl, rows),
+                                     make_call(impl, loaded, rows))
                           for rows in timed_rows(self.workload.tokens))
                 for name, (impl, loaded) in candidates.items()}
 
-    def choose(self, op: str, candidates: dict[str, tuple[Impl, Any]]) -> Outcome:
-        """The fastest of ``candidates`` (name -> (Impl, loaded object), at least two)."""
+    def choose(self, op: str, candidates: dict[str, tuple[Impl, Any]],
+               composed: Optional[dict[str, tuple[str, Callable]]] = None) -> Outcome:
+        """The fastest of ``candidates`` (name -> (Impl, loaded object), at least two).
+        ``composed``: for the fusions of ``op``, the replaced op's selected name and bound
+        function (a fused form is timed against that op followed by ``op``)."""
+        self.composed = dict(composed or {})
         if op != "gemm":
             times = self.function_times(op, candidates)
             name = min(times, key=times.get)

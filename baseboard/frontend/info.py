@@ -146,6 +146,8 @@ def render(info: dict[str, Any]) -> str:
         if op in COLLECTIVES and engine.get("tensor_parallel_size", 1) == 1:
             unused = " (called with --tensor-parallel-size > 1 only)"
         lines.append(f"  {op:<20} {d['selected']:<12} {d['why']}{unused}")
+        for replaced, state in d.get("fusions", {}).items():  # which form the layers run
+            lines.append(f"  {'':<20}   + {replaced}: {state}")
         for c in d["candidates"]:
             if c["name"] != d["selected"]:
                 state = "ok (lower rank)" if c["accepted"] else \

@@ -180,7 +180,8 @@ def resolve_plan(*, platform: Optional[str] = None, backends: Mapping[str, str] 
                            head_dim=head_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
                            block_size=block_size or chosen.platform.kv_block_size,
                            cuda_graphs=cuda_graphs, quant_schemes=tuple(quant_schemes),
-                           tensor_parallel_size=tensor_parallel_size)
+                           tensor_parallel_size=tensor_parallel_size,
+                           fuse=settings["BASEBOARD_FUSE"])
     choices = explicit_choices(settings, backends, cli_backends, plan_file, plan_path or "")
     tuner = None
     if workload is not None and tuning_on(settings["BASEBOARD_TUNE"],

@@ -32,10 +32,20 @@ class Linear:
         return self.apply(self.state, x, out_dtype)
 
 
-def make_linear(plan: Plan, weight: Weight, bias: Optional[torch.Tensor]) -> Linear:
+def fuses_silu_and_mul(plan: Plan, weight: Weight) -> bool:
+    """Whether a layer of ``weight`` whose input is silu_and_mul's output runs the two as
+    one: where the plan fuses them (the gemm op's ``apply_silu_and_mul``), for a dense
+    weight (the quantized GEMM ops offer no fused form)."""
+    return plan.fused("silu_and_mul") and not isinstance(weight, QuantizedWeight)
+
+
+def make_linear(plan: Plan, weight: Weight, bias: Optional[torch.Tensor],
+                gated: bool = False) -> Linear:
     """Prepare a dense [N, K] weight with ``plan.gemm``, or a quantized record with the op
-    it names."""
+    it names. ``gated``: the layer is handed silu_and_mul's input [T, 2K] and applies the
+    activation itself (``fuses_silu_and_mul`` must hold)."""
     if isinstance(weight, QuantizedWeight):
         impl = plan.impl(weight.op)
         return Linear(impl.apply, weight.prepare(impl, bias), weight.input_perm)
-    return Linear(plan.gemm.apply, plan.gemm.prepare(weight, bias))
+    apply = plan.gemm.apply_silu_and_mul if gated else plan.gemm.apply
+    return Linear(apply, plan.gemm.prepare(weight, bias))

@@ -2,6 +2,9 @@
 
 Every op runs through the plan: rms_norm, fused_add_rms_norm, rotary_embedding,
 silu_and_mul, the GEMM ops (q/k/v and gate/up fused into one GEMM each) and attention.
+Where the plan fuses an op into another (``Plan.fused``), the layer calls the fused form
+instead of the two: rotary_embedding inside attention's ``forward_rotary``, silu_and_mul
+inside the down projection's ``apply_silu_and_mul``.
 Plan lookups and weight preparation happen once, at load; a forward step is the ops and a
 few views.
 """
@@ -18,7 +21,7 @@ from ..core.selection import Plan
 from ..distributed.sharding import local_config
 from ..quantization.records import QuantizedWeight, can_concat, concat_rows
 from .config import ModelConfig
-from .linear import Linear, Weight, make_linear
+from .linear import Linear, Weight, fuses_silu_and_mul, make_linear
 from .rope import rope_cache
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
@@ -101,6 +104,9 @@ class DecoderLayer:
         self.rotary_embedding = plan.rotary_embedding
         self.silu_and_mul = plan.silu_and_mul
         self.attend = attention.forward
+        # rotary in the KV-cache write: one kernel fewer per layer
+        self.attend_rotary = attention.forward_rotary if plan.fused("rotary_embedding") \
+            else None
 
         w = weights
         qkv_bias = torch.cat([w[f"{m}.bias"] for m in QKV]) if config.qkv_bias else None
@@ -110,7 +116,10 @@ class DecoderLayer:
                                           w.get("self_attn.o_proj.bias"))
         gate_up = fuse([w[f"{m}.weight"] for m in GATE_UP], dtype)
         self.gate_up_proj: Linear = make_linear(plan, gate_up, None)
-        self.down_proj: Linear = make_linear(plan, w["mlp.down_proj.weight"], None)
+        down = w["mlp.down_proj.weight"]
+        # silu_and_mul in the down projection's input load: one kernel fewer per layer
+        self.down_fuses_silu = fuses_silu_and_mul(plan, down)
+        self.down_proj: Linear = make_linear(plan, down, None, gated=self.down_fuses_silu)
         if parallel is not None:  # row-parallel: each rank's partial sums, all-reduced
             self.o_proj = parallel.reduced(self.o_proj)
             self.down_proj = parallel.reduced(self.down_proj)
@@ -132,13 +141,19 @@ class DecoderLayer:
         q = q.view(tokens, self.num_heads, self.head_dim)  # [T, Hq, D]
         k = k.view(tokens, self.num_kv_heads, self.head_dim)  # [T, Hk, D]
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary_embedding(positions, q, k, self.cos_sin_cache)
-        attn = self.attend(q, k, v, kv_cache, metadata)  # [T, Hq, D]
+        if self.attend_rotary is not None:
+            attn = self.attend_rotary(positions, q, k, v, self.cos_sin_cache, kv_cache,
+                                      metadata)  # [T, Hq, D]
+        else:
+            q, k = self.rotary_embedding(positions, q, k, self.cos_sin_cache)
+            attn = self.attend(q, k, v, kv_cache, metadata)  # [T, Hq, D]
         hidden = self.o_proj(attn.reshape(tokens, -1))
         hidden, residual = self.fused_add_rms_norm(hidden, residual, self.post_attention_norm,
                                                    self.eps)
-        hidden = self.down_proj(self.silu_and_mul(self.gate_up_proj(hidden)))
-        return hidden, residual
+        gate_up = self.gate_up_proj(hidden)  # [T, 2I]
+        if self.down_fuses_silu:
+            return self.down_proj(gate_up), residual
+        return self.down_proj(self.silu_and_mul(gate_up)), residual
 
 
 class LlamaForCausalLM:

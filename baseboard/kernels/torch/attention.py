@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ...core.attention import AttentionBatch, AttentionSpec
+from .rotary import rotary_embedding
 
 
 @dataclass
@@ -62,6 +63,13 @@ class TorchAttention:
             block_tables=[torch.tensor(t, dtype=torch.long, device=device)
                           for t in batch.block_tables],
             slot_mapping=torch.tensor(batch.slot_mapping, dtype=torch.long, device=device))
+
+    def forward_rotary(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                       v: torch.Tensor, cos_sin_cache: torch.Tensor, kv_cache: torch.Tensor,
+                       metadata: PagedMetadata) -> torch.Tensor:
+        """The rotary_embedding fusion's meaning: rotate q and k, then ``forward``."""
+        q, k = rotary_embedding(positions, q, k, cos_sin_cache)
+        return self.forward(q, k, v, kv_cache, metadata)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, metadata: PagedMetadata) -> torch.Tensor:

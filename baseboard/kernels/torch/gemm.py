@@ -7,6 +7,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from .activation import silu_and_mul
+
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -36,3 +38,9 @@ class Gemm:
             y = torch.mm(x, state.weight.t(), out_dtype=torch.float32)
             return y if bias is None else y + bias
         return F.linear(x.to(out_dtype), state.weight.to(out_dtype), bias)
+
+    @staticmethod
+    def apply_silu_and_mul(state: LinearWeights, x: torch.Tensor,
+                           out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The silu_and_mul fusion's meaning: x [T, 2I] -> apply(state, silu_and_mul(x))."""
+        return Gemm.apply(state, silu_and_mul(x), out_dtype)

@@ -5,7 +5,8 @@ is D contiguous values, which the kernels read as whole rows. A head-major layou
 [2, num_blocks, Hk, block_size, D] (each block's head one contiguous run) measured no
 faster (docs/benchmarks.md, "Measurements behind the code"), so the reference layout stays.
 
-A step runs up to four kernels: the KV write, split decode and its merge (the decodes come
+A step runs up to four kernels: the KV write (with the rotary embedding, in
+``forward_rotary``), split decode and its merge (the decodes come
 first in the batch), and prefill (the rest: over the paged cache when a prefill has a cached
 prefix or the step replays a CUDA graph, else over the step's own keys and values, which
 reads faster; over the cache, blocks of a multiple of 64 tokens are read a whole tile at a
@@ -32,7 +33,7 @@ from .common import last_dim_contiguous, upcast_dots
 from .decode import (DECODE_CONFIG, DecodeConfig, decode_attention, decode_splits,
                      decode_workspace_rows)
 from .device_tables import table_for
-from .kv_cache import write_kv
+from .kv_cache import rotary_write_kv, write_kv
 from .prefill import PrefillConfig, prefill_attention, prefill_config
 from .prefill_tiled import (TILED_PAGE, dense_prefill_attention, paged_tile_config,
                             paged_tile_prefill_attention)
@@ -188,6 +189,22 @@ class TritonAttention:
                                "overwrote the buffers they are views into")
         q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
         write_kv(k, v, kv_cache, metadata.slot_mapping)
+        return self._attend(q, k, v, kv_cache, metadata)
+
+    def forward_rotary(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                       v: torch.Tensor, cos_sin_cache: torch.Tensor, kv_cache: torch.Tensor,
+                       metadata: TritonAttentionMetadata) -> torch.Tensor:
+        """``forward`` of q and k rotated at positions [T] (cos_sin_cache [max_pos, D]
+        float32): the rotation happens in the KV-cache write's kernel."""
+        check_metadata_current(metadata.build, self._builds,
+                               "overwrote the buffers they are views into")
+        q, k = rotary_write_kv(positions, q, k, v, cos_sin_cache, kv_cache,
+                               metadata.slot_mapping)
+        return self._attend(q, k, last_dim_contiguous(v), kv_cache, metadata)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                kv_cache: torch.Tensor, metadata: TritonAttentionMetadata) -> torch.Tensor:
+        """Attention of q over the cache that already holds this step's k and v."""
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         num_decodes = metadata.num_decodes
         if num_decodes:

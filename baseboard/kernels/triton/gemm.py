@@ -6,6 +6,10 @@ streams each weight once: a program takes BLOCK_N rows of it, multiplies them by
 row in float32 and sums at the end. The tile per weight shape comes from the device's table
 (device_tables.py), or is tuned on first use (``triton.autotune``, timing each tile inside
 a CUDA graph: at load, in the warm-up before the decode graphs are captured).
+
+``Gemm.apply_silu_and_mul`` (the gemm op's ``silu_and_mul`` fusion) is the down projection
+of a SwiGLU MLP in one kernel at one row: the GEMV reads the gate and up halves of its
+input and computes silu(gate) * up per K tile, with the same roundings as silu_and_mul.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import triton.testing
 
 from ..torch.gemm import Gemm as TorchGemm
 from ..torch.gemm import LinearWeights
+from .activation import silu_and_mul
 from .common import pdl_options, pdl_prologue
 from .device_tables import table_for
 from .records import interpreting
@@ -39,11 +44,29 @@ def _bench_in_graph(kernel_call, quantiles):
     return triton.testing.do_bench_cudagraph(kernel_call, rep=20, quantiles=quantiles)
 
 
+@triton.jit
+def _input_tile(x_ptr, k, K, k_ok, GATED: tl.constexpr, MASKED: tl.constexpr):
+    """x[k] in float32; GATED: x is [2K] and the tile is silu(x[k]) * x[K + k], each
+    product rounded to x's dtype as silu_and_mul rounds it (activation.py)."""
+    if MASKED:
+        x = tl.load(x_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+    else:
+        x = tl.load(x_ptr + k).to(tl.float32)
+    if GATED:
+        if MASKED:
+            up = tl.load(x_ptr + K + k, mask=k_ok, other=0.0).to(tl.float32)
+        else:
+            up = tl.load(x_ptr + K + k).to(tl.float32)
+        silu = (x * tl.sigmoid(x)).to(x_ptr.dtype.element_ty).to(tl.float32)
+        x = (silu * up).to(x_ptr.dtype.element_ty).to(tl.float32)
+    return x
+
+
 @triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, w_stride, bias_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                 PDL: tl.constexpr):
+                 GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 EVEN_K: tl.constexpr, PDL: tl.constexpr):
     pdl_prologue(PDL)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
@@ -54,11 +77,11 @@ def _gemv_kernel(x_ptr, w_ptr, w_stride, bias_ptr, y_ptr, N, K, HAS_BIAS: tl.con
     for start in range(0, K, BLOCK_K):
         k = start + cols
         if EVEN_K:
-            x = tl.load(x_ptr + k).to(tl.float32)
+            x = _input_tile(x_ptr, k, K, k < K, GATED, False)
             w = tl.load(w_rows + k[None, :])
         else:
             k_ok = k < K
-            x = tl.load(x_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+            x = _input_tile(x_ptr, k, K, k_ok, GATED, True)
             w = tl.load(w_rows + k[None, :], mask=k_ok[None, :], other=0.0)
         acc += w.to(tl.float32) * x[None, :]
     y = tl.sum(acc, 1)
@@ -75,11 +98,12 @@ _TILES: dict[tuple, list] = {}  # (device, N, K, dtype) -> tile, so a call looks
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-         y: torch.Tensor) -> None:
-    """y [1, N] = x [1, K] @ weight [N, K].T (+ bias), with the device's tile for this shape."""
+         y: torch.Tensor, gated: bool = False) -> None:
+    """y [1, N] = x [1, K] @ weight [N, K].T (+ bias), with the device's tile for this shape.
+    ``gated``: x is [1, 2K] and the product is silu_and_mul(x) @ weight.T (+ bias)."""
     n, k = weight.shape
     args = (x, weight, weight.stride(0), bias if bias is not None else x, y, n, k)
-    options = dict(HAS_BIAS=bias is not None, **pdl_options(x.device))
+    options = dict(HAS_BIAS=bias is not None, GATED=gated, **pdl_options(x.device))
     if interpreting():
         _gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **options)
         return
@@ -111,9 +135,24 @@ class Gemm:
     @staticmethod
     def apply(state: LinearWeights, x: torch.Tensor,
               out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        weight = state.weight
-        if x.dim() != 2 or x.shape[0] != 1 or weight.stride(1) != 1 or x.dtype != weight.dtype:
+        if not _one_row(state, x):
             return TorchGemm.apply(state, x, out_dtype)
-        y = torch.empty(1, weight.shape[0], dtype=out_dtype or x.dtype, device=x.device)
-        gemv(x.contiguous(), weight, state.bias, y)
+        y = torch.empty(1, state.weight.shape[0], dtype=out_dtype or x.dtype, device=x.device)
+        gemv(x.contiguous(), state.weight, state.bias, y)
         return y
+
+    @staticmethod
+    def apply_silu_and_mul(state: LinearWeights, x: torch.Tensor,
+                           out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """x [T, 2K] -> [T, N] = apply(state, silu_and_mul(x)): one kernel at one row."""
+        if not _one_row(state, x):
+            return Gemm.apply(state, silu_and_mul(x), out_dtype)
+        y = torch.empty(1, state.weight.shape[0], dtype=out_dtype or x.dtype, device=x.device)
+        gemv(x.contiguous(), state.weight, state.bias, y, gated=True)
+        return y
+
+
+def _one_row(state: LinearWeights, x: torch.Tensor) -> bool:
+    """Whether ``x`` is one row the GEMV multiplies (else cuBLAS, through torch)."""
+    weight = state.weight
+    return x.dim() == 2 and x.shape[0] == 1 and weight.stride(1) == 1 and x.dtype == weight.dtype

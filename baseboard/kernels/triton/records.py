@@ -106,6 +106,10 @@ def _checks(op: str) -> tuple[Supports, ...]:
     return (device_reason, dtype_reason)
 
 
+# the ops whose work a kernel here also does (core.ops.FUSIONS), by the op it serves
+_FUSES = {"attention": ("rotary_embedding",), "gemm": ("silu_and_mul",)}
+
+
 def triton_impls(platforms: tuple[str, ...], priority: int) -> list[Impl]:
     """Records named "triton" for every op that has a Triton kernel.
 
@@ -114,5 +118,6 @@ def triton_impls(platforms: tuple[str, ...], priority: int) -> list[Impl]:
     """
     return [Impl(op=op, name="triton", loader=f"baseboard.kernels.triton.{target}",
                  platforms=tuple(platforms), priority=priority, requires=("triton",),
-                 supports=_first(*_checks(op)), doc=f"Triton kernel ({target.split(':')[0]}.py)")
+                 supports=_first(*_checks(op)), fuses=_FUSES.get(op, ()),
+                 doc=f"Triton kernel ({target.split(':')[0]}.py)")
             for op, target in _MODULES.items()]

@@ -10,8 +10,9 @@ from .common import last_dim_contiguous, pdl_options, pdl_prologue
 
 
 @triton.jit
-def _rotate_heads(ptr, tok_stride, head_stride, token, num_heads, cos, sin, half_cols, half_mask,
-                  HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+def rotate_heads(ptr, tok_stride, head_stride, token, num_heads, cos, sin, half_cols, half_mask,
+                 HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Rotate ``num_heads`` heads of one token in place; cos, sin [1, HALF_PAD] float32."""
     for h0 in range(0, num_heads, BLOCK_H):
         heads = h0 + tl.arange(0, BLOCK_H)
         mask = (heads < num_heads)[:, None] & half_mask[None, :]
@@ -20,6 +21,15 @@ def _rotate_heads(ptr, tok_stride, head_stride, token, num_heads, cos, sin, half
         x2 = tl.load(first + HALF, mask=mask, other=0.0).to(tl.float32)
         tl.store(first, (x1 * cos - x2 * sin).to(ptr.dtype.element_ty), mask=mask)
         tl.store(first + HALF, (x2 * cos + x1 * sin).to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def cos_sin_of(cache_ptr, cache_stride, position, cols, half_mask, HALF: tl.constexpr):
+    """(cos, sin) of ``position``, each [1, HALF_PAD] float32 (zeros past HALF)."""
+    row = cache_ptr + position * cache_stride
+    cos = tl.load(row + cols, mask=half_mask, other=0.0)[None, :]
+    sin = tl.load(row + HALF + cols, mask=half_mask, other=0.0)[None, :]
+    return cos, sin
 
 
 @triton.jit
@@ -32,13 +42,11 @@ def _rotary_kernel(pos_ptr, q_ptr, q_tok_stride, q_head_stride, k_ptr, k_tok_str
     position = tl.load(pos_ptr + token)
     cols = tl.arange(0, HALF_PAD)
     half_mask = cols < HALF
-    row = cache_ptr + position * cache_stride
-    cos = tl.load(row + cols, mask=half_mask, other=0.0)[None, :]
-    sin = tl.load(row + HALF + cols, mask=half_mask, other=0.0)[None, :]
-    _rotate_heads(q_ptr, q_tok_stride, q_head_stride, token, num_q_heads, cos, sin, cols,
-                  half_mask, HALF, BLOCK_H)
-    _rotate_heads(k_ptr, k_tok_stride, k_head_stride, token, num_k_heads, cos, sin, cols,
-                  half_mask, HALF, BLOCK_H)
+    cos, sin = cos_sin_of(cache_ptr, cache_stride, position, cols, half_mask, HALF)
+    rotate_heads(q_ptr, q_tok_stride, q_head_stride, token, num_q_heads, cos, sin, cols,
+                 half_mask, HALF, BLOCK_H)
+    rotate_heads(k_ptr, k_tok_stride, k_head_stride, token, num_k_heads, cos, sin, cols,
+                 half_mask, HALF, BLOCK_H)
 
 
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
