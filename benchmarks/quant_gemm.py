@@ -2,9 +2,11 @@
 against bf16 ``F.linear`` at K=4096, N in (6144, 14336, 4096) and M from 1 to 4096.
 
 Kernels: bf16 F.linear (the baseline); W4A16 g128 symmetric and asymmetric and W8A16
-per-channel (Triton); tinygemm int4 g128 (torch._weight_int4pack_mm); FP8 W8A8 (Triton, and
-torch._scaled_mm row-wise), INT8 W8A8 (Triton, and torch._int_mm), each with its per-token
-activation quantization; and the Triton activation quantization alone.
+per-channel (Triton, each M bucket on the kernel its tile names); the same W4A16 and W8A16
+forced onto the GEMV alone and onto the tensor-core kernel alone (N=14336, M <= 64);
+tinygemm int4 g128 (torch._weight_int4pack_mm); FP8 W8A8 (Triton, and torch._scaled_mm
+row-wise), INT8 W8A8 (Triton, and torch._int_mm), each with its per-token activation
+quantization; and the Triton activation quantization alone.
 
 Each measurement replays a CUDA graph of many calls, timed with CUDA events; the calls
 cycle through copies of the weight that together exceed the L2 cache, so every call reads
@@ -12,8 +14,10 @@ its weight from HBM as a model's successive layers do. A kernel that fails (its 
 its capture or its launch) is reported and the others go on. Writes JSON (--out) and,
 with matplotlib installed, a plot of the speedup over bf16 against M per kernel.
 
-    python benchmarks/quant_gemm.py --out quant_gemm.json    (about 2-3 minutes on an H200)
-    python benchmarks/quant_gemm.py --tune --out tune.json   (sweeps the Triton tiles per M)
+    python benchmarks/quant_gemm.py --out quant_gemm.json    (under 3 minutes on an H200)
+    python benchmarks/quant_gemm.py --tune --out tune.json   (under 2 minutes: sweeps the
+        weight-only tiles per M bucket, GEMV and tensor-core, and prints the best as rows
+        of quant_tiles.TILES to paste)
     python benchmarks/quant_gemm.py --smoke                  (tiny shapes on the CPU through
                                                               Triton's interpreter)
 """
@@ -42,14 +46,16 @@ import torch.nn.functional as F  # noqa: E402
 from baseboard.kernels.torch import quant_alternatives as alt  # noqa: E402
 from baseboard.kernels.torch import quant_gemm as reference  # noqa: E402
 from baseboard.kernels.triton import quant_gemm, quant_tiles, quant_w8a8  # noqa: E402
+from baseboard.kernels.triton.splitk import arrival_counters  # noqa: E402
 
 K = 4096
-NS = (6144, 14336, 4096)
+NS = (14336, 6144, 4096)  # the issue's shape first: the budget cuts the others
 MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
 CHECK_MS = (1, 16, 256)  # split K and not
 GROUP = 128
 TOLERANCE = 3e-2  # max |error| / max |reference|: bf16 outputs, a different summation order
-BUDGET_S = 225.0  # stop starting new measurements past this (the run must end within 4 min)
+BUDGET_S = 140.0  # stop starting new measurements past this (the run must end within 3 min)
+TUNE_BUDGET_S = 110.0  # the same for --tune (within 2 min), shared out among the families
 L2_MULTIPLE = 3  # weight copies cycled per graph: together this many times the L2 cache
 
 
@@ -77,12 +83,50 @@ class QuantizeOnly:
         return quant_w8a8.quantize_rows(x, torch.float8_e4m3fn)[0]
 
 
+def with_table(state: quant_gemm.WeightOnlyState,
+               table: quant_tiles.Table) -> quant_gemm.WeightOnlyState:
+    """``state`` run with the tiles of ``table`` instead of its device's."""
+    return state._replace(table=table, counters=arrival_counters(
+        quant_tiles.max_split_tiles(table, state.n), state.codes.device))
+
+
+def forced_table(table: quant_tiles.Table, kernel: str) -> quant_tiles.Table:
+    """``table`` with every bucket on ``kernel``: a bucket on another kernel takes the tile
+    of the nearest bucket below it on ``kernel`` (else the first above)."""
+    mine = [(bound, tile) for bound, tile in table if tile.kernel == kernel]
+    if not mine:
+        raise ValueError(f"no bucket of this table runs the {kernel} kernel")
+    forced = []
+    for bound, tile in table:
+        if tile.kernel != kernel:
+            below = [t for b, t in mine if b < bound]
+            tile = below[-1] if below else mine[0][1]
+        forced.append((bound, tile))
+    return tuple(forced)
+
+
+def only_kernel(impl: Any, kernel: str) -> Any:
+    """``impl`` (GemmW4A16 or GemmW8A16) with every M bucket on ``kernel``."""
+
+    class Forced:
+        apply = staticmethod(impl.apply)
+
+        @staticmethod
+        def prepare(**weights: Any) -> quant_gemm.WeightOnlyState:
+            state = impl.prepare(**weights)
+            return with_table(state, forced_table(state.table, kernel))
+
+    return Forced
+
+
 @dataclass(frozen=True)
 class Kernel:
     name: str
     kind: str  # which weights it takes (make_weights)
     impl: Any  # prepare(**weights) / apply(state, x)
     reference: Any = None  # the torch reference op, None: not checked
+    max_m: int = 1 << 30  # timed only up to this M ...
+    only_n: int = 0  # ... and only at this N (0: every N)
 
 
 KERNELS = (
@@ -91,6 +135,14 @@ KERNELS = (
     Kernel("W4A16 g128 asym (triton)", "w4_asym", quant_gemm.GemmW4A16, reference.GemmW4A16),
     Kernel("W4A16 g128 (tinygemm)", "w4_asym", alt.TinyGemmW4A16, reference.GemmW4A16),
     Kernel("W8A16 per-channel (triton)", "w8", quant_gemm.GemmW8A16, reference.GemmW8A16),
+    Kernel("W4A16 g128 sym (triton, GEMV only)", "w4_sym",
+           only_kernel(quant_gemm.GemmW4A16, quant_tiles.GEMV), reference.GemmW4A16, 64, 14336),
+    Kernel("W4A16 g128 sym (triton, MMA only)", "w4_sym",
+           only_kernel(quant_gemm.GemmW4A16, quant_tiles.MMA), reference.GemmW4A16, 64, 14336),
+    Kernel("W8A16 per-channel (triton, GEMV only)", "w8",
+           only_kernel(quant_gemm.GemmW8A16, quant_tiles.GEMV), reference.GemmW8A16, 64, 14336),
+    Kernel("W8A16 per-channel (triton, MMA only)", "w8",
+           only_kernel(quant_gemm.GemmW8A16, quant_tiles.MMA), reference.GemmW8A16, 64, 14336),
     Kernel("FP8 W8A8 (triton)", "fp8", quant_w8a8.GemmW8A8Fp8, reference.GemmW8A8Fp8),
     Kernel("FP8 W8A8 (_scaled_mm)", "fp8", alt.ScaledMmFp8, reference.GemmW8A8Fp8),
     Kernel("INT8 W8A8 (triton)", "int8", quant_w8a8.GemmW8A8Int8, reference.GemmW8A8Int8),
@@ -219,6 +271,9 @@ def benchmark(kernels: tuple[Kernel, ...], ns: tuple[int, ...], ms: tuple[int, .
     results, accuracy, errors = [], [], []
     for n in ns:
         for kernel in kernels:
+            if kernel.only_n and kernel.only_n != n and n in NS:
+                continue
+            kernel_ms = tuple(m for m in ms if m <= kernel.max_m) or ms[:1]
             if time.perf_counter() - started > BUDGET_S:
                 errors.append({"kernel": kernel.name, "n": n, "stage": "skipped",
                                "error": f"time budget of {BUDGET_S:.0f} s reached"})
@@ -228,9 +283,10 @@ def benchmark(kernels: tuple[Kernel, ...], ns: tuple[int, ...], ms: tuple[int, .
                 states, weights = prepared_copies(kernel, n, k, device, smoke)
                 stage = "check"
                 accuracy += check(kernel, states[0], weights, n, k,
-                                  tuple(m for m in CHECK_MS if m in ms) or ms[:1], device)
+                                  tuple(m for m in CHECK_MS if m in kernel_ms) or kernel_ms[:1],
+                                  device)
                 del weights
-                for m in ms:
+                for m in kernel_ms:
                     stage = f"time M={m}"
                     x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
                     calls = [lambda s=s: kernel.impl.apply(s, x) for s in states]
@@ -329,15 +385,50 @@ def plot(report: dict, path: str) -> None:
     print(f"plot: {path}")
 
 
-TUNE_MS = (1, 16, 32, 64, 128, 1024)
+# the bound of each bucket of the weight-only tables --tune fills, timed at M = the bound
+# (UNBOUNDED at TUNE_LARGE_M)
+TUNE_BOUNDS = (1, 4, 16, 64, 256, quant_tiles.UNBOUNDED)
+TUNE_LARGE_M = 4096
+W8A8_TUNE_MS = (1, 16, 64, 256, 1024)
+TUNED_KINDS = {quant_tiles.W4A16: ("w4_asym", quant_gemm.GemmW4A16, reference.GemmW4A16),
+               quant_tiles.W8A16: ("w8", quant_gemm.GemmW8A16, reference.GemmW8A16)}
 
 
-def tune_candidates(family: str, m: int) -> list[quant_tiles.Tile]:
-    """A small grid around the defaults (each candidate is a compile): the block of rows
-    that fits ``m``, a few widths, split K or not, warps, stages and resident programs."""
-    rows = max(16, min(128, 1 << (m - 1).bit_length()))
+def rows_block(m: int) -> int:
+    """The tensor cores' block of rows for ``m``: a power of two from 16 to 128."""
+    return max(16, min(128, 1 << (m - 1).bit_length()))
+
+
+def weight_only_candidates(m: int) -> list[quant_tiles.Tile]:
+    """Tiles worth timing at ``m`` rows (each is a compile, so few): the GEMV up to 16 rows
+    (its rows per program the power of two that holds m), the tensor-core kernel with
+    split K up to 128 rows, the usual large tiles past that."""
+    auto, gemv = quant_tiles.AUTO_SPLIT, quant_tiles.GEMV
+    tiles = []
+    if m <= 16:
+        block_m = 1 << (m - 1).bit_length()
+        # a program holds block_m x block_n x block_k / 8 products: few rows, wide tiles
+        shapes = [(16, 256), (16, 512), (32, 256), (32, 512), (64, 256), (64, 512)] \
+            if block_m <= 4 else [(16, 256), (32, 256)]
+        for block_n, block_k in shapes:
+            tiles.append(quant_tiles.Tile(block_m, block_n, block_k, auto, num_warps=4,
+                                          num_stages=4, resident=4, kernel=gemv))
+    if m <= 128:
+        for block_n, warps in ((64, 4), (128, 4), (128, 8)):
+            tiles.append(quant_tiles.Tile(rows_block(m), block_n, 128, auto, warps, 4,
+                                          resident=3 if m <= 32 else 2))
+    else:
+        for block_m, block_n, warps, stages in ((64, 128, 4, 4), (128, 128, 8, 3),
+                                                (128, 256, 8, 3), (128, 64, 4, 4)):
+            tiles.append(quant_tiles.Tile(block_m, block_n, 128, 1, warps, stages))
+    return tiles
+
+
+def w8a8_candidates(m: int) -> list[quant_tiles.Tile]:
+    """The FP8/INT8 W8A8 grid: the block of rows that fits ``m``, a few widths, split K or
+    not, warps, stages and resident programs."""
     out = []
-    for bm in (rows,) if m <= 64 else (64, rows):
+    for bm in (rows_block(m),) if m <= 64 else (64, rows_block(m)):
         for bn in (64, 128, 256):
             for bk in (128,) if m <= 64 else (64, 128):
                 for split in (quant_tiles.AUTO_SPLIT, 1) if m <= 128 else (1,):
@@ -348,37 +439,122 @@ def tune_candidates(family: str, m: int) -> list[quant_tiles.Tile]:
     return out
 
 
-def tune(device: torch.device, n: int, started: float) -> dict:
-    """Time each candidate tile at each of TUNE_MS and print the best: rows for
-    quant_tiles.TILES under this device's name."""
+def tile_source(tile: quant_tiles.Tile) -> str:
+    """``tile`` as it is written in quant_tiles.py."""
+    split = "AUTO_SPLIT" if tile.split_k == quant_tiles.AUTO_SPLIT else str(tile.split_k)
+    extra = "".join(f", {name}={value}" for name, value, default in (
+        ("group_m", tile.group_m, 8), ("resident", tile.resident, 2)) if value != default)
+    kernel = ", kernel=GEMV" if tile.kernel == quant_tiles.GEMV else ""
+    return (f"Tile({tile.block_m}, {tile.block_n}, {tile.block_k}, {split}, "
+            f"num_warps={tile.num_warps}, num_stages={tile.num_stages}{extra}{kernel})")
+
+
+def table_source(family: str, key: str, rows: list[tuple[int, quant_tiles.Tile]]) -> str:
+    bound = lambda b: "UNBOUNDED" if b == quant_tiles.UNBOUNDED else str(b)  # noqa: E731
+    lines = [f"# quant_tiles.TILES[{family.upper()}]:", f'"{key}": (']
+    lines += [f"    ({bound(b)}, {tile_source(tile)})," for b, tile in rows]
+    return "\n".join(lines + ["),"])
+
+
+def tune_weight_only(family: str, device: torch.device, n: int, k: int, started: float,
+                     deadline: float, smoke: bool) -> dict:
+    """Time every candidate tile of each bucket of TUNE_BOUNDS for ``family`` at N=``n``
+    (each checked against the reference first), print the three best, and print the best
+    of every bucket as a table to paste into quant_tiles.TILES (a bucket whose time ran out
+    keeps the current table's tile, and says so)."""
+    kind, impl, ref = TUNED_KINDS[family]
+    weights = [make_weights(kind, n, k, device, seed=c) for c in range(4)]
+    base = [impl.prepare(**w) for w in weights]
+    ref_state = ref.prepare(**weights[0])
+    current = base[0].table
+    chosen, found = [], []
+    for bound in TUNE_BOUNDS:
+        m = TUNE_LARGE_M if bound == quant_tiles.UNBOUNDED else bound
+        if smoke:  # the interpreter: a few rows, two candidates
+            m = min(m, 40)
+        x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        want = ref.apply(ref_state, x)
+        timings = []
+        for tile in weight_only_candidates(m)[:2 if smoke else None]:
+            if time.perf_counter() > deadline:
+                print(f"  {family} M={m}: this family's share of {TUNE_BUDGET_S:.0f} s is spent")
+                break
+            # bounded, so that the counters are sized once (no allocation per call)
+            table = ((bound, tile),) if bound == quant_tiles.UNBOUNDED else \
+                ((bound, tile), (quant_tiles.UNBOUNDED, dataclasses.replace(tile, split_k=1)))
+            try:
+                states = [with_table(state, table) for state in base]
+                error = max_relative_error(impl.apply(states[0], x), want)
+                if error >= TOLERANCE:
+                    raise AssertionError(f"max relative error {error:.2e}")
+                calls = [lambda s=s: impl.apply(s, x) for s in states]
+                timings.append((time_calls(calls, smoke)[0], tile))
+            except Exception as exc:
+                print(f"  FAILED {family} M={m} {tile_source(tile)}: {type(exc).__name__}: "
+                      f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}")
+        timings.sort(key=lambda t: t[0])
+        for us, tile in timings[:3]:
+            print(f"  {family} N={n} K={k} M={m:<5} {us:8.1f} us  {tile_source(tile)}")
+        print(f"  ({time.perf_counter() - started:.0f} s)")
+        if timings:
+            chosen.append((bound, timings[0][1]))
+            found.append({"bound": bound, "m": m, "us": timings[0][0],
+                          "tile": timings[0][1].__dict__})
+        else:
+            kept = quant_tiles.tile_for(current, m)
+            print(f"  {family} M={m}: nothing timed, keeping {tile_source(kept)}")
+            chosen.append((bound, kept))
+    key = quant_tiles.shape_key(quant_tiles.device_key(device, smoke), n, k)
+    source = table_source(family, key, chosen)
+    print("\n" + source + "\n")
+    return {"key": key, "buckets": found, "source": source}
+
+
+def tune_w8a8(device: torch.device, n: int, deadline: float) -> dict:
+    """The W8A8 sweep (FP8 kernel): the best tiles per M of W8A8_TUNE_MS."""
     name = quant_tiles.device_key(device, False)
+    family, kernel = quant_tiles.W8A8, next(k for k in KERNELS if k.name == "FP8 W8A8 (triton)")
+    weights = make_weights(kernel.kind, n, K, device, seed=0)
+    copies = [make_weights(kernel.kind, n, K, device, seed=c) for c in range(1, 4)]
+    found = []
+    for m in W8A8_TUNE_MS:
+        timings = []
+        x = torch.randn(m, K, device=device, dtype=torch.bfloat16)
+        for tile in w8a8_candidates(m):
+            if time.perf_counter() > deadline:
+                break
+            quant_tiles.TILES[family][name] = (
+                (m, tile), (quant_tiles.UNBOUNDED, dataclasses.replace(tile, split_k=1)))
+            try:
+                states = [kernel.impl.prepare(**w) for w in [weights, *copies]]
+                calls = [lambda s=s: kernel.impl.apply(s, x) for s in states]
+                timings.append((time_calls(calls, False)[0], tile))
+            except Exception as exc:
+                print(f"  FAILED {family} M={m} {tile}: {type(exc).__name__}: {str(exc)[:100]}")
+        quant_tiles.TILES[family].pop(name, None)
+        timings.sort(key=lambda t: t[0])
+        for us, tile in timings[:3]:
+            print(f"  {family:<12} N={n} M={m:<5} {us:8.1f} us  {tile_source(tile)}")
+        if timings:
+            found.append({"m": m, "us": timings[0][0], "tile": timings[0][1].__dict__})
+    return {"buckets": found}
+
+
+def tune(device: torch.device, n: int, k: int, families: list[str], started: float,
+         smoke: bool) -> dict:
+    """Each family's sweep in turn, each in an equal share of what is left of TUNE_BUDGET_S
+    (a failing one is reported and the others go on)."""
     found = {}
-    by_name = {kernel.name: kernel for kernel in KERNELS}
-    for family, kernel in ((quant_tiles.WEIGHT_ONLY, by_name["W4A16 g128 asym (triton)"]),
-                           (quant_tiles.W8A8, by_name["FP8 W8A8 (triton)"])):
-        weights = make_weights(kernel.kind, n, K, device, seed=0)
-        copies = [make_weights(kernel.kind, n, K, device, seed=c) for c in range(1, 4)]
-        for m in TUNE_MS:
-            timings = []
-            x = torch.randn(m, K, device=device, dtype=torch.bfloat16)
-            for tile in tune_candidates(family, m):
-                # bounded, so that prepare sizes the split counters (no fill per call)
-                quant_tiles.TILES[family][name] = (
-                    (m, tile), (quant_tiles.UNBOUNDED, dataclasses.replace(tile, split_k=1)))
-                try:
-                    states = [kernel.impl.prepare(**w) for w in [weights, *copies]]
-                    calls = [lambda s=s: kernel.impl.apply(s, x) for s in states]
-                    timings.append((time_calls(calls, False)[0], tile))
-                except Exception as exc:
-                    print(f"  {family} M={m} {tile}: {type(exc).__name__}: {str(exc)[:100]}")
-            quant_tiles.TILES[family].pop(name, None)
-            timings.sort(key=lambda t: t[0])
-            for us, tile in timings[:3]:
-                print(f"  {family:<12} N={n} M={m:<5} {us:8.1f} us  {tile}")
-            if timings:
-                found.setdefault(family, []).append(
-                    {"m": m, "us": timings[0][0], "tile": timings[0][1].__dict__})
-            print(f"  ({time.perf_counter() - started:.0f} s)")
+    for i, family in enumerate(families):
+        left = TUNE_BUDGET_S - (time.perf_counter() - started)
+        deadline = time.perf_counter() + left / (len(families) - i)
+        try:
+            found[family] = tune_w8a8(device, n, deadline) if family == quant_tiles.W8A8 \
+                else tune_weight_only(family, device, n, k, started, deadline, smoke)
+        except Exception as exc:
+            print(f"  FAILED tuning {family}: {type(exc).__name__}: {exc}")
+            traceback.print_exc(limit=3)
+            found[family] = {"error": f"{type(exc).__name__}: {exc}"}
     return found
 
 
@@ -389,6 +565,8 @@ def main() -> None:
     parser.add_argument("--plot", help="PNG path (default: --out with .png)")
     parser.add_argument("--only", help="comma-separated substrings of kernel names")
     parser.add_argument("--tune", action="store_true", help="sweep the Triton tiles per M")
+    parser.add_argument("--tune-families", default="w4a16,w8a16",
+                        help="comma-separated tile families to --tune (w4a16, w8a16, w8a8)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -408,7 +586,8 @@ def main() -> None:
                                  for name, table in tables.items()}
                         for family, tables in quant_tiles.TILES.items()}}
     if args.tune:
-        report["tuned"] = tune(device, 14336, started)
+        report["tuned"] = tune(device, ns[0], k, args.tune_families.split(","), started,
+                               args.smoke)
     else:
         report.update(benchmark(kernels, ns, ms, k, device, args.smoke, started))
         print_table(report["results"], ns, ms)

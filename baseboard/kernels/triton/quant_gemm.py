@@ -35,8 +35,8 @@ import triton.language as tl
 
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, mma, pdl_options, pdl_prologue, upcast_dots
-from .quant_gemv import PACK_K, PLANE_K, PLANES, gemv_step_k, launch_gemv, nibble_plane, \
-    scale_group
+from .quant_gemv import _PLANE_K, _PLANES, PACK_K, PLANE_K, PLANES, gemv_step_k, launch_gemv, \
+    nibble_plane, scale_group
 from .quant_tiles import GEMV, W4A16, W8A16, Table, device_key, max_split_tiles, table_for, \
     tile_for
 from .records import interpreting
@@ -113,7 +113,7 @@ def _weight_only_kernel(
     x_cols = x_ptr + rows.to(tl.int64)[None, :] * stride_xm
     # columns past N read column N - 1 again (never stored): no mask on the code loads
     w_rows = w_ptr + tl.minimum(cols, N - 1).to(tl.int64)[:, None] * stride_wn
-    STEP_W: tl.constexpr = BLOCK_K // PLANES if BITS == 4 else BLOCK_K
+    STEP_W: tl.constexpr = BLOCK_K // _PLANES if BITS == 4 else BLOCK_K
     zeros = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
     acc = zeros
     x_sum = tl.zeros([BLOCK_M], tl.float32)  # per channel: over all of this program's K
@@ -124,12 +124,12 @@ def _weight_only_kernel(
         k0 = step * BLOCK_K
         if BITS == 4:  # the packed block is padded: its words need no mask along K
             words = tl.load(w_tile)  # [BLOCK_N, 16]
-            k_plane = k0 + tl.arange(0, PLANE_K)
+            k_plane = k0 + tl.arange(0, _PLANE_K)
             part = zeros
             part_sum = tl.zeros([BLOCK_M], tl.float32)
-            for plane in tl.static_range(PLANES):
+            for plane in tl.static_range(_PLANES):
                 values = _values(nibble_plane(words, plane), MODE, x_ptr.dtype.element_ty)
-                xt = _load_xt(x_cols, k_plane + plane * PLANE_K, row_ok, K, EVEN_K)
+                xt = _load_xt(x_cols, k_plane + plane * _PLANE_K, row_ok, K, EVEN_K)
                 if PER_CHANNEL:
                     acc = mma(values, xt, acc, UPCAST)
                     x_sum += _col_sums(xt)
@@ -138,7 +138,7 @@ def _weight_only_kernel(
                     part_sum += _col_sums(xt)
                 else:
                     # past K (the padded block) x is zero: any real group's scales serve
-                    group = tl.minimum((k0 + plane * PLANE_K) // GROUP, K // GROUP - 1)
+                    group = tl.minimum((k0 + plane * _PLANE_K) // GROUP, K // GROUP - 1)
                     acc = scale_group(acc, mma(values, xt, zeros, UPCAST), _col_sums(xt),
                                       group, scale_ptr, offset_ptr, cols, col_ok, N,
                                       CODE_BIAS, HAS_OFFSETS, True)

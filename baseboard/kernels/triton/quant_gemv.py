@@ -26,7 +26,10 @@ from .splitk import finish_tile, output_tile
 PLANES = 8  # 4-bit codes a 32-bit word holds
 PLANE_K = 16  # inputs of one plane of a packed block (quant_gemm.pack_4bit)
 PACK_K = PLANES * PLANE_K  # inputs of one packed block: 16 words a row
-GEMV_CODE_BIAS = {4: 128, 8: 384}  # what the float conversions below add to each code
+# the same, for the kernels (Triton reads only constexpr globals)
+_PLANES = tl.constexpr(PLANES)
+_PLANE_K = tl.constexpr(PLANE_K)
+_PACK_K = tl.constexpr(PACK_K)
 
 
 @triton.jit
@@ -80,12 +83,14 @@ def scale_group(acc, part, x_sum, group, scale_ptr, offset_ptr, cols, col_ok, N,
 
 @triton.jit
 def _products(values, x, BLOCK_M: tl.constexpr):
-    """values [BLOCK_N, W] times x [BLOCK_M, W] broadcast: [BLOCK_N, W] for one row (the
-    cheap 2-D form), [BLOCK_M, BLOCK_N, W] for more."""
+    """values times x [BLOCK_M, W] broadcast: for one row values [BLOCK_N, W] and products
+    [BLOCK_N, W] (the cheap 2-D form), for more values [1, BLOCK_N, W] and products
+    [BLOCK_M, BLOCK_N, W]. The codes are loaded in that 3-D shape, so that only x (small)
+    changes layout, never the codes."""
     if BLOCK_M == 1:
         products = values * tl.sum(x, 0)[None, :]  # a sum over one row: its values
     else:
-        products = values[None, :, :] * x[:, None, :]
+        products = values * x[:, None, :]
     return products
 
 
@@ -114,14 +119,14 @@ def _step_4bit(w_tile, x_rows, k0, row_ok, K, BLOCK_M: tl.constexpr, BLOCK_K: tl
                EVEN_K: tl.constexpr):
     """One step of BLOCK_K inputs (BLOCK_K / PACK_K packed blocks): the products of its
     codes (+ CODE_BIAS) with x, not yet summed along K, and x's row sums over it."""
-    words = tl.load(w_tile)  # [BLOCK_N, BLOCK_K / 8]: no mask (rows clamped, K padded)
-    i = tl.arange(0, BLOCK_K // PLANES)
-    k_word = k0 + (i // PLANE_K) * PACK_K + i % PLANE_K  # the k of each word's plane 0
+    words = tl.load(w_tile)  # [(1,) BLOCK_N, BLOCK_K / 8]: no mask (rows clamped, K padded)
+    i = tl.arange(0, BLOCK_K // _PLANES)
+    k_word = k0 + (i // _PLANE_K) * _PACK_K + i % _PLANE_K  # the k of each word's plane 0
     x = _load_x(x_rows, k_word, row_ok, K, EVEN_K)
     products = _products(_nibble_f32(words, 0), x, BLOCK_M)
     x_sum = tl.sum(x, 1)
-    for plane in tl.static_range(1, PLANES):
-        x = _load_x(x_rows, k_word + plane * PLANE_K, row_ok, K, EVEN_K)
+    for plane in tl.static_range(1, _PLANES):
+        x = _load_x(x_rows, k_word + plane * _PLANE_K, row_ok, K, EVEN_K)
         products += _products(_nibble_f32(words, plane), x, BLOCK_M)
         x_sum += tl.sum(x, 1)
     return products, x_sum
@@ -148,10 +153,12 @@ def _weight_only_gemv_kernel(
     x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm
     # columns past N read column N - 1 again (never stored): no mask on the code loads
     w_rows = w_ptr + tl.minimum(cols, N - 1).to(tl.int64)[:, None] * stride_wn
-    STEP_W: tl.constexpr = BLOCK_K // PLANES if BITS == 4 else BLOCK_K
+    STEP_W: tl.constexpr = BLOCK_K // _PLANES if BITS == 4 else BLOCK_K
     first = pid_k * STEPS_PER_SPLIT
     last = tl.minimum(first + STEPS_PER_SPLIT, tl.cdiv(K, BLOCK_K))
-    w_tile = w_rows + first * STEP_W + tl.arange(0, STEP_W)[None, :]
+    w_tile = w_rows + first * STEP_W + tl.arange(0, STEP_W)[None, :]  # [BLOCK_N, STEP_W]
+    if BLOCK_M > 1:
+        w_tile = w_tile[None, :, :]  # see _products
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     x_total = tl.zeros([BLOCK_M], tl.float32)
     for step in range(first, last):
@@ -161,14 +168,15 @@ def _weight_only_gemv_kernel(
                 products, x_sum = _step_4bit(w_tile, x_rows, k0, row_ok, K, BLOCK_M, BLOCK_K,
                                              EVEN_K)
                 part = _sum_k(products, BLOCK_M)
-            else:  # one packed block (BLOCK_K = PACK_K) whose planes span groups
+            else:  # one packed block whose planes span groups
+                tl.static_assert(BLOCK_K == _PACK_K, "planes scaled one by one: one block")
                 words = tl.load(w_tile)
-                k_plane = k0 + tl.arange(0, PLANE_K)
-                for plane in tl.static_range(PLANES):
-                    x = _load_x(x_rows, k_plane + plane * PLANE_K, row_ok, K, EVEN_K)
+                k_plane = k0 + tl.arange(0, _PLANE_K)
+                for plane in tl.static_range(_PLANES):
+                    x = _load_x(x_rows, k_plane + plane * _PLANE_K, row_ok, K, EVEN_K)
                     part = _sum_k(_products(_nibble_f32(words, plane), x, BLOCK_M), BLOCK_M)
                     # past K (the padded block) x is zero: any real group's scales serve
-                    group = tl.minimum((k0 + plane * PLANE_K) // GROUP, K // GROUP - 1)
+                    group = tl.minimum((k0 + plane * _PLANE_K) // GROUP, K // GROUP - 1)
                     acc = scale_group(acc, part, tl.sum(x, 1), group, scale_ptr, offset_ptr,
                                       cols, col_ok, N, CODE_BIAS, HAS_OFFSETS, False)
         else:
@@ -176,7 +184,10 @@ def _weight_only_gemv_kernel(
             if EVEN_K:
                 codes = tl.load(w_tile)
             else:
-                codes = tl.load(w_tile, mask=(k < K)[None, :], other=0)
+                k_ok = (k < K)[None, :]
+                if BLOCK_M > 1:
+                    k_ok = k_ok[None, :, :]
+                codes = tl.load(w_tile, mask=k_ok, other=0)
             x = _load_x(x_rows, k, row_ok, K, EVEN_K)
             part = _sum_k(_products(_int8_f32(codes), x, BLOCK_M), BLOCK_M)
             x_sum = tl.sum(x, 1)
