@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 K, N = 1024, 768
-ROWS = (1, 5, 16, 33, 64, 200, 1000)  # every bucket of quant_tiles' tables
+ROWS = (1, 2, 5, 16, 33, 64, 200, 1000)  # every bucket of quant_tiles' tables
 # imported by the tests, not at collection: other modules run Triton in its interpreter
 NAMES = ("triton_w4a16", "triton_w8a16", "triton_fp8", "triton_int8", "tinygemm",
          "scaled_mm", "int_mm")

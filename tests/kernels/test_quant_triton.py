@@ -106,6 +106,58 @@ def test_split_k_adds_every_split_and_resets_its_counters(monkeypatch):
     assert_close(results[4], results[1], 1e-4)
 
 
+def test_4bit_packing_puts_16_consecutive_inputs_in_each_plane():
+    codes = torch.randint(0, 16, (3, 200), generator=torch.Generator().manual_seed(1),
+                          dtype=torch.uint8)
+    words = quant_gemm.pack_4bit(codes)
+    assert words.dtype == torch.int32 and words.shape == (3, 256 // 8)  # K padded to 256
+    blocks = words.reshape(3, 2, 16, 1)  # [N, block, word w, 1]
+    nibbles = torch.stack([(blocks >> (4 * j)) & 0xF for j in range(8)], 2)  # [N, b, j, w]
+    unpacked = nibbles.reshape(3, 256)[:, :200].to(torch.uint8)  # k = 128 b + 16 j + w
+    assert torch.equal(unpacked, codes)
+    assert int(nibbles.reshape(3, 256)[:, 200:].abs().sum()) == 0  # zero codes past K
+
+
+def gemv_and_mma_tables(block_m: int, block_k: int) -> dict:
+    """Interpreter tables that run a few rows on the GEMV (``block_m`` rows a program,
+    split K) and more on the tensor-core kernel."""
+    gemv = quant_tiles.Tile(block_m, 16, block_k, 2, num_warps=1, num_stages=1,
+                            kernel=quant_tiles.GEMV)
+    mma = quant_tiles.Tile(16, 32, 32, 1, num_warps=1, num_stages=1)
+    return ((4, gemv), (quant_tiles.UNBOUNDED, mma))
+
+
+@pytest.mark.parametrize("bits,dtype,k,group,form,block_m,block_k", [
+    (4, torch.bfloat16, 512, 128, "sym", 4, 256),  # two 128-blocks a step, G = step / 2
+    (4, torch.float16, 256, 64, "asym", 2, 512),  # planes of one block in two groups
+    (4, torch.bfloat16, 160, 32, "none", 1, 128),  # K not a multiple of the step
+    (4, torch.float16, 200, 200, "asym", 4, 512),  # per channel, K padded to 256
+    (8, torch.bfloat16, 384, 128, None, 4, 256),
+    (8, torch.float16, 100, 100, None, 1, 64),  # per channel, K odd to the step
+])
+def test_gemv_matches_the_reference(monkeypatch, bits, dtype, k, group, form, block_m,
+                                    block_k):
+    n = 40  # not a multiple of the GEMV's 16 columns
+    family = quant_tiles.W4A16 if bits == 4 else quant_tiles.W8A16
+    monkeypatch.setitem(quant_tiles.TILES[family], quant_tiles.INTERPRETER,
+                        gemv_and_mma_tables(block_m, block_k))
+    if bits == 4:
+        args = dict(zip(("qweight", "scales", "offsets"), four_bit(n, k, group, form, dtype)))
+        impl, ref = quant_gemm.GemmW4A16, reference.GemmW4A16
+    else:
+        codes, scales = quantize.quantize_int8_groups(weight(n, k), group)
+        args = dict(qweight=codes, scales=scales.to(dtype))
+        impl, ref = quant_gemm.GemmW8A16, reference.GemmW8A16
+    args.update(group_size=group, bias=torch.randn(n).to(dtype))
+    state, ref_state = impl.prepare(**args), ref.prepare(**args)
+    assert quant_tiles.tile_for(state.table, 3).kernel == quant_tiles.GEMV
+    for m in (1, 3):  # the GEMV's bucket: rows masked or not
+        x = torch.randn(m, k).to(dtype)
+        assert_close(impl.apply(state, x, torch.float32),
+                     ref.apply(ref_state, x, torch.float32), 1e-4)
+        assert int(state.counters.abs().sum()) == 0  # split K: every counter reset
+
+
 def test_prepare_rejects_a_group_no_kernel_step_fits():
     codes, scales, offsets = four_bit(8, 96, 8, "asym", torch.float16)
     with pytest.raises(Exception, match="group size 8 .*multiple of 16"):
