@@ -46,29 +46,32 @@ def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is invalid; give a port in 0..65535 (0 picks "
                           f"a free one).")
-    from ..engine.llm import LLM
     from ..serve import server
     from ..serve.app import ServeConfig, create_app
+    from ..serve.async_engine import AsyncEngine
+    from ..serve.engine_process import EngineProcess
 
     listener = server.bind(args.host, args.port)
     engine_args = {"max_num_seqs": args.max_num_seqs} if args.max_num_seqs is not None else {}
-    llm = LLM(args.model, dtype=args.dtype, platform=args.platform,
-              max_model_len=args.max_model_len, cli_backends=backend_flags(args.backend),
-              plan_path=args.plan, seed=args.seed,
-              tensor_parallel_size=args.tensor_parallel_size, **engine_args)
-    for line in llm.engine.warnings:
-        print(f"baseboard: warning: {line}", file=sys.stderr)
-    config = llm.config
-    print(f"baseboard serve: platform {llm.plan.platform}, dtype "
-          f"{str(config.dtype).replace('torch.', '')}, max_model_len {config.max_model_len}, "
-          f"max_num_seqs {config.max_num_seqs}", file=sys.stderr)
-    print("baseboard serve: implementations " + ", ".join(
-        f"{op}={name}" for op, name in llm.plan.selected().items()), file=sys.stderr)
-
-    app = create_app(llm, ServeConfig(served_model_name=args.served_model_name or args.model,
-                                      api_key=args.api_key, max_waiting=args.max_waiting))
-    server.run(app, listener)
-    llm.engine.close()
+    process = EngineProcess(dict(
+        model=args.model, dtype=args.dtype, platform=args.platform,
+        max_model_len=args.max_model_len, cli_backends=backend_flags(args.backend),
+        plan_path=args.plan, seed=args.seed, tensor_parallel_size=args.tensor_parallel_size,
+        **engine_args))
+    engine = AsyncEngine(process, max_waiting=args.max_waiting)
+    try:
+        info = process.info
+        for line in info.warnings:
+            print(f"baseboard: warning: {line}", file=sys.stderr)
+        print(f"baseboard serve: platform {info.platform}, dtype {info.dtype}, max_model_len "
+              f"{info.max_model_len}, max_num_seqs {info.max_num_seqs}", file=sys.stderr)
+        print("baseboard serve: implementations " + ", ".join(
+            f"{op}={name}" for op, name in info.implementations.items()), file=sys.stderr)
+        app = create_app(engine, ServeConfig(
+            served_model_name=args.served_model_name or args.model, api_key=args.api_key))
+        server.run(app, listener)
+    finally:
+        engine.shutdown()  # a no-op once the app's lifespan has stopped it
     return 0
 
 

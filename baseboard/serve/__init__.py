@@ -1,6 +1,8 @@
 """`baseboard serve`: an OpenAI-compatible HTTP server over the engine.
 
-async_engine.py  the engine loop: one thread steps the LLMEngine for every HTTP request
+engine_loop.py   the engine loop: one thread steps the LLMEngine for every HTTP request
+async_engine.py  the server's side of it: submit, outputs per request, the waiting bound
+engine_process.py  the loop in a child process (what `baseboard serve` runs)
 request_stream.py  what a handler reads of its request: CompletionDeltas per step
 protocol.py      the request bodies (pydantic) and their SamplingParams
 responses.py     response bodies and stream chunks

@@ -20,11 +20,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from ..core.errors import ModelError, RequestError
-from ..engine.llm import LLM
+from ..core.errors import RequestError
 from ..engine.sampling_params import SamplingParams
-from .async_engine import (AsyncEngine, ContextError, EngineClosedError, PromptSource,
-                           QueueFullError, StepError)
+from .async_engine import AsyncEngine, EngineClosedError, QueueFullError
+from .engine_loop import ChatPrompt, ContextError, PromptSource, StepError
 from .metrics import ServerMetrics
 from .protocol import ChatCompletionRequest, CompletionRequest, FieldError, parse_request
 from .request_stream import RequestStream, merge_deltas
@@ -37,11 +36,10 @@ RETRY_AFTER_S = 1  # what a refused client is told to wait (Retry-After) when th
 class ServeConfig:
     """served_model_name  the model name requests must give
     api_key            when set, every endpoint but /health needs "Authorization: Bearer KEY"
-    max_waiting        the most sequences waiting to be scheduled; past it, 503"""
+    """
 
     served_model_name: str
     api_key: Optional[str] = None
-    max_waiting: int = 256
 
 
 class APIError(Exception):
@@ -106,12 +104,15 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-def create_app(llm: LLM, config: ServeConfig) -> FastAPI:
-    """The FastAPI app serving ``llm``; its engine loop starts and stops with the app's
-    lifespan (the loop drains what it runs before it stops)."""
-    metrics = ServerMetrics()
-    engine = AsyncEngine(llm.engine, max_waiting=config.max_waiting, metrics=metrics)
-    max_model_len = llm.engine.max_model_len
+def create_app(engine: AsyncEngine, config: ServeConfig) -> FastAPI:
+    """The FastAPI app serving ``engine`` (``AsyncEngine.over(llm)``, or one over an
+    EngineProcess); its loop starts and stops with the app's lifespan (the loop drains
+    what it runs before it stops). /metrics shows ``engine.metrics``, made here when the
+    engine has none."""
+    if engine.metrics is None:
+        engine.metrics = ServerMetrics()
+    metrics = engine.metrics
+    max_model_len = engine.max_model_len
     created = int(time.time())
 
     @contextlib.asynccontextmanager
@@ -192,7 +193,7 @@ def create_app(llm: LLM, config: ServeConfig) -> FastAPI:
         check_model(body.model)
         params = body.to_sampling_params(max_model_len)
         messages = body.template_messages()
-        prompt = chat_prompt(llm, messages, body.add_generation_prompt is not False)
+        prompt = ChatPrompt(messages, body.add_generation_prompt is not False)
         builder = ResponseBuilder("chat", body.model, params.n, params.logprobs,
                                   body.include_usage)
         return await serve(request, [prompt], params, builder, bool(body.stream),
@@ -223,24 +224,6 @@ async def read_json(request: Request) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON ({exc}); send a JSON "
                             f"object.") from None
-
-
-def chat_prompt(llm: LLM, messages: list[dict], add_generation_prompt: bool
-                ) -> Callable[[], dict]:
-    """The conversation through the model's chat template, rendered on the engine thread
-    (beside the tokenizer)."""
-    def render() -> dict:
-        from jinja2 import TemplateError
-
-        try:
-            return llm.apply_chat_template(messages,
-                                           add_generation_prompt=add_generation_prompt)
-        except TemplateError as exc:  # templates raise on conversations they do not take
-            raise FieldError(f"the model's chat template refused the messages: {exc}",
-                             "messages") from None
-        except ModelError as exc:  # no chat template
-            raise FieldError(f"{exc} Use /v1/completions with a prompt.", "messages") from None
-    return render
 
 
 async def events(outputs: RequestStream, builder: ResponseBuilder) -> AsyncIterator[str]:

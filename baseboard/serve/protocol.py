@@ -30,6 +30,9 @@ class FieldError(RequestError):
         super().__init__(message)
         self.param = param
 
+    def __reduce__(self) -> tuple:  # both fields through the engine process's pipe
+        return FieldError, (str(self), self.param)
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)

@@ -21,6 +21,7 @@ import uvicorn
 from baseboard import LLM, SamplingParams
 from baseboard.cli import main
 from baseboard.serve.app import ServeConfig, create_app
+from baseboard.serve.async_engine import AsyncEngine
 from baseboard.serve.server import bind, url_of
 from faults import poison
 
@@ -50,7 +51,8 @@ def llm(long_model):
 @contextlib.contextmanager
 def serving(llm: LLM, **config) -> Iterator[tuple[str, object]]:
     """(host:port, the app) of the app on ``llm`` under uvicorn on a thread."""
-    app = create_app(llm, ServeConfig(served_model_name=NAME, **config))
+    engine = AsyncEngine.over(llm, max_waiting=config.pop("max_waiting", 256))
+    app = create_app(engine, ServeConfig(served_model_name=NAME, **config))
     listener = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})

@@ -12,8 +12,8 @@ import pytest
 
 from baseboard import LLM, SamplingParams
 from baseboard.core.errors import RequestError
-from baseboard.serve.async_engine import (AsyncEngine, EngineClosedError, QueueFullError,
-                                          StepError)
+from baseboard.serve.async_engine import AsyncEngine, EngineClosedError, QueueFullError
+from baseboard.serve.engine_loop import StepError
 from baseboard.serve.request_stream import merge_deltas
 from faults import DecodeFailure, poison
 
@@ -39,7 +39,7 @@ def run(main):
 @contextlib.contextmanager
 def running(llm, **options):
     """An AsyncEngine over ``llm``'s engine, started, and stopped (drained) at the end."""
-    engine = AsyncEngine(llm.engine, **options)
+    engine = AsyncEngine.over(llm, **options)
     engine.start()
     try:
         yield engine
@@ -187,7 +187,7 @@ def test_a_bad_prompt_fails_before_the_engine(llm):
 
 
 def test_the_queue_of_waiting_sequences_is_bounded(llm):
-    engine = AsyncEngine(llm.engine, max_waiting=4)
+    engine = AsyncEngine.over(llm, max_waiting=4)
 
     async def main():
         # not started yet: every submitted sequence waits
@@ -213,7 +213,7 @@ def test_the_queue_of_waiting_sequences_is_bounded(llm):
 
 def test_shutdown_drains_what_runs_then_refuses(llm):
     expected = llm.generate(PROMPTS[0], greedy(40, ignore_eos=True))[0].outputs[0].text
-    engine = AsyncEngine(llm.engine)
+    engine = AsyncEngine.over(llm)
     engine.start()
 
     async def main():

@@ -1,0 +1,307 @@
+"""The server's engine loop: the one thread that owns an ``LLMEngine`` and steps it while
+anything is queued. Requests join the running batch at its next step (continuous batching
+across HTTP requests; the engine's scheduler decides who runs).
+
+The loop knows its requests by number. It takes commands (start, abort, shutdown) through
+``post`` from any thread, and answers through ``outlet``, a callable that receives one list
+of events per step:
+
+    ("deliver", job, item)   for a request's reader: its prompts' token ids once started,
+                             then (deltas, finished) per step, or an exception that ends it
+    ("release", count)       this many sequences stopped waiting (scheduled or ended)
+    ("metric", name, args)   a ServerMetrics call to make
+    ("state", running, preempted, kv_cache_usage, new_preemptions)   after each step
+    ("closed", error)        the loop has stopped: drained (None), or broken by ``error``
+
+The outlet is AsyncEngine.receive in this process, or a pipe to it when the loop runs in a
+process of its own (engine_process.py). Prompts, chat templates and detokenization run
+here, beside the tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+from ..core.errors import BaseboardError, ModelError, RequestError
+from ..engine.sampling_params import SamplingParams
+from ..engine.sequence import Sequence, SequenceStatus
+from .protocol import FieldError
+from .request_stream import CompletionDelta
+
+logger = logging.getLogger(__name__)
+
+Event = tuple
+Outlet = Callable[[list[Event]], None]
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A conversation, rendered through the model's chat template on the engine's side
+    (where its tokenizer is)."""
+
+    messages: list[dict]
+    add_generation_prompt: bool = True
+
+    def render(self, llm: Any) -> dict:
+        from jinja2 import TemplateError
+
+        try:
+            return llm.apply_chat_template(self.messages,
+                                           add_generation_prompt=self.add_generation_prompt)
+        except TemplateError as exc:  # templates raise on conversations they do not take
+            raise FieldError(f"the model's chat template refused the messages: {exc}",
+                             "messages") from None
+        except ModelError as exc:  # no chat template
+            raise FieldError(f"{exc} Use /v1/completions with a prompt.", "messages") from None
+
+
+# A prompt as LLMEngine.make_sequence takes it, or a conversation.
+PromptSource = Union[str, dict, ChatPrompt]
+
+
+class StepError(BaseboardError):
+    """An engine step failed as a whole: every request in it was stopped."""
+
+
+class ContextError(RequestError):
+    """The prompt fits the context, but not with the tokens asked for (max_tokens)."""
+
+
+def check_fits_context(seq: Sequence, max_model_len: int) -> None:
+    """OpenAI's rule: the prompt and max_tokens together must fit the context."""
+    prompt, asked = seq.num_prompt_tokens, seq.params.max_tokens
+    if prompt + asked > max_model_len:
+        raise ContextError(f"the prompt has {prompt} tokens and max_tokens={asked}: "
+                           f"{prompt + asked} tokens are more than the model's context of "
+                           f"{max_model_len}. Ask for at most {max_model_len - prompt} "
+                           f"tokens, or shorten the prompt.")
+
+
+@dataclass(frozen=True)
+class StartCommand:
+    """A request: ``prompts`` (each gets ``params.n`` completions). ``check_context``:
+    prompt + max_tokens must fit max_model_len (the OpenAI rule when a client gives
+    max_tokens). ``arrival``: time.monotonic() when it arrived (the same clock in every
+    process of the machine), for the time-to-first-token metric."""
+
+    job: int
+    prompts: list[PromptSource]
+    params: SamplingParams
+    check_context: bool
+    arrival: float
+    num_waiting: int
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class _Job:
+    """A started request as the loop sees it."""
+
+    start: StartCommand
+    num_waiting: int  # its sequences counted as waiting (not scheduled yet)
+    groups: list[list[Sequence]] = field(default_factory=list)  # per prompt, n completions
+    sent_tokens: dict[tuple[int, int], int] = field(default_factory=dict)
+    last_token_time: dict[tuple[int, int], float] = field(default_factory=dict)
+    done: bool = False
+
+    @property
+    def sequences(self) -> list[Sequence]:
+        return [seq for group in self.groups for seq in group]
+
+
+class EngineLoop:
+    """Steps ``llm.engine`` for the requests posted to it; see the module's docstring."""
+
+    def __init__(self, llm: Any, outlet: Outlet):
+        self.llm = llm
+        self.engine = llm.engine
+        self.outlet = outlet
+        self.num_steps = 0
+        self._commands: deque[tuple[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._live: dict[str, tuple[_Job, int]] = {}  # engine request id -> (job, prompt)
+        self._jobs: dict[int, _Job] = {}
+        self._waiting: list[_Job] = []  # started jobs with sequences not scheduled yet
+        self._events: list[Event] = []
+        self._num_preemptions = self.engine.num_preemptions
+
+    def post(self, command: str, payload: Any = None) -> None:
+        """Queue a command ("start" with a StartCommand, "abort" with a job number,
+        "shutdown"); any thread."""
+        self._commands.append((command, payload))
+        self._wake.set()
+
+    def run(self) -> None:
+        """Serve until "shutdown" was posted and everything queued has finished."""
+        try:
+            while True:
+                self._wake.clear()  # before reading the commands: a later post wakes us
+                while self._commands:
+                    self._command(*self._commands.popleft())
+                if self.engine.has_unfinished():
+                    self._step()
+                else:
+                    self._observe()
+                self._flush()
+                if self.engine.has_unfinished():
+                    continue
+                if self._closing and not self._commands:
+                    break
+                self._wake.wait()
+        except BaseException as exc:  # the loop itself broke: nothing more can be served
+            logger.exception("the engine loop stopped")
+            self._events.append(("closed", exc))
+            self._flush()
+            return
+        self._events.append(("closed", None))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._events:
+            events, self._events = self._events, []
+            self.outlet(events)
+
+    def _deliver(self, job: _Job, item: Any) -> None:
+        self._events.append(("deliver", job.start.job, item))
+
+    def _release(self, count: int) -> None:
+        if count:
+            self._events.append(("release", count))
+
+    def _metric(self, name: str, *args: Any) -> None:
+        self._events.append(("metric", name, args))
+
+    def _command(self, command: str, payload: Any) -> None:
+        if command == "start":
+            self._start(payload)
+        elif command == "abort":
+            job = self._jobs.get(payload)
+            if job is not None:
+                self._stop(job)
+        elif command == "shutdown":
+            self._closing = True
+        else:
+            raise ValueError(f"unknown engine loop command {command!r}")
+
+    def _start(self, start: StartCommand) -> None:
+        """Tokenize and check every prompt; queue them all, or none if one is refused."""
+        job = _Job(start, start.num_waiting)
+        try:
+            for prompt in start.prompts:
+                if isinstance(prompt, ChatPrompt):
+                    prompt = prompt.render(self.llm)
+                first = self.engine.make_sequence(prompt, start.params)
+                if start.check_context:
+                    check_fits_context(first, self.engine.max_model_len)
+                job.groups.append([first] + self.engine.make_siblings(first))
+        except Exception as exc:  # a bad request fails alone, before it touches the engine
+            self._release(job.num_waiting)
+            self._deliver(job, exc)
+            return
+        self._jobs[start.job] = job
+        for prompt_index, group in enumerate(job.groups):
+            self._live[group[0].request_id] = (job, prompt_index)
+            for seq in group:
+                seq.streamed = True  # text after every token, as a stream sends it
+        self.engine.enqueue(job.sequences)
+        self._waiting.append(job)
+        self._deliver(job, [group[0].prompt_token_ids for group in job.groups])
+
+    def _stop(self, job: _Job) -> None:
+        """Abort a request (its client went away): its blocks are freed now."""
+        if job.done:
+            return
+        job.done = True
+        self._jobs.pop(job.start.job, None)
+        for group in job.groups:
+            self.engine.abort(group[0].request_id)
+            self._live.pop(group[0].request_id, None)
+        self._count_scheduled(job, everything=True)
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        self._stop(job)
+        self._deliver(job, exc)
+
+    def _step(self) -> None:
+        try:
+            advanced = self.engine.step()
+        except Exception as exc:  # not one request's fault: the step as a whole failed
+            logger.exception("an engine step failed")
+            error = StepError(f"an engine step failed ({type(exc).__name__}: {exc}); the "
+                              f"requests in the engine were stopped.")
+            for job in {job for job, _ in self._live.values()}:
+                self._fail(job, error)
+            return
+        self.num_steps += 1
+        now = time.monotonic()
+        outputs: dict[_Job, list[CompletionDelta]] = {}
+        for seq in advanced:
+            job, prompt_index = self._live.get(seq.request_id, (None, 0))
+            if job is None or job.done:
+                continue
+            if seq.error is not None:
+                self._fail(job, seq.error)
+                continue
+            outputs.setdefault(job, []).append(self._delta(job, seq, prompt_index, now))
+        for job, deltas in outputs.items():
+            if job.done:  # failed by a later sequence of the same step
+                continue
+            # only a step that ended one of its completions can have ended the request
+            finished = (any(delta.finish_reason is not None for delta in deltas)
+                        and all(seq.finished for seq in job.sequences))
+            if finished:
+                self._finish(job)
+            self._deliver(job, (deltas, finished))
+        self._observe()
+
+    def _delta(self, job: _Job, seq: Sequence, prompt_index: int,
+               now: float) -> CompletionDelta:
+        key = (prompt_index, seq.index)
+        sent = job.sent_tokens.get(key, 0)
+        ids = seq.output_token_ids
+        logprobs = seq.logprobs[sent:len(ids)] if seq.logprobs is not None else None
+        job.sent_tokens[key] = len(ids)
+        if len(ids) > sent:
+            last = job.last_token_time.get(key)
+            if last is None and seq.index == 0:
+                self._metric("first_token", now - job.start.arrival, seq.num_prompt_tokens)
+            self._metric("tokens", len(ids) - sent, None if last is None else now - last)
+        job.last_token_time[key] = now
+        return CompletionDelta(prompt_index, seq.index, seq.take_stream_delta(), ids[sent:],
+                               logprobs, seq.finish_reason, seq.stop_reason, self.num_steps)
+
+    def _finish(self, job: _Job) -> None:
+        job.done = True
+        self._jobs.pop(job.start.job, None)
+        for group in job.groups:
+            self._live.pop(group[0].request_id, None)
+        for seq in job.sequences:
+            self._metric("finished", seq.finish_reason)
+
+    def _count_scheduled(self, job: _Job, everything: bool = False) -> None:
+        """Release the waiting slots of ``job``'s sequences scheduled since the last look
+        (all of them when it ended)."""
+        still = 0 if everything else sum(
+            1 for seq in job.sequences if seq.status is SequenceStatus.WAITING)
+        if still < job.num_waiting:
+            self._release(job.num_waiting - still)
+            job.num_waiting = still
+
+    def _observe(self) -> None:
+        """Waiting slots and the engine's state, after each step and when idle."""
+        for job in self._waiting:
+            self._count_scheduled(job, everything=job.done)
+        self._waiting = [job for job in self._waiting if job.num_waiting]
+        scheduler, blocks = self.engine.scheduler, self.engine.block_manager
+        # preempted sequences have generated tokens and wait to be recomputed
+        preempted = sum(1 for seq in scheduler.waiting if len(seq) > seq.num_prompt_tokens)
+        preemptions = self.engine.num_preemptions
+        self._events.append(("state", len(scheduler.running), preempted,
+                             1 - blocks.num_free_blocks / blocks.num_blocks,
+                             preemptions - self._num_preemptions))
+        self._num_preemptions = preemptions

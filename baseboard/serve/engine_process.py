@@ -1,0 +1,174 @@
+"""The engine loop in a process of its own, for `baseboard serve`.
+
+In one process the engine's thread and the HTTP event loop take turns at the GIL: every
+token of every stream costs the event loop tens of microseconds of Python (a chunk, its
+JSON, its write), and the engine's next step waits for them. On an H200 that held a
+0.5B model's server to a quarter of ``LLM.generate``'s throughput. Here the model, its
+tokenizer and the loop (engine_loop.py) live in a spawned child; the server's process
+sends it commands and reads its events, one message per step, through a pipe.
+
+The child ignores SIGINT and SIGTERM: the server drains on them and then tells the child
+to stop (``shutdown``), and a child whose server went away (the pipe closed) finishes what
+runs and exits.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ..core.errors import BaseboardError
+from .engine_loop import EngineLoop, Event
+
+
+class EngineProcessError(BaseboardError):
+    """The engine's process ended while loading the model or while serving."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the server prints and needs of the engine the child loaded."""
+
+    platform: str
+    dtype: str
+    max_model_len: int
+    max_num_seqs: int
+    implementations: dict[str, str]  # op -> the implementation selected
+    warnings: list[str]
+
+
+class EngineProcess:
+    """Spawns the child, loads ``LLM(**llm_options)`` there and waits until it is ready
+    (raising what the load raised); then the backend AsyncEngine runs on (``connect``,
+    ``start``, ``post``, ``join``, ``running``)."""
+
+    def __init__(self, llm_options: dict[str, Any]):
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        # not a daemon: a daemonic process may not start the tensor-parallel workers
+        self.process = context.Process(target=_child_main, args=(child_end, llm_options),
+                                       name="baseboard-engine")
+        self.process.start()
+        child_end.close()
+        try:
+            kind, payload = self._conn.recv()
+        except EOFError:
+            self.process.join()
+            raise EngineProcessError(
+                f"the engine process exited with status {self.process.exitcode} while "
+                f"loading the model; its messages above say why.") from None
+        except BaseException:  # Ctrl-C while loading: the child ignores it
+            self.process.kill()
+            self.process.join()
+            raise
+        if kind == "failed":
+            self.process.join()
+            raise payload
+        self.info: EngineInfo = payload
+        self.max_model_len = payload.max_model_len
+        self._receive: Optional[Callable[[list[Event]], None]] = None
+        self._reader: Optional[threading.Thread] = None
+        self._send_lock = threading.Lock()
+        self._ended = False
+
+    def connect(self, receive: Callable[[list[Event]], None]) -> None:
+        self._receive = receive
+
+    def start(self) -> None:
+        self._reader = threading.Thread(target=self._read, name="baseboard-engine-events",
+                                        daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        """Hand every batch of events to AsyncEngine until the child's end of the pipe
+        closes; a child that ends without saying so (killed, crashed) fails what runs."""
+        closed = False
+        try:
+            while True:
+                events = self._conn.recv()
+                closed = closed or any(event[0] == "closed" for event in events)
+                self._receive(events)
+        except (EOFError, OSError):
+            pass
+        self.process.join()
+        self._ended = True
+        if not closed:
+            self._receive([("closed", EngineProcessError(
+                f"the engine process exited with status {self.process.exitcode}"))])
+
+    def post(self, command: str, payload: Any) -> None:
+        with self._send_lock:
+            try:
+                self._conn.send((command, payload))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the child has gone: the reader reports it
+
+    def join(self, timeout: Optional[float]) -> bool:
+        self.process.join(timeout)
+        if self._reader is not None and not self.process.is_alive():
+            self._reader.join(timeout)
+        return not self.process.is_alive()
+
+    def running(self) -> bool:
+        return not self._ended and self.process.is_alive()
+
+
+def portable(error: BaseException) -> BaseException:
+    """``error`` if it survives the pipe's pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _portable_events(events: list[Event]) -> list[Event]:
+    out = []
+    for event in events:
+        if event[0] == "deliver" and isinstance(event[2], BaseException):
+            event = ("deliver", event[1], portable(event[2]))
+        elif event[0] == "closed" and event[1] is not None:
+            event = ("closed", portable(event[1]))
+        out.append(event)
+    return out
+
+
+def _child_main(conn: Any, llm_options: dict[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from ..engine.llm import LLM
+
+    try:
+        llm = LLM(**llm_options)
+    except BaseException as exc:  # the server raises it as if it had loaded the model
+        conn.send(("failed", portable(exc)))
+        return
+    config = llm.config
+    conn.send(("ready", EngineInfo(llm.plan.platform, str(config.dtype).replace("torch.", ""),
+                                   config.max_model_len, config.max_num_seqs,
+                                   dict(llm.plan.selected()), list(llm.engine.warnings))))
+
+    def send(events: list[Event]) -> None:
+        try:
+            conn.send(_portable_events(events))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server has gone; the reader below has asked the loop to stop
+
+    loop = EngineLoop(llm, send)
+
+    def read_commands() -> None:
+        try:
+            while True:
+                loop.post(*conn.recv())
+        except (EOFError, OSError):
+            loop.post("shutdown")
+
+    threading.Thread(target=read_commands, name="baseboard-commands", daemon=True).start()
+    loop.run()
+    llm.engine.close()
+    sys.stderr.flush()
