@@ -38,9 +38,10 @@ def compile_for_hopper(fn, types: dict, constants: dict, num_warps: int, num_sta
                           options={"num_warps": num_warps, "num_stages": num_stages})
 
 
-def weight_only_types(bits: int, act: str) -> dict:
-    """The run-time arguments of the weight-only kernels (quant_gemm, quant_gemv)."""
-    return {"x_ptr": act, "stride_xm": "i32", "w_ptr": "*i32" if bits == 4 else "*i8",
+def weight_only_types(bits: int, act: str, gemv: bool) -> dict:
+    """The run-time arguments of the weight-only kernels (quant_gemm, quant_gemv: codes in
+    32-bit words)."""
+    return {"x_ptr": act, "stride_xm": "i32", "w_ptr": "*i32" if bits == 4 or gemv else "*i8",
             "stride_wn": "i32", "scale_ptr": act, "offset_ptr": act, "bias_ptr": act,
             "y_ptr": act, "stride_ym": "i32", "partial_ptr": "*fp32", "counter_ptr": "*i32",
             "M": "i32", "N": "i32", "K": "i32", "STEPS_PER_SPLIT": "i32", "split_k": "i32"}
@@ -59,7 +60,7 @@ def compile_all() -> None:
             (8, "*fp16", "magic8_fp16", 1152, False, False, False)]:
         block_m, block_n, block_k = (16, 64, 128) if split else (128, 128, 128)
         kernel = compile_for_hopper(
-            quant_gemm._weight_only_kernel, weight_only_types(bits, act),
+            quant_gemm._weight_only_kernel, weight_only_types(bits, act, False),
             dict(BITS=bits, PER_CHANNEL=per_channel, GROUP=128, HAS_OFFSETS=bits == 4,
                  HAS_BIAS=True, MODE=mode, CODE_BIAS=code_bias, SPLIT=split,
                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, EVEN_K=True,
@@ -72,22 +73,22 @@ def compile_all() -> None:
         # have to be stored and read back every step)
         dots = [line for line in ttgir.splitlines() if "ttng.warp_group_dot " in line]
         assert dots and all("dot_op<{opIdx = 0" in line for line in dots), (bits, mode, split)
-    # the GEMV: one row, a few rows, 4-bit groups of 32 (planes scaled one by one). Like
-    # the bf16 GEMV it hides latency by occupancy, not by copies into shared memory; its 4-bit
+    # the GEMV: one row and a few, scaled per channel, once a step, a block or a plane. Like
+    # the bf16 GEMV it hides latency by occupancy, not by copies into shared memory; its
     # codes must keep the layout they are loaded in (only x, small, may change layout)
-    for bits, act, group, block_m, block_k, split in [
-            (4, "*bf16", 128, 1, 128, False), (4, "*fp16", 4096, 4, 512, True),
-            (4, "*bf16", 32, 2, 128, False), (8, "*bf16", 4096, 1, 512, True),
-            (8, "*fp16", 128, 4, 128, False)]:
+    for bits, act, scale_at, block_m, block_k, split in [
+            (4, "*bf16", "step", 1, 128, False), (4, "*fp16", "end", 4, 512, True),
+            (4, "*bf16", "block", 1, 512, False), (4, "*bf16", "plane", 2, 128, False),
+            (8, "*bf16", "end", 1, 512, True), (8, "*fp16", "step", 4, 128, False)]:
         kernel = compile_for_hopper(
-            quant_gemv._weight_only_gemv_kernel, weight_only_types(bits, act),
-            dict(BITS=bits, PER_CHANNEL=group == 4096, GROUP=group, HAS_OFFSETS=bits == 4,
+            quant_gemv._weight_only_gemv_kernel, weight_only_types(bits, act, True),
+            dict(BITS=bits, SCALE_AT=scale_at, GROUP=128, HAS_OFFSETS=bits == 4,
                  HAS_BIAS=True, SPLIT=split, BLOCK_M=block_m, BLOCK_N=32, BLOCK_K=block_k,
                  GROUP_M=8, EVEN_K=True, PDL=True, **(ONE_ROW if block_m == 1 else {})), 4, 4)
-        codes_shape = f"32x{block_k // 8}x"
+        codes_shape = f"32x{16 if bits == 4 else block_k // 4}x"
         moved = [line for line in kernel.asm["ttgir"].splitlines()
                  if "convert_layout" in line and codes_shape in line]
-        assert bits == 8 or not moved, (bits, group, block_m, moved[:1])
+        assert not moved, (bits, scale_at, block_m, moved[:1])
     for operand in ("*fp8e4nv", "*i8"):
         types = {"a_ptr": operand, "a_scale_ptr": "*fp32", "w_ptr": operand,
                  "stride_wn": "i32", "w_scale_ptr": "*fp32", "bias_ptr": "*bf16",

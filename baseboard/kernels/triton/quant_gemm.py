@@ -7,7 +7,8 @@ column's codes as one run. int8 codes stay one a byte. 4-bit codes are packed ei
 32-bit word in blocks of PACK_K = 128 inputs (K padded with zero codes): word w of a block
 holds k = 16 j + w in its nibble j ("plane" j), so that unpacking one plane of a block's 16
 words gives 16 consecutive inputs, which meet a contiguous slice of x. Scales and offsets
-become [K/G, N] ([1, N] per channel).
+become [K/G, N] ([1, N] per channel). int8 codes are padded to K' = K rounded up to
+INT8_PAD_K, so that the GEMV reads their rows as 32-bit words.
 
 The tensor-core kernel computes y^T = W x^T: the unpacked codes are the product's first
 operand, which the tensor cores take from registers (Hopper's wgmma reads only the second
@@ -43,10 +44,11 @@ from .records import interpreting
 from .splitk import arrival_counters, finish_tile, output_tile, split_launch
 
 MIN_BLOCK_K = 16  # the smallest K of a tensor-core dot
+INT8_PAD_K = 16  # int8 rows padded to whole 16-byte vectors
 
 
 class WeightOnlyState(NamedTuple):
-    codes: torch.Tensor  # 4 bits: [N, K'/8] int32 (K' = K padded to PACK_K); 8: [N, K] int8
+    codes: torch.Tensor  # 4 bits: [N, K'/8] int32 (K' = K padded to PACK_K); 8: [N, K'] int8
     scales: torch.Tensor  # [K/G, N], per channel [1, N]; the dtype it was given in
     offsets: Optional[torch.Tensor]  # like scales; None: w = q * s
     bias: Optional[torch.Tensor]  # [N]
@@ -211,6 +213,14 @@ def pack_4bit(codes: torch.Tensor) -> torch.Tensor:
     return pairs.contiguous().view(torch.int32).reshape(n, -1)
 
 
+def pad_int8(codes: torch.Tensor) -> torch.Tensor:
+    """[N, K] int8 -> [N, K'] (K' = K rounded up to INT8_PAD_K, zero codes past K)."""
+    n, k = codes.shape
+    padded = codes.new_zeros(n, triton.cdiv(k, INT8_PAD_K) * INT8_PAD_K)
+    padded[:, :k] = codes
+    return padded
+
+
 def prepare_weight_only(qweight: torch.Tensor, scales: torch.Tensor,
                         offsets: Optional[torch.Tensor], group_size: int,
                         bias: Optional[torch.Tensor], bits: int, op: str) -> WeightOnlyState:
@@ -220,7 +230,7 @@ def prepare_weight_only(qweight: torch.Tensor, scales: torch.Tensor,
         raise ConfigError(f"{op}: scales of shape {tuple(scales.shape)} do not match qweight "
                           f"{tuple(qweight.shape)} with group_size {group_size}")
     check_group_size(group_size, k, op)
-    codes = pack_4bit(qweight) if bits == 4 else qweight.contiguous()
+    codes = pack_4bit(qweight) if bits == 4 else pad_int8(qweight)
     table = table_for(W4A16 if bits == 4 else W8A16,
                       device_key(qweight.device, interpreting()), (n, k))
     return WeightOnlyState(
@@ -248,7 +258,8 @@ def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
     launch = split_launch(tile, m, n, triton.cdiv(k, block_k), state.counters, x.device)
     offsets, bias = state.offsets, state.bias
     if tile.kernel == GEMV:
-        launch_gemv(launch.grid, x, state.codes, state.codes.stride(0), state.scales, offsets,
+        words = state.codes if state.bits == 4 else state.codes.view(torch.int32)
+        launch_gemv(launch.grid, x, words, words.stride(0), state.scales, offsets,
                     bias, y, launch.partials, launch.counters, m, n, k,
                     launch.steps_per_split, launch.split, state.bits, state.group_size, tile,
                     block_k, pdl_options(x.device))
