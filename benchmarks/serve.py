@@ -6,7 +6,7 @@ number of streamed greedy completions, at most C in flight, from openai.AsyncOpe
 --clients processes (each with its share of C and of the prompts: one Python client
 parsing every chunk of a fast server saturates its core); then `LLM.generate` runs the
 same prompts in another process with `max_num_seqs=C` (continuous batching keeps C
-sequences running, as the server's queue does). Both warm up first on other prompts.
+sequences running, as the server's queue does). Both warm up first on 4 C other prompts.
 Reported: output tokens per second of each and their ratio; from the streams, time to
 first token (TTFT), inter-token latency (ITL: the gaps between chunks) and time per output
 token of each request (TPOT: its decode time over its tokens after the first), as
@@ -265,8 +265,10 @@ def measure_server(args, model: str, prompts: list[str], warmup: list[str],
                    concurrency: int) -> dict:
     server = start_server(model, engine_flags(args, concurrency), args.start_timeout)
     try:
-        asyncio.run(run_load(server.url, warmup, concurrency, min(8, args.max_tokens),
-                             args.time_limit))
+        # the load's own pattern (clients arriving out of step), so that the shapes of
+        # its mixed prefill steps are compiled before the timed run, as LLM.generate's are
+        run_clients(server.url, warmup, concurrency, min(16, args.max_tokens),
+                    args.time_limit, args.clients)
         timings, missed, cpu = run_clients(server.url, prompts, concurrency, args.max_tokens,
                                            args.time_limit, args.clients)
         result = summarize(timings, missed, cpu)
@@ -302,7 +304,7 @@ def offline_worker(args) -> None:
     llm = LLM(spec["model"], dtype=args.dtype, platform=args.platform,
               max_num_seqs=spec["concurrency"], max_model_len=args.max_model_len, seed=0)
     llm.generate(engine_prompts(spec["warmup"]), SamplingParams(temperature=0,
-                                                max_tokens=min(8, args.max_tokens)))
+                                                max_tokens=min(16, args.max_tokens)))
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens)
     start = time.perf_counter()
     outputs = llm.generate(engine_prompts(spec["prompts"]), params)
@@ -423,14 +425,16 @@ def main() -> None:
             build_random_checkpoint(args.shape, Path(model))
             vocab = SHAPES[args.shape]["vocab_size"]
             prompts = id_prompts(args.requests, args.prompt_len, vocab, seed=0)
-            warmup = id_prompts(max(args.concurrency), args.prompt_len, vocab, seed=1)
+            warmup = id_prompts(4 * max(args.concurrency), args.prompt_len, vocab, seed=1)
         else:
             prompts = text_prompts(args.requests, args.prompt_len, "Request")
-            warmup = text_prompts(max(args.concurrency), args.prompt_len, "Warm-up")
+            warmup = text_prompts(4 * max(args.concurrency), args.prompt_len, "Warm-up")
         rows = []
         for concurrency in args.concurrency:
-            server = measure_server(args, model, prompts, warmup[:concurrency], concurrency)
-            offline = measure_offline(args, model, prompts, warmup[:concurrency], concurrency)
+            server = measure_server(args, model, prompts, warmup[:4 * concurrency],
+                                    concurrency)
+            offline = measure_offline(args, model, prompts, warmup[:4 * concurrency],
+                                      concurrency)
             rows.append({"concurrency": concurrency, "server": server, "offline": offline})
             print(f"concurrency {concurrency}: server {server['output_tok_s']:.1f} tok/s, "
                   f"offline {offline['output_tok_s']:.1f} tok/s", file=sys.stderr)

@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..core.errors import BaseboardError, RequestError
@@ -39,6 +39,9 @@ class EngineClosedError(BaseboardError):
 class _Request:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
+    arrival: float  # time.monotonic() at submit
+    prompt_tokens: list[int] = field(default_factory=list)  # per prompt, once started
+    last_token: dict[tuple[int, int], float] = field(default_factory=dict)  # per completion
 
 
 class LoopThread:
@@ -133,7 +136,7 @@ class AsyncEngine:
             raise RequestError(f"the request has {len(prompts)} prompt(s) x n={params.n} = "
                                f"{num} sequences, more than the server's queue of "
                                f"{self.max_waiting} (--max-waiting); send fewer at once.")
-        request = _Request(asyncio.get_running_loop(), asyncio.Queue())
+        request = _Request(asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
         with self._lock:
             if self._closed or self.failure is not None:
                 raise EngineClosedError("the server is shutting down and takes no new "
@@ -146,8 +149,8 @@ class AsyncEngine:
             number = next(self._numbers)
             self._requests[number] = request
             # posted under the lock: a failure seen after it reaches this request
-            self.backend.post("start", StartCommand(number, list(prompts), params, check_context,
-                                             time.monotonic(), num))
+            self.backend.post("start", StartCommand(number, list(prompts), params,
+                                                    check_context, num))
         return RequestStream(request.loop, request.queue, lambda: self._abort(number))
 
     def _abort(self, number: int) -> None:
@@ -164,6 +167,7 @@ class AsyncEngine:
         deliveries: dict[asyncio.AbstractEventLoop, list[tuple[int, asyncio.Queue, Any]]] = {}
         ended = False
         error: Optional[BaseException] = None
+        now = time.monotonic()
         with self._lock:
             for event in events:
                 kind = event[0]
@@ -175,13 +179,12 @@ class AsyncEngine:
                     if isinstance(item, BaseException) or (isinstance(item, tuple)
                                                            and item[1]):
                         del self._requests[number]  # its last item
+                    if self.metrics is not None:
+                        self._measure(request, item, now)
                     deliveries.setdefault(request.loop, []).append(
                         (number, request.queue, item))
                 elif kind == "release":
                     self._num_waiting -= event[1]
-                elif kind == "metric":
-                    if self.metrics is not None:
-                        getattr(self.metrics, event[1])(*event[2])
                 elif kind == "state":
                     if self.metrics is not None:
                         _, running, preempted, usage, preemptions = event
@@ -196,6 +199,25 @@ class AsyncEngine:
                     self._abort(number)
         if ended:
             self.closed(error)
+
+    def _measure(self, request: _Request, item: Any, now: float) -> None:
+        """The metrics of one delivery, timed as this side sees it."""
+        if isinstance(item, list):  # started: each prompt's token ids
+            request.prompt_tokens = [len(ids) for ids in item]
+            return
+        if isinstance(item, BaseException):
+            return
+        for delta in item[0]:
+            key = (delta.prompt_index, delta.index)
+            if delta.token_ids:
+                last = request.last_token.get(key)
+                if last is None and delta.index == 0:
+                    self.metrics.first_token(now - request.arrival,
+                                             request.prompt_tokens[delta.prompt_index])
+                self.metrics.tokens(len(delta.token_ids), None if last is None else now - last)
+                request.last_token[key] = now
+            if delta.finish_reason is not None:
+                self.metrics.finished(delta.finish_reason)
 
     def closed(self, error: Optional[BaseException]) -> None:
         """The loop has ended (drained when ``error`` is None); requests still open get
@@ -224,7 +246,17 @@ def _put_all(loop: asyncio.AbstractEventLoop, batch: list[tuple[asyncio.Queue, A
             queue.put_nowait(item)
 
     try:
-        loop.call_soon_threadsafe(put_all)
+        if _running_loop() is loop:  # events read on the loop itself
+            put_all()
+        else:
+            loop.call_soon_threadsafe(put_all)
         return True
     except RuntimeError:
         return False
+
+
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -9,7 +9,6 @@ of events per step:
     ("deliver", job, item)   for a request's reader: its prompts' token ids once started,
                              then (deltas, finished) per step, or an exception that ends it
     ("release", count)       this many sequences stopped waiting (scheduled or ended)
-    ("metric", name, args)   a ServerMetrics call to make
     ("state", running, preempted, kv_cache_usage, new_preemptions)   after each step
     ("closed", error)        the loop has stopped: drained (None), or broken by ``error``
 
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
@@ -86,14 +84,12 @@ def check_fits_context(seq: Sequence, max_model_len: int) -> None:
 class StartCommand:
     """A request: ``prompts`` (each gets ``params.n`` completions). ``check_context``:
     prompt + max_tokens must fit max_model_len (the OpenAI rule when a client gives
-    max_tokens). ``arrival``: time.monotonic() when it arrived (the same clock in every
-    process of the machine), for the time-to-first-token metric."""
+    max_tokens). ``num_waiting``: its sequences, counted as waiting by the server."""
 
     job: int
     prompts: list[PromptSource]
     params: SamplingParams
     check_context: bool
-    arrival: float
     num_waiting: int
 
 
@@ -105,7 +101,6 @@ class _Job:
     num_waiting: int  # its sequences counted as waiting (not scheduled yet)
     groups: list[list[Sequence]] = field(default_factory=list)  # per prompt, n completions
     sent_tokens: dict[tuple[int, int], int] = field(default_factory=dict)
-    last_token_time: dict[tuple[int, int], float] = field(default_factory=dict)
     done: bool = False
 
     @property
@@ -173,9 +168,6 @@ class EngineLoop:
         if count:
             self._events.append(("release", count))
 
-    def _metric(self, name: str, *args: Any) -> None:
-        self._events.append(("metric", name, args))
-
     def _command(self, command: str, payload: Any) -> None:
         if command == "start":
             self._start(payload)
@@ -238,7 +230,6 @@ class EngineLoop:
                 self._fail(job, error)
             return
         self.num_steps += 1
-        now = time.monotonic()
         outputs: dict[_Job, list[CompletionDelta]] = {}
         for seq in advanced:
             job, prompt_index = self._live.get(seq.request_id, (None, 0))
@@ -247,7 +238,7 @@ class EngineLoop:
             if seq.error is not None:
                 self._fail(job, seq.error)
                 continue
-            outputs.setdefault(job, []).append(self._delta(job, seq, prompt_index, now))
+            outputs.setdefault(job, []).append(self._delta(job, seq, prompt_index))
         for job, deltas in outputs.items():
             if job.done:  # failed by a later sequence of the same step
                 continue
@@ -259,19 +250,12 @@ class EngineLoop:
             self._deliver(job, (deltas, finished))
         self._observe()
 
-    def _delta(self, job: _Job, seq: Sequence, prompt_index: int,
-               now: float) -> CompletionDelta:
+    def _delta(self, job: _Job, seq: Sequence, prompt_index: int) -> CompletionDelta:
         key = (prompt_index, seq.index)
         sent = job.sent_tokens.get(key, 0)
         ids = seq.output_token_ids
         logprobs = seq.logprobs[sent:len(ids)] if seq.logprobs is not None else None
         job.sent_tokens[key] = len(ids)
-        if len(ids) > sent:
-            last = job.last_token_time.get(key)
-            if last is None and seq.index == 0:
-                self._metric("first_token", now - job.start.arrival, seq.num_prompt_tokens)
-            self._metric("tokens", len(ids) - sent, None if last is None else now - last)
-        job.last_token_time[key] = now
         return CompletionDelta(prompt_index, seq.index, seq.take_stream_delta(), ids[sent:],
                                logprobs, seq.finish_reason, seq.stop_reason, self.num_steps)
 
@@ -280,8 +264,6 @@ class EngineLoop:
         self._jobs.pop(job.start.job, None)
         for group in job.groups:
             self._live.pop(group[0].request_id, None)
-        for seq in job.sequences:
-            self._metric("finished", seq.finish_reason)
 
     def _count_scheduled(self, job: _Job, everything: bool = False) -> None:
         """Release the waiting slots of ``job``'s sequences scheduled since the last look

@@ -14,6 +14,7 @@ runs and exits.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import pickle
 import signal
@@ -24,6 +25,9 @@ from typing import Any, Callable, Optional
 
 from ..core.errors import BaseboardError
 from .engine_loop import EngineLoop, Event
+
+
+JOIN_TIMEOUT_S = 10.0  # how long a child whose pipe closed may take to exit
 
 
 class EngineProcessError(BaseboardError):
@@ -72,32 +76,37 @@ class EngineProcess:
         self.info: EngineInfo = payload
         self.max_model_len = payload.max_model_len
         self._receive: Optional[Callable[[list[Event]], None]] = None
-        self._reader: Optional[threading.Thread] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._send_lock = threading.Lock()
-        self._ended = False
+        self._ended = False  # the child's end of the pipe has closed
+        self._closed_seen = False  # the loop said it stopped
 
     def connect(self, receive: Callable[[list[Event]], None]) -> None:
         self._receive = receive
 
     def start(self) -> None:
-        self._reader = threading.Thread(target=self._read, name="baseboard-engine-events",
-                                        daemon=True)
-        self._reader.start()
+        """Read the child's events on the running event loop (the app's lifespan calls
+        this): a reader thread would wait for the GIL behind the loop's work while the
+        child, its pipe full, waited for the reader."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._conn.fileno(), self._read)
 
     def _read(self) -> None:
-        """Hand every batch of events to AsyncEngine until the child's end of the pipe
-        closes; a child that ends without saying so (killed, crashed) fails what runs."""
-        closed = False
+        """Every batch of events the child has sent so far, handed over at once; once its
+        end of the pipe closes, a child that ended without saying so (killed, crashed)
+        fails what runs."""
+        events: list[Event] = []
         try:
-            while True:
-                events = self._conn.recv()
-                closed = closed or any(event[0] == "closed" for event in events)
-                self._receive(events)
+            while self._conn.poll():
+                events.extend(self._conn.recv())
         except (EOFError, OSError):
-            pass
-        self.process.join()
-        self._ended = True
-        if not closed:
+            self._loop.remove_reader(self._conn.fileno())
+            self._ended = True
+        self._closed_seen = self._closed_seen or any(e[0] == "closed" for e in events)
+        if events:
+            self._receive(events)
+        if self._ended and not self._closed_seen:
+            self.process.join(JOIN_TIMEOUT_S)
             self._receive([("closed", EngineProcessError(
                 f"the engine process exited with status {self.process.exitcode}"))])
 
@@ -110,8 +119,6 @@ class EngineProcess:
 
     def join(self, timeout: Optional[float]) -> bool:
         self.process.join(timeout)
-        if self._reader is not None and not self.process.is_alive():
-            self._reader.join(timeout)
         return not self.process.is_alive()
 
     def running(self) -> bool:
