@@ -56,13 +56,15 @@ def compile_all() -> None:
             (4, "*bf16", "magic4_bf16", 128, False, True, True),  # W4A16 g128, decode
             (4, "*bf16", "magic4_bf16", 128, True, True, False),  # per channel, small M
             (4, "*fp16", "magic4_fp16", 1024, True, False, False),  # per channel, large M
+            (4, "*bf16", "magic4_bf16", 128, False, False, False),  # g128, large M
             (8, "*bf16", "via_fp32", 0, True, True, True),
             (8, "*fp16", "magic8_fp16", 1152, False, False, False)]:
         block_m, block_n, block_k = (16, 64, 128) if split else (128, 128, 128)
+        dequant = not per_channel and block_m >= quant_gemm.DEQUANT_ROWS
         kernel = compile_for_hopper(
             quant_gemm._weight_only_kernel, weight_only_types(bits, act, False),
             dict(BITS=bits, PER_CHANNEL=per_channel, GROUP=128, HAS_OFFSETS=bits == 4,
-                 HAS_BIAS=True, MODE=mode, CODE_BIAS=code_bias, SPLIT=split,
+                 HAS_BIAS=True, MODE=mode, CODE_BIAS=code_bias, DEQUANT=dequant, SPLIT=split,
                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, EVEN_K=True,
                  UPCAST=False, PDL=True, **(ONE_ROW if one_row else {})),
             4 if split else 8, 4)

@@ -158,6 +158,28 @@ def test_gemv_matches_the_reference(monkeypatch, bits, dtype, k, group, form, bl
         assert int(state.counters.abs().sum()) == 0  # split K: every counter reset
 
 
+@pytest.mark.parametrize("bits,dtype,group", [(4, torch.bfloat16, 32), (4, torch.float16, 128),
+                                              (8, torch.float16, 64)])
+def test_large_tiles_scale_codes_in_registers(monkeypatch, bits, dtype, group):
+    k, n = 256, 40
+    tile = quant_tiles.Tile(quant_gemm.DEQUANT_ROWS, 32, 64, 1, num_warps=1, num_stages=1)
+    family = quant_tiles.W4A16 if bits == 4 else quant_tiles.W8A16
+    monkeypatch.setitem(quant_tiles.TILES[family], quant_tiles.INTERPRETER,
+                        ((quant_tiles.UNBOUNDED, tile),))
+    if bits == 4:
+        args = dict(zip(("qweight", "scales", "offsets"), four_bit(n, k, group, "asym", dtype)))
+        impl, ref = quant_gemm.GemmW4A16, reference.GemmW4A16
+    else:
+        codes, scales = quantize.quantize_int8_groups(weight(n, k), group)
+        args = dict(qweight=codes, scales=scales.to(dtype))
+        impl, ref = quant_gemm.GemmW8A16, reference.GemmW8A16
+    args.update(group_size=group, bias=None)
+    x = torch.randn(70, k).to(dtype)  # two tiles of rows, the second masked
+    # the weights are rounded to x's dtype (the reference rounds q s and o apart)
+    assert_close(impl.apply(impl.prepare(**args), x, torch.float32),
+                 ref.apply(ref.prepare(**args), x, torch.float32), RTOL[dtype])
+
+
 def test_prepare_rejects_a_group_no_kernel_step_fits():
     codes, scales, offsets = four_bit(8, 96, 8, "asym", torch.float16)
     with pytest.raises(Exception, match="group size 8 .*multiple of 16"):

@@ -44,6 +44,7 @@ from .records import interpreting
 from .splitk import arrival_counters, finish_tile, output_tile, split_launch
 
 MIN_BLOCK_K = 16  # the smallest K of a tensor-core dot
+DEQUANT_ROWS = 64  # tiles of this many rows or more scale grouped codes in registers
 INT8_PAD_K = 16  # int8 rows padded to whole 16-byte vectors
 
 
@@ -81,6 +82,32 @@ def _values(codes, MODE: tl.constexpr, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def _group_scales(group, scale_ptr, offset_ptr, cols, col_ok, N, HAS_OFFSETS: tl.constexpr):
+    """The scales and offsets (zero without) of ``group`` for ``cols``: float32 [BLOCK_N]."""
+    scale = tl.load(scale_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if HAS_OFFSETS:
+        offset = tl.load(offset_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
+    else:
+        offset = tl.zeros_like(scale)
+    return scale, offset
+
+
+@triton.jit
+def _dequantized(codes, scale, offset, BITS: tl.constexpr, HAS_OFFSETS: tl.constexpr,
+                 DTYPE: tl.constexpr):
+    """codes [BLOCK_N, k] (4 bits: int32 0..15, 8 bits: int8) as DTYPE weights q s + o.
+    The codes reach float32 through its mantissa (2^23 + q), not the conversion unit."""
+    if BITS == 4:
+        q = (codes | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    else:
+        q = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+    weights = q * scale[:, None]
+    if HAS_OFFSETS:
+        weights += offset[:, None]
+    return weights.to(DTYPE)
+
+
+@triton.jit
 def _load_xt(x_cols, k, row_ok, K, EVEN_K: tl.constexpr):
     """x[rows, k] transposed ([len(k), BLOCK_M]), zero outside."""
     if EVEN_K:
@@ -101,11 +128,14 @@ def _weight_only_kernel(
         partial_ptr, counter_ptr, M, N, K, STEPS_PER_SPLIT, split_k,
         BITS: tl.constexpr, PER_CHANNEL: tl.constexpr, GROUP: tl.constexpr,
         HAS_OFFSETS: tl.constexpr, HAS_BIAS: tl.constexpr, MODE: tl.constexpr,
-        CODE_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+        CODE_BIAS: tl.constexpr, DEQUANT: tl.constexpr, SPLIT: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         EVEN_K: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
     """The accumulator is [BLOCK_N, BLOCK_M] (y^T). 4 bits: a step is one packed block
-    (BLOCK_K = PACK_K), one product per plane; 8 bits: BLOCK_K divides the group."""
+    (BLOCK_K = PACK_K), one product per plane; 8 bits: BLOCK_K divides the group. DEQUANT
+    (groups, many rows): the codes are scaled in registers and every product adds to the
+    one accumulator, instead of a group's products being summed apart and scaled after
+    (half the accumulator registers; the unpacking is shared by BLOCK_M rows)."""
     pdl_prologue(PDL)
     pid, pid_k = tl.program_id(0), tl.program_id(1)
     pid_m, pid_n = output_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -129,22 +159,35 @@ def _weight_only_kernel(
             k_plane = k0 + tl.arange(0, _PLANE_K)
             part = zeros
             part_sum = tl.zeros([BLOCK_M], tl.float32)
+            if DEQUANT and GROUP % BLOCK_K == 0:
+                scale, offset = _group_scales(k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok,
+                                              N, HAS_OFFSETS)
             for plane in tl.static_range(_PLANES):
-                values = _values(nibble_plane(words, plane), MODE, x_ptr.dtype.element_ty)
                 xt = _load_xt(x_cols, k_plane + plane * _PLANE_K, row_ok, K, EVEN_K)
-                if PER_CHANNEL:
+                if DEQUANT:
+                    if GROUP % BLOCK_K != 0:
+                        # past K (the padded block) x is zero: any real group's scales serve
+                        group = tl.minimum((k0 + plane * _PLANE_K) // GROUP, K // GROUP - 1)
+                        scale, offset = _group_scales(group, scale_ptr, offset_ptr, cols,
+                                                      col_ok, N, HAS_OFFSETS)
+                    values = _dequantized(nibble_plane(words, plane), scale, offset, BITS,
+                                          HAS_OFFSETS, x_ptr.dtype.element_ty)
+                    acc = mma(values, xt, acc, UPCAST)
+                elif PER_CHANNEL:
+                    values = _values(nibble_plane(words, plane), MODE, x_ptr.dtype.element_ty)
                     acc = mma(values, xt, acc, UPCAST)
                     x_sum += _col_sums(xt)
                 elif GROUP % BLOCK_K == 0:  # the whole block in one group: scaled once
+                    values = _values(nibble_plane(words, plane), MODE, x_ptr.dtype.element_ty)
                     part = mma(values, xt, part, UPCAST)
                     part_sum += _col_sums(xt)
                 else:
-                    # past K (the padded block) x is zero: any real group's scales serve
+                    values = _values(nibble_plane(words, plane), MODE, x_ptr.dtype.element_ty)
                     group = tl.minimum((k0 + plane * _PLANE_K) // GROUP, K // GROUP - 1)
                     acc = scale_group(acc, mma(values, xt, zeros, UPCAST), _col_sums(xt),
                                       group, scale_ptr, offset_ptr, cols, col_ok, N,
                                       CODE_BIAS, HAS_OFFSETS, True)
-            if not PER_CHANNEL and GROUP % BLOCK_K == 0:
+            if not PER_CHANNEL and not DEQUANT and GROUP % BLOCK_K == 0:
                 acc = scale_group(acc, part, part_sum, k0 // GROUP, scale_ptr, offset_ptr,
                                   cols, col_ok, N, CODE_BIAS, HAS_OFFSETS, True)
         else:
@@ -153,12 +196,19 @@ def _weight_only_kernel(
                 codes = tl.load(w_tile)
             else:
                 codes = tl.load(w_tile, mask=(k < K)[None, :], other=0)
-            values = _values(codes, MODE, x_ptr.dtype.element_ty)
             xt = _load_xt(x_cols, k, row_ok, K, EVEN_K)
-            if PER_CHANNEL:
+            if DEQUANT:
+                scale, offset = _group_scales(k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok,
+                                              N, HAS_OFFSETS)
+                values = _dequantized(codes, scale, offset, BITS, HAS_OFFSETS,
+                                      x_ptr.dtype.element_ty)
+                acc = mma(values, xt, acc, UPCAST)
+            elif PER_CHANNEL:
+                values = _values(codes, MODE, x_ptr.dtype.element_ty)
                 acc = mma(values, xt, acc, UPCAST)
                 x_sum += _col_sums(xt)
             else:
+                values = _values(codes, MODE, x_ptr.dtype.element_ty)
                 acc = scale_group(acc, mma(values, xt, zeros, UPCAST), _col_sums(xt),
                                   k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok, N,
                                   CODE_BIAS, HAS_OFFSETS, True)
@@ -271,7 +321,8 @@ def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
         launch.partials, launch.counters, m, n, k, launch.steps_per_split, launch.split,
         BITS=state.bits, PER_CHANNEL=state.group_size == 0, GROUP=state.group_size or k,
         HAS_OFFSETS=offsets is not None, HAS_BIAS=bias is not None, MODE=mode,
-        CODE_BIAS=code_bias, SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
+        CODE_BIAS=code_bias, DEQUANT=state.group_size != 0 and tile.block_m >= DEQUANT_ROWS,
+        SPLIT=launch.split > 1, BLOCK_M=tile.block_m,
         BLOCK_N=tile.block_n, BLOCK_K=block_k, GROUP_M=tile.group_m, EVEN_K=k % block_k == 0,
         UPCAST=upcast_dots(x.dtype), num_warps=tile.num_warps, num_stages=tile.num_stages,
         **pdl_options(x.device))
