@@ -117,7 +117,9 @@ def measure(checkpoint: str, args, fuse: str) -> dict:
     forms = {"rotary_embedding": "fused into attention" if layer.attend_rotary is not None
              else "apart",
              "silu_and_mul": "fused into the down projection" if layer.down_fuses_silu
-             else "apart"}
+             else "apart",
+             "fused_add_rms_norm": "fused into q/k/v and gate/up"
+             if layer.normed_qkv_proj is not None else "apart"}
     tokens = generate(llm, prompt, args.new_tokens)  # also the warm-up
     short_s = timed(lambda: generate(llm, prompt, 1), args.device)
     long_s = timed(lambda: generate(llm, prompt, args.new_tokens), args.device)

@@ -140,6 +140,12 @@ FUSIONS: dict[str, FusionSpec] = {spec.replaces: spec for spec in (
                "apply_silu_and_mul(state, x [T, 2I], out_dtype) -> [T, N] = "
                "apply(state, silu_and_mul(x), out_dtype) for a weight prepared as [N, I]: the "
                "activation is computed as the GEMM loads its input (the down projection)."),
+    FusionSpec("fused_add_rms_norm", "gemm", "apply_add_rms_norm",
+               "apply_add_rms_norm(state, x [T, K], residual [T, K], weight [K], eps: float, "
+               "out_dtype) -> ([T, N], x + residual [T, K]) = (apply(state, normed, out_dtype), "
+               "summed) where normed, summed = fused_add_rms_norm(x, residual, weight, eps): "
+               "the norm is computed as the GEMM loads its input (q/k/v, gate/up). May reuse "
+               "the storage of x and residual."),
 )}
 
 WEIGHT_OP_METHODS = ("prepare", "apply")

@@ -10,10 +10,10 @@ times nothing, and a new driver, torch, triton or kernel version is timed afresh
 
 Ops timed, each at one row and at a step of tokens: rms_norm, fused_add_rms_norm,
 silu_and_mul (on [rows, hidden] inputs) and gemm (per [N, K] weight). A weight whose input
-is silu_and_mul's output (the down projection) is timed from the [rows, 2I] input on: an
-implementation that fuses silu_and_mul (``Impl.fuses``) with its fused form, any other with
-the plan's silu_and_mul before it, so a fused kernel is compared with the composition it
-replaces. Attention, sample,
+is another op's output that a GEMM may fuse (``Impl.fuses``: silu_and_mul before the down
+projection, fused_add_rms_norm before q/k/v and gate/up) is timed from that op's input on:
+an implementation that fuses it with its fused form, any other with the plan's op before
+it, so a fused kernel is compared with the composition it replaces. Attention, sample,
 rotary_embedding and the quantized GEMMs keep the order of selection (preference, then
 priority): their inputs are not plain shapes.
 """
@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 
-from .ops import OPS
+from .ops import FUSIONS, OPS
 from .registry import Impl
 
 TUNED_OPS = ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "gemm")
@@ -66,6 +66,16 @@ class Workload:
     tokens: int = 16
     # the weight shapes whose input is silu_and_mul's output (the down projection)
     gated_shapes: tuple[tuple[int, int], ...] = ()
+    # the weight shapes whose input is fused_add_rms_norm's output (q/k/v, gate/up)
+    normed_shapes: tuple[tuple[int, int], ...] = ()
+
+    def prologue(self, shape: tuple[int, ...]) -> Optional[str]:
+        """The op whose output a weight of ``shape`` multiplies, where a GEMM may fuse it."""
+        if shape in self.gated_shapes:
+            return "silu_and_mul"
+        if shape in self.normed_shapes:
+            return "fused_add_rms_norm"
+        return None
 
     @classmethod
     def for_model(cls, config: Any, linear_ops: tuple[str, ...]) -> "Workload":
@@ -77,7 +87,8 @@ class Workload:
         shapes = ((qkv, h), (h, config.num_heads * d), (2 * config.intermediate_size, h),
                   (h, config.intermediate_size), (config.vocab_size, h))
         return cls(h, config.intermediate_size, tuple(dict.fromkeys(shapes)), linear_ops,
-                   gated_shapes=((h, config.intermediate_size),))
+                   gated_shapes=((h, config.intermediate_size),),
+                   normed_shapes=(shapes[0], shapes[2]))
 
 
 def environment(device: torch.device, capability: str) -> dict[str, str]:
@@ -182,8 +193,8 @@ class TunedState(NamedTuple):
     apply: Callable[..., torch.Tensor]
     state: Any
     name: str  # the implementation that prepared it
-    # apply to the input of silu_and_mul: the winner's fused form, or the composition
-    apply_gated: Callable[..., torch.Tensor]
+    # replaced op -> the winner's fused method for it, or the plan's op and then apply
+    fused: dict[str, Callable[..., Any]]
 
 
 class ShapeTunedWeightOp:
@@ -193,7 +204,7 @@ class ShapeTunedWeightOp:
 
     def __init__(self, tuner: "Tuner", candidates: dict[str, tuple[Impl, Any]]):
         self.tuner, self.candidates = tuner, candidates
-        self.composed = dict(tuner.composed)  # the plan's silu_and_mul, as when chosen
+        self.composed = dict(tuner.composed)  # the plan's fusable ops, as when chosen
 
     def prepare(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> TunedState:
         """weight [N, K], bias [N] | None -> the winner's state, with its apply."""
@@ -202,7 +213,8 @@ class ShapeTunedWeightOp:
         name = min(times, key=times.get)
         impl, loaded = self.candidates[name]
         return TunedState(loaded.apply, loaded.prepare(weight, bias), name,
-                          self.tuner.gated_apply(impl, loaded))
+                          {op: self.tuner.fused_apply(impl, loaded, op)
+                           for op in FUSIONS if FUSIONS[op].op == "gemm"})
 
     @staticmethod
     def apply(state: TunedState, x: torch.Tensor,
@@ -215,7 +227,17 @@ class ShapeTunedWeightOp:
                            out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """x [T, 2I] -> [T, N] = apply(state, silu_and_mul(x)), fused where the
         implementation that prepared ``state`` fuses it."""
-        return state.apply_gated(state.state, x, out_dtype)
+        return state.fused["silu_and_mul"](state.state, x, out_dtype)
+
+    @staticmethod
+    def apply_add_rms_norm(state: TunedState, x: torch.Tensor, residual: torch.Tensor,
+                           weight: torch.Tensor, eps: float,
+                           out_dtype: Optional[torch.dtype] = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(apply(state, rms_norm(x + residual)), x + residual), fused where the
+        implementation that prepared ``state`` fuses it."""
+        return state.fused["fused_add_rms_norm"](state.state, x, residual, weight, eps,
+                                                 out_dtype)
 
 
 @dataclass
@@ -253,21 +275,27 @@ class Tuner:
         # being chosen (select_plan passes them to ``choose``)
         self.composed: dict[str, tuple[str, Callable]] = {}
 
-    def fuses_silu(self, impl: Impl) -> bool:
-        """Whether ``impl`` would run silu_and_mul fused (selection.fusion_state's rule)."""
-        silu = self.composed.get("silu_and_mul")
-        return silu is not None and "silu_and_mul" in impl.fuses and silu[0] == impl.name
+    def fuses(self, impl: Impl, replaced: str) -> bool:
+        """Whether ``impl`` would run ``replaced`` fused (selection.fusion_state's rule)."""
+        known = self.composed.get(replaced)
+        return known is not None and replaced in impl.fuses and known[0] == impl.name
 
-    def gated_apply(self, impl: Impl, loaded: Any) -> Callable[..., torch.Tensor]:
-        """``apply_silu_and_mul`` of ``impl``: its fused form, or the plan's silu_and_mul
-        and then its apply (the reference's composition where no silu_and_mul is known)."""
-        if self.fuses_silu(impl):
-            return loaded.apply_silu_and_mul
-        if "silu_and_mul" not in self.composed:
-            from ..kernels.torch.activation import silu_and_mul
-        else:
-            silu_and_mul = self.composed["silu_and_mul"][1]
-        return lambda state, x, out_dtype=None: loaded.apply(state, silu_and_mul(x), out_dtype)
+    def fused_apply(self, impl: Impl, loaded: Any, replaced: str) -> Optional[Callable]:
+        """The fused method of ``impl`` for ``replaced`` (FUSIONS), or the plan's
+        ``replaced`` and then its apply; None where the plan's ``replaced`` is not known
+        (BASEBOARD_FUSE=0: no layer asks for the fused method then)."""
+        if self.fuses(impl, replaced):
+            return getattr(loaded, FUSIONS[replaced].method)
+        if replaced not in self.composed:
+            return None
+        op = self.composed[replaced][1]
+        if replaced == "silu_and_mul":
+            return lambda state, x, out_dtype=None: loaded.apply(state, op(x), out_dtype)
+
+        def normed_apply(state, x, residual, weight, eps, out_dtype=None):
+            normed, summed = op(x, residual, weight, eps)
+            return loaded.apply(state, normed, out_dtype), summed
+        return normed_apply
 
     def _time(self, op: str, impl: Impl, shape: str, make_call: Callable[[], Callable]) -> float:
         key = TimingCache.key(op, impl, shape, self.dtype)
@@ -314,23 +342,30 @@ class Tuner:
         through an [N, K] weight: implementations often differ at one row only (a GEMV
         against cuBLAS), and a winner must not lose the other case either."""
         n, k = weight_shape
-        gated = (n, k) in self.workload.gated_shapes and "silu_and_mul" in self.composed
+        prologue = self.workload.prologue((n, k))
+        if prologue not in self.composed:
+            prologue = None
 
         def make_call(impl: Impl, loaded: Any, rows: int) -> Callable[[], Callable]:
             def build() -> Callable:
                 state = loaded.prepare(self._tensor(n, k), None)
-                if gated:  # from silu_and_mul's input on
-                    x, apply = self._tensor(rows, 2 * k), self.gated_apply(impl, loaded)
+                if prologue is None:
+                    x = self._tensor(rows, k)
+                    return lambda: loaded.apply(state, x)
+                apply = self.fused_apply(impl, loaded, prologue)  # from the op's input on
+                if prologue == "silu_and_mul":
+                    x = self._tensor(rows, 2 * k)
                     return lambda: apply(state, x)
-                x = self._tensor(rows, k)
-                return lambda: loaded.apply(state, x)
+                x, residual, weight = self._tensor(rows, k), self._tensor(rows, k), \
+                    self._tensor(k)
+                return lambda: apply(state, x, residual, weight, 1e-6)
             return build
 
         def shape(impl: Impl, rows: int) -> str:
-            if not gated:
+            if prologue is None:
                 return f"{rows}x{k}x{n}"
-            how = "fused" if self.fuses_silu(impl) else self.composed["silu_and_mul"][0]
-            return f"{rows}x{k}x{n}+silu_and_mul={how}"
+            how = "fused" if self.fuses(impl, prologue) else self.composed[prologue][0]
+            return f"{rows}x{k}x{n}+{prologue}={how}"
 
         return {name: sum(self._time("gemm", impl, shape(impl, rows),
                                      make_call(impl, loaded, rows))

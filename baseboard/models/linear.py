@@ -32,18 +32,35 @@ class Linear:
         return self.apply(self.state, x, out_dtype)
 
 
-def fuses_silu_and_mul(plan: Plan, weight: Weight) -> bool:
-    """Whether a layer of ``weight`` whose input is silu_and_mul's output runs the two as
-    one: where the plan fuses them (the gemm op's ``apply_silu_and_mul``), for a dense
-    weight (the quantized GEMM ops offer no fused form)."""
-    return plan.fused("silu_and_mul") and not isinstance(weight, QuantizedWeight)
+class NormedLinear:
+    """``(y, x + residual) = layer(x, residual, norm_weight, eps)``: a dense linear layer
+    whose input is fused_add_rms_norm's output, computed inside the GEMM (the gemm op's
+    ``apply_add_rms_norm``, on the state of the layer's prepared ``Linear``)."""
+
+    __slots__ = ("apply", "state")
+
+    def __init__(self, plan: Plan, linear: Linear):
+        self.apply = plan.gemm.apply_add_rms_norm
+        self.state = linear.state
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, residual [T, K], norm_weight [K] -> ([T, N], x + residual [T, K])."""
+        return self.apply(self.state, x, residual, norm_weight, eps)
+
+
+def fuses(plan: Plan, replaced: str, weight: Weight) -> bool:
+    """Whether a layer of ``weight`` whose input is ``replaced``'s output runs the two as
+    one: where the plan fuses them (core.ops.FUSIONS), for a dense weight (the quantized
+    GEMM ops offer no fused form)."""
+    return plan.fused(replaced) and not isinstance(weight, QuantizedWeight)
 
 
 def make_linear(plan: Plan, weight: Weight, bias: Optional[torch.Tensor],
                 gated: bool = False) -> Linear:
     """Prepare a dense [N, K] weight with ``plan.gemm``, or a quantized record with the op
     it names. ``gated``: the layer is handed silu_and_mul's input [T, 2K] and applies the
-    activation itself (``fuses_silu_and_mul`` must hold)."""
+    activation itself (``fuses(plan, "silu_and_mul", weight)`` must hold)."""
     if isinstance(weight, QuantizedWeight):
         impl = plan.impl(weight.op)
         return Linear(impl.apply, weight.prepare(impl, bias), weight.input_perm)

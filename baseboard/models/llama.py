@@ -4,7 +4,8 @@ Every op runs through the plan: rms_norm, fused_add_rms_norm, rotary_embedding,
 silu_and_mul, the GEMM ops (q/k/v and gate/up fused into one GEMM each) and attention.
 Where the plan fuses an op into another (``Plan.fused``), the layer calls the fused form
 instead of the two: rotary_embedding inside attention's ``forward_rotary``, silu_and_mul
-inside the down projection's ``apply_silu_and_mul``.
+inside the down projection's ``apply_silu_and_mul``, and the residual add + RMSNorm inside
+the q/k/v and gate/up projections' ``apply_add_rms_norm``.
 Plan lookups and weight preparation happen once, at load; a forward step is the ops and a
 few views.
 """
@@ -21,7 +22,7 @@ from ..core.selection import Plan
 from ..distributed.sharding import local_config
 from ..quantization.records import QuantizedWeight, can_concat, concat_rows
 from .config import ModelConfig
-from .linear import Linear, Weight, fuses_silu_and_mul, make_linear
+from .linear import Linear, NormedLinear, Weight, fuses, make_linear
 from .rope import rope_cache
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
@@ -112,13 +113,19 @@ class DecoderLayer:
         qkv_bias = torch.cat([w[f"{m}.bias"] for m in QKV]) if config.qkv_bias else None
         qkv = fuse([w[f"{m}.weight"] for m in QKV], dtype)
         self.qkv_proj: Linear = make_linear(plan, qkv, qkv_bias)
+        # the residual add + RMSNorm in the projection's input load (not in the first
+        # layer, which has no residual yet): one kernel fewer per norm
+        self.normed_qkv_proj = NormedLinear(plan, self.qkv_proj) \
+            if fuses(plan, "fused_add_rms_norm", qkv) else None
         self.o_proj: Linear = make_linear(plan, w["self_attn.o_proj.weight"],
                                           w.get("self_attn.o_proj.bias"))
         gate_up = fuse([w[f"{m}.weight"] for m in GATE_UP], dtype)
         self.gate_up_proj: Linear = make_linear(plan, gate_up, None)
+        self.normed_gate_up_proj = NormedLinear(plan, self.gate_up_proj) \
+            if fuses(plan, "fused_add_rms_norm", gate_up) else None
         down = w["mlp.down_proj.weight"]
         # silu_and_mul in the down projection's input load: one kernel fewer per layer
-        self.down_fuses_silu = fuses_silu_and_mul(plan, down)
+        self.down_fuses_silu = fuses(plan, "silu_and_mul", down)
         self.down_proj: Linear = make_linear(plan, down, None, gated=self.down_fuses_silu)
         if parallel is not None:  # row-parallel: each rank's partial sums, all-reduced
             self.o_proj = parallel.reduced(self.o_proj)
@@ -132,12 +139,15 @@ class DecoderLayer:
         """hidden, residual [T, hidden] -> (this layer's output, the residual stream)."""
         if residual is None:
             residual = hidden
-            hidden = self.rms_norm(hidden, self.input_norm, self.eps)
+            qkv = self.qkv_proj(self.rms_norm(hidden, self.input_norm, self.eps))
+        elif self.normed_qkv_proj is not None:
+            qkv, residual = self.normed_qkv_proj(hidden, residual, self.input_norm, self.eps)
         else:
             hidden, residual = self.fused_add_rms_norm(hidden, residual, self.input_norm,
                                                        self.eps)
-        tokens = hidden.shape[0]
-        q, k, v = self.qkv_proj(hidden).split(self.qkv_sizes, dim=-1)
+            qkv = self.qkv_proj(hidden)
+        tokens = qkv.shape[0]
+        q, k, v = qkv.split(self.qkv_sizes, dim=-1)
         q = q.view(tokens, self.num_heads, self.head_dim)  # [T, Hq, D]
         k = k.view(tokens, self.num_kv_heads, self.head_dim)  # [T, Hk, D]
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
@@ -148,9 +158,13 @@ class DecoderLayer:
             q, k = self.rotary_embedding(positions, q, k, self.cos_sin_cache)
             attn = self.attend(q, k, v, kv_cache, metadata)  # [T, Hq, D]
         hidden = self.o_proj(attn.reshape(tokens, -1))
-        hidden, residual = self.fused_add_rms_norm(hidden, residual, self.post_attention_norm,
-                                                   self.eps)
-        gate_up = self.gate_up_proj(hidden)  # [T, 2I]
+        if self.normed_gate_up_proj is not None:
+            gate_up, residual = self.normed_gate_up_proj(hidden, residual,
+                                                         self.post_attention_norm, self.eps)
+        else:
+            hidden, residual = self.fused_add_rms_norm(hidden, residual,
+                                                       self.post_attention_norm, self.eps)
+            gate_up = self.gate_up_proj(hidden)  # [T, 2I]
         if self.down_fuses_silu:
             return self.down_proj(gate_up), residual
         return self.down_proj(self.silu_and_mul(gate_up)), residual

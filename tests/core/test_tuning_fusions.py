@@ -1,5 +1,6 @@
 """Measured selection compares a fused form with the composition it replaces: the down
-projection's candidates are timed from silu_and_mul's input on."""
+projection's candidates are timed from silu_and_mul's input on, q/k/v's and gate/up's from
+fused_add_rms_norm's."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ def gemm(apply_s: float, fused_s: float):
             assert x.shape[1] == 2 * DOWN[1]
             time.sleep(fused_s)
             return x[:, :DOWN[0]]
+
+        @staticmethod
+        def apply_add_rms_norm(state, x, residual, weight, eps, out_dtype=None):
+            assert x.shape == residual.shape and x.shape[1] == DOWN[1]
+            time.sleep(fused_s)
+            return x[:, :DOWN[0]], x + residual
     return Fake
 
 
@@ -64,3 +71,23 @@ def test_where_the_activation_runs_elsewhere_the_fusing_gemm_composes_too(tmp_pa
     outcome, shapes = choose(tmp_path, "other")
     assert outcome.selected.name == "plain"
     assert shapes["mine"].endswith("+silu_and_mul=other")
+
+
+def slow_fused_add_rms_norm(x, residual, weight, eps):
+    time.sleep(0.003)
+    return x, x + residual
+
+
+def test_a_projection_after_a_norm_is_timed_from_the_norms_input_on(tmp_path):
+    tuner = Tuner(TimingCache(tmp_path, environment(torch.device("cpu"), "")),
+                  Workload(64, 64, (DOWN,), normed_shapes=(DOWN,)), torch.device("cpu"),
+                  torch.float32, False)
+    candidates = {"mine": (Impl("gemm", "mine", "m:a", fuses=("fused_add_rms_norm",)),
+                           gemm(0.002, 0.0)),
+                  "plain": (Impl("gemm", "plain", "m:b"), gemm(0.0005, 0.0005))}
+    outcome = tuner.choose("gemm", candidates,
+                           {"fused_add_rms_norm": ("mine", slow_fused_add_rms_norm)})
+    assert outcome.selected.name == "mine"
+    shapes = {key.split("|")[1]: key.split("|")[-2] for key in tuner.cache.times}
+    assert shapes == {"mine": "16x64x32+fused_add_rms_norm=fused",
+                      "plain": "16x64x32+fused_add_rms_norm=mine"}

@@ -30,6 +30,7 @@ from baseboard.kernels.triton import activation as triton_activation  # noqa: E4
 from baseboard.kernels.triton import attention as triton_attention  # noqa: E402
 from baseboard.kernels.triton import gemm as triton_gemm  # noqa: E402
 from baseboard.kernels.triton import kv_cache as triton_kv_cache  # noqa: E402
+from baseboard.kernels.triton import norm as triton_norm  # noqa: E402
 from baseboard.kernels.triton import rotary as triton_rotary  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
 from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
@@ -129,6 +130,33 @@ def test_gemm_apply_silu_and_mul_equals_silu_then_apply(dtype, n, k, bias, rows)
     assert torch.allclose(got.float(), reference.float(), rtol=0.05, atol=0.05 * k ** 0.5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,bias", [(7, 1024, False), (9, 1500, True)])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_gemm_apply_add_rms_norm_equals_norm_then_apply(dtype, n, k, bias, rows):
+    """The residual add and RMSNorm in the GEMV's input load (one row; more rows: the norm
+    kernel and cuBLAS): the product and the sum as the two kernels give them, the sum in a
+    tensor of its own at one row (the programs all read the residual)."""
+    gen = torch.Generator().manual_seed(n * k + rows)
+    weight = torch.randn(n, k, generator=gen).to(dtype)
+    state = gemm.Gemm.prepare(weight, torch.randn(n, generator=gen).to(dtype) if bias else None)
+    x, residual = (torch.randn(rows, k, generator=gen).to(dtype) for _ in range(2))
+    norm_weight = torch.randn(k, generator=gen).to(dtype)
+    normed, want_sum = triton_norm.fused_add_rms_norm(x.clone(), residual.clone(), norm_weight,
+                                                      1e-6)
+    want = triton_gemm.Gemm.apply(state, normed)
+    got, got_sum = triton_gemm.Gemm.apply_add_rms_norm(state, x.clone(), residual.clone(),
+                                                       norm_weight, 1e-6)
+    assert torch.equal(got_sum, want_sum)
+    # the row's statistics are summed in another order than the norm kernel's: equal to
+    # rounding (bitwise in the interpreter)
+    assert torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2 * k ** 0.5)
+    reference, reference_sum = gemm.Gemm.apply_add_rms_norm(state, x, residual, norm_weight,
+                                                            1e-6)
+    assert torch.allclose(got_sum.float(), reference_sum.float(), rtol=1e-2, atol=1e-2)
+    assert torch.allclose(got.float(), reference.float(), rtol=0.05, atol=0.05 * k ** 0.5)
+
+
 def cpu_registry(*extra: Impl) -> Registry:
     registry = Registry()
     for impl in core_plugin.baseboard_ops():
@@ -141,7 +169,8 @@ def cpu_registry(*extra: Impl) -> Registry:
 def triton_plan(fuse: bool = True, **others: str):
     ctx = SelectionContext(CpuPlatform(), dtype=torch.float32, head_dim=32, block_size=16,
                            num_heads=4, num_kv_heads=2, fuse=fuse)
-    names = {op: "triton" for op in ("rotary_embedding", "silu_and_mul", "gemm", "attention")}
+    names = {op: "triton" for op in ("rotary_embedding", "silu_and_mul", "gemm", "attention",
+                                     "fused_add_rms_norm")}
     names.update(others)
     return select_plan(cpu_registry(), ctx,
                        {op: Choice(name, "argument") for op, name in names.items()})
@@ -151,7 +180,9 @@ def test_a_plan_fuses_where_one_implementation_serves_both_ops():
     plan = triton_plan()
     assert plan.fused("rotary_embedding") and plan.fused("silu_and_mul")
     assert plan.decisions["attention"].as_dict()["fusions"] == {"rotary_embedding": "fused"}
-    assert plan.decisions["gemm"].fusions == {"silu_and_mul": "fused"}
+    assert plan.fused("fused_add_rms_norm")
+    assert plan.decisions["gemm"].fusions == {"silu_and_mul": "fused",
+                                              "fused_add_rms_norm": "fused"}
 
 
 def test_choosing_another_implementation_of_the_replaced_op_declines_the_fusion():
@@ -176,7 +207,7 @@ def test_an_implementation_that_offers_no_fusion_composes():
 def test_a_fusion_for_another_op_is_a_registration_error():
     wrong = Impl("gemm", "mine", "baseboard.kernels.torch.gemm:Gemm", fuses=("rotary_embedding",))
     with pytest.raises(RegistrationError, match="fuses='rotary_embedding'.*those are: "
-                                                "silu_and_mul"):
+                                                "silu_and_mul, fused_add_rms_norm"):
         cpu_registry(wrong)
 
 

@@ -1,8 +1,9 @@
 """The decoder layer with the plan's fused forms (rotary in the KV write, SiLU-and-mul in
-the down projection) against the same kernels run apart (BASEBOARD_FUSE=0) and against
+the down projection, the residual add + RMSNorm in the q/k/v and gate/up projections)
+against the same kernels run apart (BASEBOARD_FUSE=0) and against
 transformers, through the engine, in Triton's interpreter on the CPU.
 
-One sequence, so every decode step is one row: the down projection runs the gated GEMV.
+One sequence, so every decode step is one row: the projections run the fused GEMVs.
 """
 
 from __future__ import annotations
@@ -53,10 +54,13 @@ def test_fused_layers_give_the_unfused_and_the_transformers_tokens(tiny_qwen, mo
     path, model = tiny_qwen
     fused_llm, fused = greedy(path, monkeypatch, fuse=True)
     layers = fused_llm.engine.model.layers
-    assert all(layer.attend_rotary is not None and layer.down_fuses_silu for layer in layers)
+    assert all(layer.attend_rotary is not None and layer.down_fuses_silu
+               and layer.normed_qkv_proj is not None and layer.normed_gate_up_proj is not None
+               for layer in layers)
     unfused_llm, unfused = greedy(path, monkeypatch, fuse=False)
     layers = unfused_llm.engine.model.layers
-    assert not any(layer.attend_rotary is not None or layer.down_fuses_silu for layer in layers)
+    assert not any(layer.attend_rotary is not None or layer.down_fuses_silu
+                   or layer.normed_qkv_proj is not None for layer in layers)
     with torch.no_grad():
         want = model.generate(torch.tensor([PROMPT]), max_new_tokens=NEW_TOKENS,
                               do_sample=False)[0, len(PROMPT):].tolist()

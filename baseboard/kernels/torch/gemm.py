@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .activation import silu_and_mul
+from .norm import fused_add_rms_norm
 
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
@@ -44,3 +45,13 @@ class Gemm:
                            out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The silu_and_mul fusion's meaning: x [T, 2I] -> apply(state, silu_and_mul(x))."""
         return Gemm.apply(state, silu_and_mul(x), out_dtype)
+
+    @staticmethod
+    def apply_add_rms_norm(state: LinearWeights, x: torch.Tensor, residual: torch.Tensor,
+                           weight: torch.Tensor, eps: float,
+                           out_dtype: Optional[torch.dtype] = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused_add_rms_norm fusion's meaning: x, residual [T, K], weight [K] ->
+        (apply(state, rms_norm(x + residual)), x + residual)."""
+        normed, summed = fused_add_rms_norm(x, residual, weight, eps)
+        return Gemm.apply(state, normed, out_dtype), summed

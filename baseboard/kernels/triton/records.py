@@ -107,7 +107,7 @@ def _checks(op: str) -> tuple[Supports, ...]:
 
 
 # the ops whose work a kernel here also does (core.ops.FUSIONS), by the op it serves
-_FUSES = {"attention": ("rotary_embedding",), "gemm": ("silu_and_mul",)}
+_FUSES = {"attention": ("rotary_embedding",), "gemm": ("silu_and_mul", "fused_add_rms_norm")}
 
 
 def triton_impls(platforms: tuple[str, ...], priority: int) -> list[Impl]:
