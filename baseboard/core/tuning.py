@@ -212,8 +212,10 @@ class ShapeTunedWeightOp:
         times = self.tuner.gemm_times(self.candidates, tuple(weight.shape))
         name = min(times, key=times.get)
         impl, loaded = self.candidates[name]
+        shape = tuple(weight.shape)
         return TunedState(loaded.apply, loaded.prepare(weight, bias), name,
-                          {op: self.tuner.fused_apply(impl, loaded, op)
+                          {op: self.tuner.fused_apply(impl, loaded, op,
+                                                      self.tuner.fused_form(impl, op, shape))
                            for op in FUSIONS if FUSIONS[op].op == "gemm"})
 
     @staticmethod
@@ -274,17 +276,26 @@ class Tuner:
         # replaced op -> (its selected name, its bound function), for the fusions of the op
         # being chosen (select_plan passes them to ``choose``)
         self.composed: dict[str, tuple[str, Callable]] = {}
+        # (implementation, weight shape) -> whether its fused form measured slower there
+        # than the replaced op and its apply, apart
+        self.apart: dict[tuple[str, tuple[int, ...]], bool] = {}
 
     def fuses(self, impl: Impl, replaced: str) -> bool:
         """Whether ``impl`` would run ``replaced`` fused (selection.fusion_state's rule)."""
         known = self.composed.get(replaced)
         return known is not None and replaced in impl.fuses and known[0] == impl.name
 
-    def fused_apply(self, impl: Impl, loaded: Any, replaced: str) -> Optional[Callable]:
-        """The fused method of ``impl`` for ``replaced`` (FUSIONS), or the plan's
-        ``replaced`` and then its apply; None where the plan's ``replaced`` is not known
-        (BASEBOARD_FUSE=0: no layer asks for the fused method then)."""
-        if self.fuses(impl, replaced):
+    def fused_form(self, impl: Impl, replaced: str, shape: tuple[int, ...]) -> bool:
+        """Whether a weight of ``shape`` runs ``impl``'s fused form for ``replaced``: where
+        it has one, unless the two ops apart were measured faster on this shape."""
+        return self.fuses(impl, replaced) and not self.apart.get((impl.name, shape), False)
+
+    def fused_apply(self, impl: Impl, loaded: Any, replaced: str,
+                    fused: bool) -> Optional[Callable]:
+        """The fused method of ``impl`` for ``replaced`` (FUSIONS) where ``fused``, else the
+        plan's ``replaced`` and then its apply; None where the plan's ``replaced`` is not
+        known (BASEBOARD_FUSE=0: no layer asks for the fused method then)."""
+        if fused:
             return getattr(loaded, FUSIONS[replaced].method)
         if replaced not in self.composed:
             return None
@@ -346,13 +357,15 @@ class Tuner:
         if prologue not in self.composed:
             prologue = None
 
-        def make_call(impl: Impl, loaded: Any, rows: int) -> Callable[[], Callable]:
+        def make_call(impl: Impl, loaded: Any, rows: int,
+                      fused: bool) -> Callable[[], Callable]:
             def build() -> Callable:
                 state = loaded.prepare(self._tensor(n, k), None)
                 if prologue is None:
                     x = self._tensor(rows, k)
                     return lambda: loaded.apply(state, x)
-                apply = self.fused_apply(impl, loaded, prologue)  # from the op's input on
+                # from the replaced op's input on
+                apply = self.fused_apply(impl, loaded, prologue, fused)
                 if prologue == "silu_and_mul":
                     x = self._tensor(rows, 2 * k)
                     return lambda: apply(state, x)
@@ -361,16 +374,26 @@ class Tuner:
                 return lambda: apply(state, x, residual, weight, 1e-6)
             return build
 
-        def shape(impl: Impl, rows: int) -> str:
+        def shape(rows: int, fused: bool) -> str:
             if prologue is None:
                 return f"{rows}x{k}x{n}"
-            how = "fused" if self.fuses(impl, prologue) else self.composed[prologue][0]
+            how = "fused" if fused else self.composed[prologue][0]
             return f"{rows}x{k}x{n}+{prologue}={how}"
 
-        return {name: sum(self._time("gemm", impl, shape(impl, rows),
-                                     make_call(impl, loaded, rows))
-                          for rows in timed_rows(self.workload.tokens))
-                for name, (impl, loaded) in candidates.items()}
+        def seconds(impl: Impl, loaded: Any, fused: bool) -> float:
+            return sum(self._time("gemm", impl, shape(rows, fused),
+                                  make_call(impl, loaded, rows, fused))
+                       for rows in timed_rows(self.workload.tokens))
+
+        times = {}
+        for name, (impl, loaded) in candidates.items():
+            times[name] = seconds(impl, loaded, False)
+            if prologue is not None and self.fuses(impl, prologue):
+                # a fused form is not faster everywhere: the two apart are timed too
+                fused = seconds(impl, loaded, True)
+                self.apart[(name, (n, k))] = times[name] < fused
+                times[name] = min(times[name], fused)
+        return times
 
     def choose(self, op: str, candidates: dict[str, tuple[Impl, Any]],
                composed: Optional[dict[str, tuple[str, Callable]]] = None) -> Outcome:
@@ -396,14 +419,17 @@ class Tuner:
                 measured[name][f"{n}x{k}"] = seconds
                 total[name] += seconds
         overall = min(total, key=total.get)
-        if len(set(winners.values())) <= 1:
+        apart = [shape for shape, name in winners.items()
+                 if self.apart.get((name, tuple(map(int, shape.split("x")))), False)]
+        apart_text = f"; fused form slower than apart on {', '.join(apart)}" if apart else ""
+        if len(set(winners.values())) <= 1 and not apart:
             return Outcome(candidates[overall][1], candidates[overall][0],
                            f"measured fastest over the model's weight shapes "
                            f"({_times_text(total)})", measured)
         per_shape = ", ".join(f"{shape}: {name}" for shape, name in winners.items())
         return Outcome(ShapeTunedWeightOp(self, candidates), candidates[overall][0],
                        f"measured per weight shape ({per_shape}); {overall} fastest over all "
-                       f"({_times_text(total)})", measured)
+                       f"({_times_text(total)}){apart_text}", measured)
 
 
 def _times_text(times: dict[str, float]) -> str:
