@@ -15,6 +15,7 @@ loop that submitted it in one wake-up per step.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 import time
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..core.errors import BaseboardError, RequestError
+from ..engine.detokenizer import IncrementalDetokenizer
 from ..engine.sampling_params import SamplingParams
 from .engine_loop import EngineLoop, Event, PromptSource, StartCommand
-from .request_stream import RequestStream
+from .request_stream import CompletionDelta, RequestStream
 
 
 class QueueFullError(BaseboardError):
@@ -40,8 +42,11 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
     arrival: float  # time.monotonic() at submit
-    prompt_tokens: list[int] = field(default_factory=list)  # per prompt, once started
+    params: SamplingParams
+    prompt_ids: list[list[int]] = field(default_factory=list)  # per prompt, once started
     last_token: dict[tuple[int, int], float] = field(default_factory=dict)  # per completion
+    # per completion whose text this side decodes
+    detokenizers: dict[tuple[int, int], IncrementalDetokenizer] = field(default_factory=dict)
 
 
 class LoopThread:
@@ -52,6 +57,7 @@ class LoopThread:
     def __init__(self, llm: Any):
         self.llm = llm
         self.max_model_len = llm.engine.max_model_len
+        self.tokenizer = llm.engine.tokenizer
         self.loop: Optional[EngineLoop] = None
         self.thread: Optional[threading.Thread] = None
 
@@ -90,6 +96,7 @@ class AsyncEngine:
         self.max_waiting = max_waiting
         self.metrics = metrics
         self.max_model_len = backend.max_model_len
+        self.tokenizer = backend.tokenizer  # decodes the deltas that come without text
         self.failure: Optional[BaseException] = None  # why the loop stopped serving
         self._lock = threading.Lock()  # guards the fields below
         self._num_waiting = 0
@@ -136,7 +143,8 @@ class AsyncEngine:
             raise RequestError(f"the request has {len(prompts)} prompt(s) x n={params.n} = "
                                f"{num} sequences, more than the server's queue of "
                                f"{self.max_waiting} (--max-waiting); send fewer at once.")
-        request = _Request(asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
+        request = _Request(asyncio.get_running_loop(), asyncio.Queue(), time.monotonic(),
+                           params)
         with self._lock:
             if self._closed or self.failure is not None:
                 raise EngineClosedError("the server is shutting down and takes no new "
@@ -154,9 +162,16 @@ class AsyncEngine:
         return RequestStream(request.loop, request.queue, lambda: self._abort(number))
 
     def _abort(self, number: int) -> None:
+        """The reader left: stop the request unless it has ended."""
         with self._lock:
-            if self._requests.pop(number, None) is None:
+            if number not in self._requests:
                 return
+        self._drop(number)
+
+    def _drop(self, number: int) -> None:
+        """Forget the request and stop it in the engine (which ignores one it has ended)."""
+        with self._lock:
+            self._requests.pop(number, None)
         if self.backend.running():
             self.backend.post("abort", number)
 
@@ -165,6 +180,7 @@ class AsyncEngine:
     def receive(self, events: list[Event]) -> None:
         """Apply one batch of the loop's events (any thread)."""
         deliveries: dict[asyncio.AbstractEventLoop, list[tuple[int, asyncio.Queue, Any]]] = {}
+        failed: list[int] = []  # requests whose text failed to decode here
         ended = False
         error: Optional[BaseException] = None
         now = time.monotonic()
@@ -176,6 +192,10 @@ class AsyncEngine:
                     request = self._requests.get(number)
                     if request is None:  # aborted meanwhile
                         continue
+                    item = self._decode(request, item)
+                    if isinstance(item, BaseException) and not isinstance(event[2],
+                                                                          BaseException):
+                        failed.append(number)  # the engine still runs it
                     if isinstance(item, BaseException) or (isinstance(item, tuple)
                                                            and item[1]):
                         del self._requests[number]  # its last item
@@ -195,17 +215,43 @@ class AsyncEngine:
                     ended, error = True, event[1]
         for loop, batch in deliveries.items():
             if not _put_all(loop, [(queue, item) for _, queue, item in batch]):
-                for number, _, _ in batch:  # its event loop has closed: nobody reads them
-                    self._abort(number)
+                failed += [number for number, _, _ in batch]  # nobody reads them
+        for number in failed:
+            self._drop(number)
         if ended:
             self.closed(error)
 
+    def _decode(self, request: _Request, item: Any) -> Any:
+        """``item`` with the text of its deltas that came without; the exception that the
+        decoding raised, for this request alone."""
+        if isinstance(item, list):  # started: each prompt's token ids
+            request.prompt_ids = item
+            return item
+        if isinstance(item, BaseException) or all(d.text is not None for d in item[0]):
+            return item
+        deltas, finished = item
+        try:
+            return [self._decoded(request, d) for d in deltas], finished
+        except Exception as exc:
+            return exc
+
+    def _decoded(self, request: _Request, delta: CompletionDelta) -> CompletionDelta:
+        if delta.text is not None:
+            return delta
+        key = (delta.prompt_index, delta.index)
+        detokenizer = request.detokenizers.get(key)
+        if detokenizer is None:
+            detokenizer = request.detokenizers[key] = IncrementalDetokenizer(
+                self.tokenizer, request.prompt_ids[delta.prompt_index],
+                request.params.skip_special_tokens)
+        text = "".join(detokenizer.add(token) for token in delta.token_ids)
+        if delta.finish_reason is not None:
+            text += detokenizer.flush()
+        return dataclasses.replace(delta, text=text)
+
     def _measure(self, request: _Request, item: Any, now: float) -> None:
         """The metrics of one delivery, timed as this side sees it."""
-        if isinstance(item, list):  # started: each prompt's token ids
-            request.prompt_tokens = [len(ids) for ids in item]
-            return
-        if isinstance(item, BaseException):
+        if isinstance(item, (list, BaseException)):
             return
         for delta in item[0]:
             key = (delta.prompt_index, delta.index)
@@ -213,7 +259,7 @@ class AsyncEngine:
                 last = request.last_token.get(key)
                 if last is None and delta.index == 0:
                     self.metrics.first_token(now - request.arrival,
-                                             request.prompt_tokens[delta.prompt_index])
+                                                                          len(request.prompt_ids[delta.prompt_index]))
                 self.metrics.tokens(len(delta.token_ids), None if last is None else now - last)
                 request.last_token[key] = now
             if delta.finish_reason is not None:

@@ -14,7 +14,9 @@ of events per step:
 
 The outlet is AsyncEngine.receive in this process, or a pipe to it when the loop runs in a
 process of its own (engine_process.py). Prompts, chat templates and detokenization run
-here, beside the tokenizer.
+here, beside the tokenizer; so does detokenizing for requests with stop strings, whose
+text decides when they end. The other requests' deltas carry no text (None): the server
+decodes them (AsyncEngine), off this loop's thread.
 """
 
 from __future__ import annotations
@@ -199,7 +201,9 @@ class EngineLoop:
         for prompt_index, group in enumerate(job.groups):
             self._live[group[0].request_id] = (job, prompt_index)
             for seq in group:
-                seq.streamed = True  # text after every token, as a stream sends it
+                # the engine reads the text of a request with stop strings after every
+                # token; the others' text is decoded where the stream is written
+                seq.streamed = bool(start.params.stop_strings)
         self.engine.enqueue(job.sequences)
         self._waiting.append(job)
         self._deliver(job, [group[0].prompt_token_ids for group in job.groups])
@@ -256,8 +260,9 @@ class EngineLoop:
         ids = seq.output_token_ids
         logprobs = seq.logprobs[sent:len(ids)] if seq.logprobs is not None else None
         job.sent_tokens[key] = len(ids)
-        return CompletionDelta(prompt_index, seq.index, seq.take_stream_delta(), ids[sent:],
-                               logprobs, seq.finish_reason, seq.stop_reason, self.num_steps)
+        text = seq.take_stream_delta() if seq.streamed or not seq.params.detokenize else None
+        return CompletionDelta(prompt_index, seq.index, text, ids[sent:], logprobs,
+                               seq.finish_reason, seq.stop_reason, self.num_steps)
 
     def _finish(self, job: _Job) -> None:
         job.done = True

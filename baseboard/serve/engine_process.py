@@ -44,6 +44,7 @@ class EngineInfo:
     max_num_seqs: int
     implementations: dict[str, str]  # op -> the implementation selected
     warnings: list[str]
+    tokenizer: Any  # the model's, for the text the server decodes (None: no tokenizer)
 
 
 class EngineProcess:
@@ -75,6 +76,7 @@ class EngineProcess:
             raise payload
         self.info: EngineInfo = payload
         self.max_model_len = payload.max_model_len
+        self.tokenizer = payload.tokenizer
         self._receive: Optional[Callable[[list[Event]], None]] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._send_lock = threading.Lock()
@@ -158,7 +160,8 @@ def _child_main(conn: Any, llm_options: dict[str, Any]) -> None:
     config = llm.config
     conn.send(("ready", EngineInfo(llm.plan.platform, str(config.dtype).replace("torch.", ""),
                                    config.max_model_len, config.max_num_seqs,
-                                   dict(llm.plan.selected()), list(llm.engine.warnings))))
+                                   dict(llm.plan.selected()), list(llm.engine.warnings),
+                                   llm.engine.tokenizer)))
 
     def send(events: list[Event]) -> None:
         try:

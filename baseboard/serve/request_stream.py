@@ -16,7 +16,8 @@ class CompletionDelta:
 
     prompt_index   which of the request's prompts (0..k-1); index: which of its n
                    completions (0..n-1)
-    text           new text (a tail that may still become a stop string is held back)
+    text           new text (a tail that may still become a stop string is held back);
+                   None from the engine loop when the server is to decode token_ids
     token_ids      new token ids; logprobs: one {token id: Logprob} per new token, or None
                    when the request asked for none
     finish_reason  "stop" or "length" once the completion ended, else None
@@ -25,7 +26,7 @@ class CompletionDelta:
 
     prompt_index: int
     index: int
-    text: str
+    text: Optional[str]
     token_ids: list[int]
     logprobs: Optional[list[TokenLogprobs]]
     finish_reason: Optional[str]

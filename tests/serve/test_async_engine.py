@@ -267,3 +267,30 @@ def test_a_reader_behind_the_engine_catches_up_in_one_delta_per_completion(llm):
         assert [max(p.items(), key=lambda i: i[1].logprob)[0] for p in delta.logprobs] == \
             want.token_ids
         assert delta.finish_reason == want.finish_reason
+
+
+def test_text_is_decoded_on_the_server_side_unless_stop_strings_need_it(llm):
+    """The loop sends deltas of a request without stop strings with no text (the server
+    decodes them), and those with stop strings with their text; either way a stream's
+    text equals LLM.generate's."""
+    plain, stopping = greedy(12), greedy(12, stop=["zz-never"])
+    loop_texts = []
+
+    async def main(engine):
+        original = engine.receive
+
+        def spying(events):
+            loop_texts.extend((e[1], d.text) for e in events if e[0] == "deliver"
+                              and isinstance(e[2], tuple) for d in e[2][0])
+            original(events)
+
+        engine.backend.loop.outlet = spying
+        return [await collect(engine.submit([PROMPTS[1]], p)) for p in (plain, stopping)]
+
+    with running(llm) as engine:
+        (plain_out, stopping_out) = run(main(engine))
+    for (texts, ids, _), params in ((plain_out, plain), (stopping_out, stopping)):
+        want = llm.generate(PROMPTS[1], params)[0].outputs[0]
+        assert (texts[0], ids[0]) == (want.text, want.token_ids)
+    first, second = ({text for job, text in loop_texts if job == j} for j in (0, 1))
+    assert first == {None} and second and None not in second
