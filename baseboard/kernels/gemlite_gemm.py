@@ -31,7 +31,9 @@ from ..core.quant import PER_CHANNEL
 # gemlite's K tiles are powers of two of at least 32 inputs, each within one group (its
 # tile pruning rounds a tile up to a power of two, past a group of 96)
 MIN_GROUP = 32
-K_MULTIPLE = 32  # gemlite refuses in_features that are not a multiple of 32
+# gemlite refuses in_features that are not a multiple of 32: a per-channel weight of
+# another K gets zero codes up to the next multiple, and x zero columns per call
+K_MULTIPLE = 32
 WEIGHT_TYPES = {"gemm_w4a16": ("uint4", "int4"), "gemm_w8a16": ("int8",)}
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 # gemlite ships tile configurations per GPU name; the H200 (an H100 with more and faster
@@ -48,6 +50,7 @@ class GemliteState:
     layer: Any  # gemlite.GemLiteLinearTriton, packed; no bias (added here, in y's dtype)
     n: int
     k: int
+    pad: int  # zero columns appended to x (a per-channel K not a multiple of 32), else 0
     bias: Optional[torch.Tensor]
     meta_args: dict = field(default_factory=dict)
 
@@ -82,20 +85,31 @@ def _check_shape(op: str, qweight: torch.Tensor, scales: torch.Tensor, group_siz
     if not qweight.is_cuda:
         raise ConfigError(f"{op}=gemlite runs on CUDA GPUs only; this weight is on "
                           f"{qweight.device}. Use {op}=triton or {op}=torch")
-    if k % K_MULTIPLE or k % group_size or (group_size != k and not group_fits(group_size)):
+    if k % group_size or (group_size != k and not group_fits(group_size)):
         raise ConfigError(
-            f"{op}=gemlite: weight [N={n}, K={k}] in groups of {group_size}; gemlite takes K "
-            f"a multiple of {K_MULTIPLE} and groups of a power of two from {MIN_GROUP} "
-            f"dividing K (or one per channel). Use {op}=triton for this weight")
+            f"{op}=gemlite: weight [N={n}, K={k}] in groups of {group_size}; gemlite takes "
+            f"groups of a power of two from {MIN_GROUP} dividing K, or one per channel. Use "
+            f"{op}=triton for this weight")
     if scales.shape != (n, k // group_size):
         raise ConfigError(f"{op}=gemlite: scales of shape {tuple(scales.shape)} do not match "
                           f"qweight [N={n}, K={k}] with group_size {group_size}")
 
 
+def _padded_codes(codes: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int, int]:
+    """(codes [N, K + pad], group size, pad): zero codes up to a multiple of K_MULTIPLE for
+    a per-channel weight (with x's zero columns they add nothing, whatever the offset)."""
+    k = codes.shape[1]
+    pad = -k % K_MULTIPLE
+    if pad == 0:
+        return codes, group_size, 0
+    return torch.nn.functional.pad(codes, (0, pad)), k + pad, pad
+
+
 def _packed_layer(codes: torch.Tensor, scales: torch.Tensor, offsets: Optional[torch.Tensor],
                   group_size: int, bits: int) -> Any:
-    """gemlite's layer for codes [N, K] (uint8 0..15 for 4 bits, int8 for 8), scales and
-    offsets [N, K/G]. Its DType arguments are placeholders: every call passes its own."""
+    """gemlite's layer for codes [N, K] (uint8 0..15 for 4 bits, int8 for 8; K a multiple
+    of 32), scales and offsets [N, K/G]. Its DType arguments are placeholders: every call
+    passes its own."""
     gemlite = _gemlite()
     n, k = codes.shape
     _load_nearest_config(codes.device)
@@ -140,6 +154,8 @@ def gemlite_matmul(state: GemliteState, x: torch.Tensor,
     rows = x.reshape(-1, state.k)
     if rows.shape[0] == 0:
         return x.new_empty((*lead, state.n), dtype=out_dtype)
+    if state.pad:
+        rows = torch.nn.functional.pad(rows, (0, state.pad))
     y = _gemlite().forward_functional(rows, None, state.layer.get_tensor_args(),
                                       _meta_args(state, x.dtype, out_dtype))
     if state.bias is not None:
@@ -155,7 +171,9 @@ class GemliteW4A16:
                 group_size: int, bias: Optional[torch.Tensor]) -> GemliteState:
         _check_shape("gemm_w4a16", qweight, scales, group_size)
         n, k = qweight.shape
-        return GemliteState(_packed_layer(qweight, scales, offsets, group_size, 4), n, k, bias)
+        codes, group_size, pad = _padded_codes(qweight, group_size)
+        return GemliteState(_packed_layer(codes, scales, offsets, group_size, 4), n, k, pad,
+                            bias)
 
     apply = staticmethod(gemlite_matmul)
 
@@ -168,7 +186,8 @@ class GemliteW8A16:
                 bias: Optional[torch.Tensor]) -> GemliteState:
         _check_shape("gemm_w8a16", qweight, scales, group_size)
         n, k = qweight.shape
-        return GemliteState(_packed_layer(qweight, scales, None, group_size, 8), n, k, bias)
+        codes, group_size, pad = _padded_codes(qweight, group_size)
+        return GemliteState(_packed_layer(codes, scales, None, group_size, 8), n, k, pad, bias)
 
     apply = staticmethod(gemlite_matmul)
 
