@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gemlite's GPU tests, then the quantized models end to end (quantized_e2e_gpu.py), in one
+# gemlite's GPU tests and conformance cases, then the quantized models end to end (quantized_e2e_gpu.py), in one
 # device call. gemlite comes from its wheel in .whl/ (no network on the GPU machine; build
 # it on a machine with network, from the repository root:
 #   pip download --no-deps gemlite==0.6.0.post2
@@ -41,5 +41,9 @@ step() {
 }
 step gemlite_gpu_tests 240 python3 -m pytest -q -rs -p no:cacheprovider -m "not slow" \
   tests/kernels/test_gemlite_gpu.py tests/kernels/test_gemlite.py
+# the conformance kit's cases of gemlite's records (the others of the cuda plugin are
+# make test-gpu's)
+step gemlite_kit 240 python3 -m pytest -q -rs -p no:cacheprovider --baseboard-plugin cuda \
+  -k gemlite
 step quantized_e2e 300 python3 benchmarks/quantized_e2e_gpu.py --json "$out/quantized_e2e.json"
 exit $failed
