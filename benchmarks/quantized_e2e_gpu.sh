@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# gemlite's GPU tests and conformance cases, then the quantized models end to end (quantized_e2e_gpu.py), in one
-# device call. gemlite comes from its wheel in .whl/ (no network on the GPU machine; build
+# gemlite's GPU tests and conformance cases, then the quantized models end to end
+# (quantized_e2e_gpu.py), in one device call. gemlite comes from its wheel in .whl/ (no
+# network on the GPU machine; build
 # it on a machine with network, from the repository root:
 #   pip download --no-deps gemlite==0.6.0.post2
 #   pip wheel --no-deps --no-build-isolation gemlite-0.6.0.post2.tar.gz -w .whl/
