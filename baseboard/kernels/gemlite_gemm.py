@@ -1,6 +1,7 @@
 """gemlite (a Triton low-bit GEMM library from the package index) behind gemm_w4a16 and
-gemm_w8a16, an optional candidate on cuda below our own Triton kernels: it serves where it
-is chosen by name (``--backend gemm_w4a16=gemlite``) or measured faster.
+gemm_w8a16, an optional candidate on cuda below our own Triton kernels and tinygemm: it
+serves where it is chosen by name (``--backend gemm_w4a16=gemlite``). The measured selection
+(BASEBOARD_TUNE) does not time the quantized GEMMs yet, so it never picks gemlite itself.
 
 ``GemliteW4A16``  4-bit codes packed eight to an int32 along K, w = q x scale + offset per
                   group (gemlite's "fma" mode, so our offsets are used as they are)
@@ -21,6 +22,7 @@ Nothing here imports gemlite at import time: ``supports_*`` are read at discover
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -63,8 +65,6 @@ def _gemlite():
 
 def _load_nearest_config(device: torch.device) -> None:
     """Load gemlite's tiles of the nearest GPU where it has none for this one (once)."""
-    from pathlib import Path
-
     name = torch.cuda.get_device_name(device).lower()
     if name in _configs_loaded:
         return
