@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..core.ops import FUSIONS
 from . import quantize
 from .attention_check import check_attention
 from .cases import TOKENS, Case, randn
@@ -142,6 +143,26 @@ def _check_weight_op(case: Case, impl: Any, reference: Any, device: torch.device
     what = f"{case.op}.apply(prepare(...), x [{t}, {k}], out_dtype=float32)"
     compare(what, got, reference.apply(ref_state, x.clone(), torch.float32), case)
     assert_not_rounded(what, got, case.dtype)
+    for spec in FUSIONS.values():  # the fused forms it offers (Impl.fuses)
+        if spec.op == case.op and hasattr(impl, spec.method):
+            _check_fused_form(spec.replaces, spec.method, case, impl, reference, state,
+                              ref_state, gen, device)
+
+
+def _check_fused_form(replaced: str, method: str, case: Case, impl: Any, reference: Any,
+                      state: Any, ref_state: Any, gen: torch.Generator,
+                      device: torch.device) -> None:
+    """``method`` against the reference's (the composition of ``replaced`` and apply)."""
+    k = case.params["hidden"]
+    for t in TOKENS:
+        if replaced == "silu_and_mul":
+            args: tuple = (randn(gen, (t, 2 * k), case.dtype, device),)
+        else:  # fused_add_rms_norm
+            args = (randn(gen, (t, k), case.dtype, device), randn(gen, (t, k), case.dtype, device),
+                    (1 + randn(gen, (k,), torch.float32, device, 0.1)).to(case.dtype), EPS)
+        compare(f"{case.op}.{method}(prepare(...), {replaced}'s inputs with {t} tokens)",
+                getattr(impl, method)(state, *_copies(args)),
+                getattr(reference, method)(ref_state, *_copies(args)), case)
 
 
 CHECKS: dict[str, Callable[[Case, Any, Any, torch.device], None]] = {
