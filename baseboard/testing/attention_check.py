@@ -6,6 +6,10 @@ same steps, and every step's output is compared. The cached prefixes of step 2
 were written by step 1, so a wrong cache write shows up as a wrong attention output.
 Block ids are shuffled, so a sequence's blocks are neither contiguous nor in order.
 
+Where the implementation offers ``forward_rotary`` (the rotary_embedding fusion), step 2
+runs through it on both sides, so its rotation and its cache write (read by step 3) are
+checked against the reference's composition.
+
 A last step checks how long metadata stay valid: the engine builds a step's metadata,
 then runs every layer with them, before it builds the next step's. An implementation may
 reuse its buffers from one build to the next (CUDA graphs need it), so metadata used after
@@ -69,6 +73,18 @@ def _batch(rows: tuple, tables: dict[int, list[int]], block_size: int) -> Attent
                           slot_mapping=slots)
 
 
+def _cos_sin_cache(max_position: int, head_dim: int, device: torch.device) -> torch.Tensor:
+    """[max_position, head_dim] float32: cos in the first half, sin in the second."""
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)
+    return torch.cat((angles.cos(), angles.sin()), dim=-1).to(device)
+
+
+def _positions(rows: tuple, device: torch.device) -> torch.Tensor:
+    return torch.tensor([pos for _, cached, new in rows for pos in range(cached, cached + new)],
+                        dtype=torch.int64, device=device)
+
+
 def check_attention(case: Case, impl: Any, reference: Any, device: torch.device) -> None:
     """Build both implementations from one AttentionSpec and run every step on both."""
     p, gen = case.params, case.generator()
@@ -89,12 +105,22 @@ def check_attention(case: Case, impl: Any, reference: Any, device: torch.device)
                 randn(gen, (tokens, hk, d), case.dtype, device),
                 randn(gen, (tokens, hk, d), case.dtype, device))
 
-    for label, rows in STEPS:
+    rotary = hasattr(impl, "forward_rotary")
+    cos_sin = _cos_sin_cache(spec.max_model_len, d, device) if rotary else None
+    for step, (label, rows) in enumerate(STEPS):
         batch = _batch(rows, tables, block_size)
         q, k, v = inputs(batch)
-        got, expected = [attention.forward(q.clone(), k.clone(), v.clone(), cache,
-                                           attention.build_metadata(batch))
-                         for attention, cache in sides]
+        if rotary and step == 1:
+            label = f"{label}, through forward_rotary"
+            positions = _positions(rows, device)
+            got, expected = [attention.forward_rotary(positions, q.clone(), k.clone(), v.clone(),
+                                                      cos_sin, cache,
+                                                      attention.build_metadata(batch))
+                             for attention, cache in sides]
+        else:
+            got, expected = [attention.forward(q.clone(), k.clone(), v.clone(), cache,
+                                               attention.build_metadata(batch))
+                             for attention, cache in sides]
         compare(f"attention {label}", got, expected, case)
     label, rows = STALE_STEP
     batch = _batch(rows, tables, block_size)

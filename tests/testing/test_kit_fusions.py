@@ -48,3 +48,16 @@ def test_a_correct_fused_form_passes():
 def test_a_wrong_fused_form_fails_the_kit(wrong, method):
     with pytest.raises(Mismatch, match=f"gemm.{method}"):
         run_case(float32_gemm_case(), wrong, Gemm, torch.device("cpu"))
+
+
+def test_attention_whose_forward_rotary_skips_the_rotation_fails_the_kit():
+    from baseboard.kernels.torch.attention import TorchAttention
+
+    class Unrotated(TorchAttention):
+        def forward_rotary(self, positions, q, k, v, cos_sin_cache, kv_cache, metadata):
+            return self.forward(q, k, v, kv_cache, metadata)
+
+    case = next(c for c in cases_for("attention") if c.dtype == torch.float32)
+    run_case(case, TorchAttention, TorchAttention, torch.device("cpu"))
+    with pytest.raises(Mismatch, match="through forward_rotary"):
+        run_case(case, Unrotated, TorchAttention, torch.device("cpu"))
