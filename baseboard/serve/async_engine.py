@@ -15,7 +15,6 @@ loop that submitted it in one wake-up per step.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import threading
 import time
@@ -222,16 +221,17 @@ class AsyncEngine:
             self.closed(error)
 
     def _decode(self, request: _Request, item: Any) -> Any:
-        """``item`` with the text of its deltas that came without; the exception that the
-        decoding raised, for this request alone."""
+        """``item`` as its reader takes it: deltas as CompletionDeltas, with the text of
+        those that came without; or the exception that decoding raised, for this request
+        alone."""
         if isinstance(item, list):  # started: each prompt's token ids
             request.prompt_ids = item
             return item
-        if isinstance(item, BaseException) or all(d.text is not None for d in item[0]):
+        if isinstance(item, BaseException):
             return item
-        deltas, finished = item
+        fields, finished = item
         try:
-            return [self._decoded(request, d) for d in deltas], finished
+            return [self._decoded(request, CompletionDelta(*f)) for f in fields], finished
         except Exception as exc:
             return exc
 
@@ -244,10 +244,10 @@ class AsyncEngine:
             detokenizer = request.detokenizers[key] = IncrementalDetokenizer(
                 self.tokenizer, request.prompt_ids[delta.prompt_index],
                 request.params.skip_special_tokens)
-        text = "".join(detokenizer.add(token) for token in delta.token_ids)
+        delta.text = "".join(detokenizer.add(token) for token in delta.token_ids)
         if delta.finish_reason is not None:
-            text += detokenizer.flush()
-        return dataclasses.replace(delta, text=text)
+            delta.text += detokenizer.flush()
+        return delta
 
     def _measure(self, request: _Request, item: Any, now: float) -> None:
         """The metrics of one delivery, timed as this side sees it."""

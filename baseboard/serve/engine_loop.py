@@ -7,7 +7,9 @@ The loop knows its requests by number. It takes commands (start, abort, shutdown
 of events per step:
 
     ("deliver", job, item)   for a request's reader: its prompts' token ids once started,
-                             then (deltas, finished) per step, or an exception that ends it
+                             then (deltas, finished) per step, each delta a plain tuple of
+                             CompletionDelta's fields (a fifth of the pickling cost), or an
+                             exception that ends it
     ("release", count)       this many sequences stopped waiting (scheduled or ended)
     ("state", running, preempted, kv_cache_usage, new_preemptions)   after each step
     ("closed", error)        the loop has stopped: drained (None), or broken by ``error``
@@ -21,6 +23,7 @@ decodes them (AsyncEngine), off this loop's thread.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -32,6 +35,8 @@ from ..engine.sampling_params import SamplingParams
 from ..engine.sequence import Sequence, SequenceStatus
 from .protocol import FieldError
 from .request_stream import CompletionDelta
+
+FINISH_REASON = [f.name for f in dataclasses.fields(CompletionDelta)].index("finish_reason")
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +239,7 @@ class EngineLoop:
                 self._fail(job, error)
             return
         self.num_steps += 1
-        outputs: dict[_Job, list[CompletionDelta]] = {}
+        outputs: dict[_Job, list[tuple]] = {}
         for seq in advanced:
             job, prompt_index = self._live.get(seq.request_id, (None, 0))
             if job is None or job.done:
@@ -247,22 +252,23 @@ class EngineLoop:
             if job.done:  # failed by a later sequence of the same step
                 continue
             # only a step that ended one of its completions can have ended the request
-            finished = (any(delta.finish_reason is not None for delta in deltas)
+            finished = (any(delta[FINISH_REASON] is not None for delta in deltas)
                         and all(seq.finished for seq in job.sequences))
             if finished:
                 self._finish(job)
             self._deliver(job, (deltas, finished))
         self._observe()
 
-    def _delta(self, job: _Job, seq: Sequence, prompt_index: int) -> CompletionDelta:
+    def _delta(self, job: _Job, seq: Sequence, prompt_index: int) -> tuple:
+        """CompletionDelta's fields, in its order."""
         key = (prompt_index, seq.index)
         sent = job.sent_tokens.get(key, 0)
-        ids = seq.output_token_ids
-        logprobs = seq.logprobs[sent:len(ids)] if seq.logprobs is not None else None
-        job.sent_tokens[key] = len(ids)
+        new = seq.token_ids[seq.num_prompt_tokens + sent:seq.num_known_tokens]
+        job.sent_tokens[key] = sent + len(new)
+        logprobs = seq.logprobs[sent:sent + len(new)] if seq.logprobs is not None else None
         text = seq.take_stream_delta() if seq.streamed or not seq.params.detokenize else None
-        return CompletionDelta(prompt_index, seq.index, text, ids[sent:], logprobs,
-                               seq.finish_reason, seq.stop_reason, self.num_steps)
+        return (prompt_index, seq.index, text, new, logprobs, seq.finish_reason,
+                seq.stop_reason, self.num_steps)
 
     def _finish(self, job: _Job) -> None:
         job.done = True

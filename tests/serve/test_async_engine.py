@@ -14,7 +14,7 @@ from baseboard import LLM, SamplingParams
 from baseboard.core.errors import RequestError
 from baseboard.serve.async_engine import AsyncEngine, EngineClosedError, QueueFullError
 from baseboard.serve.engine_loop import StepError
-from baseboard.serve.request_stream import merge_deltas
+from baseboard.serve.request_stream import CompletionDelta, merge_deltas
 from faults import DecodeFailure, poison
 
 PROMPTS = ["The quick brown fox", "Paris is the capital of", "Grüße aus Köln"]
@@ -280,8 +280,9 @@ def test_text_is_decoded_on_the_server_side_unless_stop_strings_need_it(llm):
         original = engine.receive
 
         def spying(events):
-            loop_texts.extend((e[1], d.text) for e in events if e[0] == "deliver"
-                              and isinstance(e[2], tuple) for d in e[2][0])
+            loop_texts.extend((e[1], CompletionDelta(*d).text) for e in events
+                              if e[0] == "deliver" and isinstance(e[2], tuple)
+                              for d in e[2][0])
             original(events)
 
         engine.backend.loop.outlet = spying
