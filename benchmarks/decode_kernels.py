@@ -113,7 +113,7 @@ def measure(checkpoint: str, args, fuse: str) -> dict:
     start = time.perf_counter()
     llm = make_engine(checkpoint, args.device, args.prompt_len + args.new_tokens + 16)
     load_s = time.perf_counter() - start
-    layer = llm.engine.model.layers[0]
+    layer = llm.engine.model.layers[-1]  # the first has no residual to fuse a norm with
     forms = {"rotary_embedding": "fused into attention" if layer.attend_rotary is not None
              else "apart",
              "silu_and_mul": "fused into the down projection" if layer.down_fuses_silu
@@ -126,7 +126,7 @@ def measure(checkpoint: str, args, fuse: str) -> dict:
     decode_tok_s = (args.new_tokens - 1) / max(long_s - short_s, 1e-9)
     kernels = step_kernels(llm, prompt, args.device)
     llm.engine.close()
-    del llm
+    llm = None  # the engine's memory goes back before the next plan's engine loads
     free_device_memory()
     return {"load_s": load_s, "forms": forms, "tokens": tokens,
             "generate_tok_s": args.new_tokens / long_s, "decode_tok_s": decode_tok_s,
@@ -142,7 +142,7 @@ def print_table(results: dict, num_layers: int) -> None:
               f"({r['kernels_per_step'] / num_layers:.2f} per layer); load {r['load_s']:.1f} s; "
               f"{', '.join(f'{op} {form}' for op, form in r['forms'].items())}")
     names = list(results)
-    print(f"\nkernels of one decode step (calls per step x mean us):")
+    print("\nkernels of one decode step (calls per step x mean us):")
     by_plan = {n: {row["kernel"]: row for row in results[n]["kernels"]} for n in names}
     kernels = list(dict.fromkeys(k for n in names for k in by_plan[n]))
     width = 70
