@@ -5,10 +5,12 @@ tiny random Llama in float32: what the server returns is what `LLM.generate` and
 from __future__ import annotations
 
 import json
+import os
 import math
 import signal
 import socket
 import urllib.parse
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -494,5 +496,36 @@ def test_sigterm_lets_a_running_stream_finish_then_exits_0(tiny_model, reference
         assert chunks_text(chunks) == expected.text
         assert chunks[-1].usage.completion_tokens == 400
         assert process.process.wait(timeout=60) == 0, process.log_tail()
+    finally:
+        process.stop()
+
+
+# --- the engine process --------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a server of its own: seconds to start
+def test_a_killed_engine_process_fails_its_streams_and_health(tiny_model):
+    """The model runs in a child of the server; when it dies, a running stream ends with
+    an error event, /health answers 503 and new requests are refused with 503."""
+    process = start_server(tiny_model)
+    try:
+        client = openai_client(process)
+        stream = client.completions.create(model=str(tiny_model), prompt="Hello",
+                                           max_tokens=2000, temperature=0, stream=True,
+                                           extra_body={"ignore_eos": True})
+        next(stream)
+        children = [int(pid) for pid in Path(
+            f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+        engine = [pid for pid in children
+                  if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(engine) == 1, children
+        os.kill(engine[0], signal.SIGKILL)
+        with pytest.raises(openai.APIError, match="engine process exited"):
+            for _ in stream:
+                pass
+        assert http(process, "GET", "/health").status == 503
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.completions.create(model=str(tiny_model), prompt="Hello", max_tokens=4)
+        assert refused.value.status_code == 503
     finally:
         process.stop()
