@@ -402,7 +402,8 @@ def rows_block(m: int) -> int:
 def weight_only_candidates(m: int) -> list[quant_tiles.Tile]:
     """Tiles worth timing at ``m`` rows (each is a compile, so few): the GEMV up to 16 rows
     (its rows per program the power of two that holds m), the tensor-core kernel with
-    split K up to 128 rows, the usual large tiles past that."""
+    split K up to 128 rows, the usual large tiles past that, and dequantization followed
+    by torch's GEMM."""
     auto, gemv = quant_tiles.AUTO_SPLIT, quant_tiles.GEMV
     tiles = []
     if m <= 16:
@@ -421,6 +422,8 @@ def weight_only_candidates(m: int) -> list[quant_tiles.Tile]:
         for block_m, block_n, warps, stages in ((64, 128, 4, 4), (128, 128, 8, 3),
                                                 (128, 256, 8, 3), (128, 64, 4, 4)):
             tiles.append(quant_tiles.Tile(block_m, block_n, 128, 1, warps, stages))
+        # the weight dequantized, then torch's GEMM: block_n columns a program
+        tiles.append(quant_tiles.Tile(1, 32, 128, 1, 4, 1, kernel=quant_tiles.DEQUANT))
     return tiles
 
 
@@ -444,7 +447,7 @@ def tile_source(tile: quant_tiles.Tile) -> str:
     split = "AUTO_SPLIT" if tile.split_k == quant_tiles.AUTO_SPLIT else str(tile.split_k)
     extra = "".join(f", {name}={value}" for name, value, default in (
         ("group_m", tile.group_m, 8), ("resident", tile.resident, 2)) if value != default)
-    kernel = ", kernel=GEMV" if tile.kernel == quant_tiles.GEMV else ""
+    kernel = f", kernel={tile.kernel.upper()}" if tile.kernel != quant_tiles.MMA else ""
     return (f"Tile({tile.block_m}, {tile.block_n}, {tile.block_k}, {split}, "
             f"num_warps={tile.num_warps}, num_stages={tile.num_stages}{extra}{kernel})")
 

@@ -91,6 +91,12 @@ def compile_all() -> None:
         moved = [line for line in kernel.asm["ttgir"].splitlines()
                  if "convert_layout" in line and codes_shape in line]
         assert not moved, (bits, scale_at, block_m, moved[:1])
+    for bits, act in ((4, "*bf16"), (8, "*fp16")):  # the weight dequantized for torch's GEMM
+        types = {name: kind for name, kind in weight_only_types(bits, act, False).items()
+                 if name in ("w_ptr", "stride_wn", "scale_ptr", "offset_ptr", "N", "K")}
+        compile_for_hopper(quant_gemm._dequantize_kernel, {**types, "out_ptr": act},
+                           dict(BITS=bits, GROUP=128, HAS_OFFSETS=bits == 4, BLOCK_N=32,
+                                PDL=True), 4, 1)
     for operand in ("*fp8e4nv", "*i8"):
         types = {"a_ptr": operand, "a_scale_ptr": "*fp32", "w_ptr": operand,
                  "stride_wn": "i32", "w_scale_ptr": "*fp32", "bias_ptr": "*bf16",

@@ -180,6 +180,32 @@ def test_large_tiles_scale_codes_in_registers(monkeypatch, bits, dtype, group):
                  ref.apply(ref.prepare(**args), x, torch.float32), RTOL[dtype])
 
 
+@pytest.mark.parametrize("bits,dtype,group,k", [(4, torch.bfloat16, 48, 240),
+                                                (4, torch.float16, 200, 200),
+                                                (8, torch.bfloat16, 16, 96)])
+def test_dequantized_weight_through_torch(monkeypatch, bits, dtype, group, k):
+    n = 40
+    tile = quant_tiles.Tile(1, 16, 64, 1, num_warps=1, num_stages=1,
+                            kernel=quant_tiles.DEQUANT)
+    family = quant_tiles.W4A16 if bits == 4 else quant_tiles.W8A16
+    monkeypatch.setitem(quant_tiles.TILES[family], quant_tiles.INTERPRETER,
+                        ((quant_tiles.UNBOUNDED, tile),))
+    if bits == 4:
+        args = dict(zip(("qweight", "scales", "offsets"), four_bit(n, k, group, "asym", dtype)))
+        impl, ref = quant_gemm.GemmW4A16, reference.GemmW4A16
+    else:
+        codes, scales = quantize.quantize_int8_groups(weight(n, k), group)
+        args = dict(qweight=codes, scales=scales.to(dtype))
+        impl, ref = quant_gemm.GemmW8A16, reference.GemmW8A16
+    args.update(group_size=group, bias=torch.randn(n).to(dtype))
+    state, ref_state = impl.prepare(**args), ref.prepare(**args)
+    # the whole weight, every element (K padded, groups, masked columns), as the reference's
+    want = ref_state.weight.dequantize(torch.float32)
+    assert_close(quant_gemm.dequantize(state, torch.float32, 16), want, 1e-6)
+    x = torch.randn(3, k).to(dtype)
+    assert_close(impl.apply(state, x), ref.apply(ref_state, x), RTOL[dtype])
+
+
 def test_prepare_rejects_a_group_no_kernel_step_fits():
     codes, scales, offsets = four_bit(8, 96, 8, "asym", torch.float16)
     with pytest.raises(Exception, match="group size 8 .*multiple of 16"):

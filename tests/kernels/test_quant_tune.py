@@ -27,7 +27,7 @@ def test_tune_prints_tables_to_paste_into_quant_tiles(tmp_path):
     tuned = json.loads(out.read_text())["tuned"]
     assert set(tuned) == {quant_tiles.W4A16, quant_tiles.W8A16}
     names = {name: getattr(quant_tiles, name)
-             for name in ("Tile", "AUTO_SPLIT", "GEMV", "UNBOUNDED")}
+             for name in ("Tile", "AUTO_SPLIT", "GEMV", "DEQUANT", "UNBOUNDED")}
     for family, found in tuned.items():
         assert found["source"] in run.stdout  # printed, not only saved
         tables = eval("{" + found["source"] + "}", names)  # as it would be pasted
@@ -37,4 +37,5 @@ def test_tune_prints_tables_to_paste_into_quant_tiles(tmp_path):
         assert all(isinstance(tile, quant_tiles.Tile) for _, tile in table)
         # every bucket measured (none kept from the current table) on the tiny shape
         assert len(found["buckets"]) == len(table), family
-        assert {tile.kernel for _, tile in table} <= {quant_tiles.GEMV, quant_tiles.MMA}
+        kernels = {quant_tiles.GEMV, quant_tiles.MMA, quant_tiles.DEQUANT}
+        assert {tile.kernel for _, tile in table} <= kernels

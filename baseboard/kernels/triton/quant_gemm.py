@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -38,8 +39,8 @@ from ...core.errors import ConfigError
 from .common import last_dim_contiguous, mma, pdl_options, pdl_prologue, upcast_dots
 from .quant_gemv import _PLANE_K, _PLANES, PACK_K, PLANE_K, PLANES, gemv_step_k, launch_gemv, \
     nibble_plane, scale_group
-from .quant_tiles import GEMV, W4A16, W8A16, Table, device_key, max_split_tiles, table_for, \
-    tile_for
+from .quant_tiles import DEQUANT, GEMV, W4A16, W8A16, Table, device_key, max_split_tiles, \
+    table_for, tile_for
 from .records import interpreting
 from .splitk import arrival_counters, finish_tile, output_tile, split_launch
 
@@ -220,6 +221,55 @@ def _weight_only_kernel(
                 counter_ptr, pid, pid_k, split_k, HAS_BIAS, SPLIT)
 
 
+@triton.jit
+def _dequantize_kernel(w_ptr, stride_wn, scale_ptr, offset_ptr, out_ptr, N, K,
+                       BITS: tl.constexpr, GROUP: tl.constexpr, HAS_OFFSETS: tl.constexpr,
+                       BLOCK_N: tl.constexpr, PDL: tl.constexpr):
+    """out [N, K] = the weights q s + o in out's dtype; a program writes BLOCK_N columns of
+    one packed block (4 bits: PACK_K inputs) or of 64 inputs (8 bits)."""
+    pdl_prologue(PDL)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    w_rows = w_ptr + tl.minimum(cols, N - 1).to(tl.int64)[:, None] * stride_wn
+    out_rows = out_ptr + cols.to(tl.int64)[:, None] * K
+    if BITS == 4:
+        words = tl.load(w_rows + tl.program_id(1) * _PLANE_K + tl.arange(0, _PLANE_K)[None, :])
+        for plane in tl.static_range(_PLANES):
+            k0 = tl.program_id(1) * (_PLANES * _PLANE_K) + plane * _PLANE_K
+            k = k0 + tl.arange(0, _PLANE_K)
+            scale, offset = _group_scales(tl.minimum(k0 // GROUP, K // GROUP - 1), scale_ptr,
+                                          offset_ptr, cols, col_ok, N, HAS_OFFSETS)
+            weights = _dequantized(nibble_plane(words, plane), scale, offset, BITS,
+                                   HAS_OFFSETS, out_ptr.dtype.element_ty)
+            tl.store(out_rows + k[None, :], weights, mask=col_ok[:, None] & (k < K)[None, :])
+    else:
+        k = tl.program_id(1) * 64 + tl.arange(0, 64)
+        k_ok = k < K
+        codes = tl.load(w_rows + k[None, :], mask=k_ok[None, :], other=0)
+        # groups of 16 may change within the 64 inputs: a scale per element
+        group = tl.minimum(k // GROUP, K // GROUP - 1)
+        scale = tl.load(scale_ptr + group[None, :] * N + cols[:, None],
+                        mask=col_ok[:, None], other=0.0).to(tl.float32)
+        q = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+        tl.store(out_rows + k[None, :], (q * scale).to(out_ptr.dtype.element_ty),
+                 mask=col_ok[:, None] & k_ok[None, :])
+
+
+def dequantize(state: "WeightOnlyState", dtype: torch.dtype, block_n: int) -> torch.Tensor:
+    """The weight [N, K] in ``dtype`` (q s + o rounded once), ``block_n`` columns a
+    program."""
+    k, n = state.k, state.n
+    weight = torch.empty((n, k), dtype=dtype, device=state.codes.device)
+    inputs = PACK_K if state.bits == 4 else 64
+    offsets = state.offsets
+    _dequantize_kernel[(triton.cdiv(n, block_n), triton.cdiv(k, inputs))](
+        state.codes, state.codes.stride(0), state.scales,
+        offsets if offsets is not None else state.scales, weight, n, k,
+        BITS=state.bits, GROUP=state.group_size or k, HAS_OFFSETS=offsets is not None,
+        BLOCK_N=block_n, **pdl_options(state.codes.device))
+    return weight
+
+
 def _mode(bits: int, dtype: torch.dtype) -> tuple[str, int]:
     """(MODE, CODE_BIAS): how codes of ``bits`` become floats of x's ``dtype``, and the
     constant that adds to each."""
@@ -297,10 +347,14 @@ def weight_only_matmul(state: WeightOnlyState, x: torch.Tensor,
     lead = x.shape[:-1]
     x = last_dim_contiguous(x.reshape(-1, k))
     m = x.shape[0]
+    tile = tile_for(state.table, max(m, 1))
+    if tile.kernel == DEQUANT and m:
+        bias = None if state.bias is None else state.bias.to(x.dtype)
+        y = F.linear(x, dequantize(state, x.dtype, tile.block_n), bias)
+        return y.to(out_dtype or x.dtype).reshape(*lead, n)
     y = torch.empty((m, n), dtype=out_dtype or x.dtype, device=x.device)
     if m == 0:
         return y.reshape(*lead, n)
-    tile = tile_for(state.table, m)
     if tile.kernel == GEMV:
         block_k = gemv_step_k(tile.block_k, state.bits, state.group_size, k)
     else:

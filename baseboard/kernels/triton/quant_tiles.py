@@ -27,6 +27,7 @@ W8A8 = "w8a8"  # gemm_w8a8_fp8 and gemm_w8a8_int8 (quant_w8a8.py)
 AUTO_SPLIT = 0  # split_k: as many splits as fit ``resident`` programs on every SM
 MMA = "mma"  # Tile.kernel: tensor cores (every family)
 GEMV = "gemv"  # Tile.kernel: CUDA-core GEMV, the weight-only families only
+DEQUANT = "dequant"  # Tile.kernel: weight-only, dequantize to x's dtype, then cuBLAS
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class Tile:
     AUTO_SPLIT chooses it from the tile count and the number of SMs. The weight-only
     kernels shrink ``block_k`` to divide the group size; their tensor-core kernel steps
     through 4-bit codes one packed block (quant_gemm.PACK_K) at a time whatever ``block_k``
-    says. ``kernel`` is MMA or (weight-only) GEMV, whose ``block_m`` may be 1."""
+    says. ``kernel`` is MMA or (weight-only) GEMV, whose ``block_m`` may be 1, or DEQUANT,
+    which writes the whole weight in x's dtype (``block_n`` columns a program) and hands
+    it to torch's GEMM (for M where the weight's bytes no longer matter)."""
 
     block_m: int
     block_n: int
