@@ -243,7 +243,7 @@ def select_plan(registry: Registry, ctx: SelectionContext,
     """Resolve every op of the contract into a plan. With a ``tuner``
     (``core.tuning.Tuner``), an op without an explicit choice and with several accepted
     candidates that the tuner times gets the one measured fastest."""
-    decisions, bound, chosen = {}, {}, {}
+    decisions, bound, offering = {}, {}, {}
     for op in OPS:
         impl, decision = decide(registry, ctx, op, choices.get(op))
         decisions[op] = decision
@@ -259,14 +259,15 @@ def select_plan(registry: Registry, ctx: SelectionContext,
                                         for n in accepted}, composed)
             decision.selected, decision.plugin = outcome.selected.name, outcome.selected.plugin
             decision.why, decision.measured = outcome.why, outcome.measured
-            bound[op], chosen[op] = outcome.bound, outcome.selected
+            bound[op], offering[op] = outcome.bound, outcome.offering or (outcome.selected,)
             continue
-        bound[op], chosen[op] = bind(impl, reference), impl
+        bound[op], offering[op] = bind(impl, reference), (impl,)
     for replaced, spec in FUSIONS.items():
-        impl = chosen[spec.op]
-        if replaced in impl.fuses:
-            decisions[spec.op].fusions[replaced] = fusion_state(
-                impl, replaced, decisions[replaced].selected, ctx)
+        # where each weight shape runs its own winner, a fusion is used if any may run it
+        states = [fusion_state(impl, replaced, decisions[replaced].selected, ctx)
+                  for impl in offering[spec.op] if replaced in impl.fuses]
+        if states:
+            decisions[spec.op].fusions[replaced] = FUSED if FUSED in states else states[0]
     return Plan(ctx.platform.name, decisions, bound)
 
 

@@ -251,6 +251,9 @@ class Outcome:
     selected: Impl
     why: str
     measured: dict[str, dict[str, float]]
+    # the implementations whose fused forms the bound object may run (Impl.fuses): every
+    # candidate where each weight shape runs its own winner; else only the one selected
+    offering: tuple[Impl, ...] = ()
 
 
 def make_tuner(platform: Any, workload: Workload, dtype: torch.dtype, graphed: bool,
@@ -429,7 +432,8 @@ class Tuner:
         per_shape = ", ".join(f"{shape}: {name}" for shape, name in winners.items())
         return Outcome(ShapeTunedWeightOp(self, candidates), candidates[overall][0],
                        f"measured per weight shape ({per_shape}); {overall} fastest over all "
-                       f"({_times_text(total)}){apart_text}", measured)
+                       f"({_times_text(total)}){apart_text}", measured,
+                       tuple(impl for impl, _ in candidates.values()))
 
 
 def _times_text(times: dict[str, float]) -> str:

@@ -118,3 +118,65 @@ def test_a_projection_after_a_norm_is_timed_from_the_norms_input_on(tmp_path):
     shapes = {key.split("|")[1]: key.split("|")[-2] for key in tuner.cache.times}
     assert shapes == {"mine": "16x64x32+fused_add_rms_norm=fused",
                       "plain": "16x64x32+fused_add_rms_norm=mine"}
+
+
+class GemmFastOnDownFused:
+    """Slow on every weight, but its fused down projection costs nothing."""
+
+    @staticmethod
+    def prepare(weight, bias):
+        return weight
+
+    @staticmethod
+    def apply(state, x, out_dtype=None):
+        time.sleep(0.002)
+        return x @ state.t()
+
+    @staticmethod
+    def apply_silu_and_mul(state, x, out_dtype=None):
+        return x[:, :state.shape[1]] @ state.t()
+
+
+class GemmSlowOnDown:
+    """Fast but on the down projection's input width (64)."""
+
+    @staticmethod
+    def prepare(weight, bias):
+        return weight
+
+    @staticmethod
+    def apply(state, x, out_dtype=None):
+        if x.shape[1] == 64:
+            time.sleep(0.002)
+        return x @ state.t()
+
+
+def test_a_fusion_is_used_where_a_shape_winner_offers_it(tmp_path):
+    """Per-shape winners (the fusing GEMM on the down projection only): the plan fuses, and
+    the down projection's prepared state runs the fused form, whichever candidate is the
+    fastest over all shapes."""
+    from baseboard.builtin import plugin as core_plugin
+    from baseboard.core.registry import Registry
+    from baseboard.core.selection import Choice, SelectionContext, select_plan
+    from baseboard.platforms.cpu.platform import CpuPlatform
+
+    registry = Registry()
+    for impl in core_plugin.baseboard_ops():
+        registry.add(impl, "baseboard")
+    registry.add(Impl("gemm", "fuser", f"{__name__}:GemmFastOnDownFused",
+                      fuses=("silu_and_mul",)), "test")
+    registry.add(Impl("gemm", "quick", f"{__name__}:GemmSlowOnDown"), "test")
+    registry.add(Impl("silu_and_mul", "fuser", "baseboard.kernels.torch.activation:silu_and_mul"),
+                 "test")
+    down, other = (32, 64), (48, 32)
+    workload = Workload(32, 64, (down, other), gated_shapes=(down,))
+    tuner = Tuner(TimingCache(tmp_path, environment(torch.device("cpu"), "")), workload,
+                  torch.device("cpu"), torch.float32, False)
+    plan = select_plan(registry, SelectionContext(CpuPlatform()),
+                       {"silu_and_mul": Choice("fuser", "test")}, tuner)
+    assert plan.decisions["gemm"].selected != "fuser"  # slow over all
+    assert plan.fused("silu_and_mul")
+    state = plan.gemm.prepare(torch.randn(down), None)
+    assert state.name == "fuser"
+    assert state.fused["silu_and_mul"] == GemmFastOnDownFused.apply_silu_and_mul
+    assert plan.gemm.prepare(torch.randn(other), None).name != "fuser"
