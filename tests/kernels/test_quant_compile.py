@@ -50,7 +50,7 @@ def weight_only_types(bits: int, act: str, gemv: bool) -> dict:
 def compile_all() -> None:
     """Each kernel family in the tile shapes of small and large M; the GEMMs' loads must be
     pipelined (asynchronous copies into shared memory)."""
-    from baseboard.kernels.triton import quant_gemm, quant_gemv, quant_w8a8
+    from baseboard.kernels.triton import quant_dequant, quant_gemm, quant_gemv, quant_w8a8
 
     for bits, act, mode, code_bias, per_channel, split, one_row in [
             (4, "*bf16", "magic4_bf16", 128, False, True, True),  # W4A16 g128, decode
@@ -94,7 +94,7 @@ def compile_all() -> None:
     for bits, act in ((4, "*bf16"), (8, "*fp16")):  # the weight dequantized for torch's GEMM
         types = {name: kind for name, kind in weight_only_types(bits, act, False).items()
                  if name in ("w_ptr", "stride_wn", "scale_ptr", "offset_ptr", "N", "K")}
-        compile_for_hopper(quant_gemm._dequantize_kernel, {**types, "out_ptr": act},
+        compile_for_hopper(quant_dequant._dequantize_kernel, {**types, "out_ptr": act},
                            dict(BITS=bits, GROUP=128, HAS_OFFSETS=bits == 4, BLOCK_N=32,
                                 PDL=True), 4, 1)
     for operand in ("*fp8e4nv", "*i8"):

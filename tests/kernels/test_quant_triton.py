@@ -21,7 +21,8 @@ pytest.importorskip("triton.language")  # optional: the cuda extra installs it
 from baseboard.core.quant import PER_CHANNEL, QuantScheme  # noqa: E402
 from baseboard.core.selection import SelectionContext  # noqa: E402
 from baseboard.kernels.torch import quant_gemm as reference  # noqa: E402
-from baseboard.kernels.triton import quant_gemm, quant_tiles, quant_w8a8  # noqa: E402
+from baseboard.kernels.triton import quant_dequant, quant_gemm  # noqa: E402
+from baseboard.kernels.triton import quant_tiles, quant_w8a8  # noqa: E402
 from baseboard.kernels.triton.records import triton_impls  # noqa: E402
 from baseboard.platforms.cpu.platform import CpuPlatform  # noqa: E402
 from baseboard.platforms.cuda.platform import CudaPlatform  # noqa: E402
@@ -201,7 +202,7 @@ def test_dequantized_weight_through_torch(monkeypatch, bits, dtype, group, k):
     state, ref_state = impl.prepare(**args), ref.prepare(**args)
     # the whole weight, every element (K padded, groups, masked columns), as the reference's
     want = ref_state.weight.dequantize(torch.float32)
-    assert_close(quant_gemm.dequantize(state, torch.float32, 16), want, 1e-6)
+    assert_close(quant_dequant.dequantize(state, torch.float32, 16), want, 1e-6)
     x = torch.randn(3, k).to(dtype)
     assert_close(impl.apply(state, x), ref.apply(ref_state, x), RTOL[dtype])
 

@@ -37,6 +37,7 @@ import triton.language as tl
 
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, mma, pdl_options, pdl_prologue, upcast_dots
+from .quant_dequant import dequantize, dequantized, group_scales
 from .quant_gemv import _PLANE_K, _PLANES, PACK_K, PLANE_K, PLANES, gemv_step_k, launch_gemv, \
     nibble_plane, scale_group
 from .quant_tiles import DEQUANT, GEMV, W4A16, W8A16, Table, device_key, max_split_tiles, \
@@ -80,32 +81,6 @@ def _values(codes, MODE: tl.constexpr, DTYPE: tl.constexpr):
         tl.static_assert(MODE == "convert", "unknown MODE")
         values = codes.to(DTYPE)
     return values
-
-
-@triton.jit
-def _group_scales(group, scale_ptr, offset_ptr, cols, col_ok, N, HAS_OFFSETS: tl.constexpr):
-    """The scales and offsets (zero without) of ``group`` for ``cols``: float32 [BLOCK_N]."""
-    scale = tl.load(scale_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
-    if HAS_OFFSETS:
-        offset = tl.load(offset_ptr + group * N + cols, mask=col_ok, other=0.0).to(tl.float32)
-    else:
-        offset = tl.zeros_like(scale)
-    return scale, offset
-
-
-@triton.jit
-def _dequantized(codes, scale, offset, BITS: tl.constexpr, HAS_OFFSETS: tl.constexpr,
-                 DTYPE: tl.constexpr):
-    """codes [BLOCK_N, k] (4 bits: int32 0..15, 8 bits: int8) as DTYPE weights q s + o.
-    The codes reach float32 through its mantissa (2^23 + q), not the conversion unit."""
-    if BITS == 4:
-        q = (codes | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
-    else:
-        q = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
-    weights = q * scale[:, None]
-    if HAS_OFFSETS:
-        weights += offset[:, None]
-    return weights.to(DTYPE)
 
 
 @triton.jit
@@ -161,7 +136,7 @@ def _weight_only_kernel(
             part = zeros
             part_sum = tl.zeros([BLOCK_M], tl.float32)
             if DEQUANT and GROUP % BLOCK_K == 0:
-                scale, offset = _group_scales(k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok,
+                scale, offset = group_scales(k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok,
                                               N, HAS_OFFSETS)
             for plane in tl.static_range(_PLANES):
                 xt = _load_xt(x_cols, k_plane + plane * _PLANE_K, row_ok, K, EVEN_K)
@@ -169,9 +144,9 @@ def _weight_only_kernel(
                     if GROUP % BLOCK_K != 0:
                         # past K (the padded block) x is zero: any real group's scales serve
                         group = tl.minimum((k0 + plane * _PLANE_K) // GROUP, K // GROUP - 1)
-                        scale, offset = _group_scales(group, scale_ptr, offset_ptr, cols,
+                        scale, offset = group_scales(group, scale_ptr, offset_ptr, cols,
                                                       col_ok, N, HAS_OFFSETS)
-                    values = _dequantized(nibble_plane(words, plane), scale, offset, BITS,
+                    values = dequantized(nibble_plane(words, plane), scale, offset, BITS,
                                           HAS_OFFSETS, x_ptr.dtype.element_ty)
                     acc = mma(values, xt, acc, UPCAST)
                 elif PER_CHANNEL:
@@ -199,9 +174,9 @@ def _weight_only_kernel(
                 codes = tl.load(w_tile, mask=(k < K)[None, :], other=0)
             xt = _load_xt(x_cols, k, row_ok, K, EVEN_K)
             if DEQUANT:
-                scale, offset = _group_scales(k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok,
+                scale, offset = group_scales(k0 // GROUP, scale_ptr, offset_ptr, cols, col_ok,
                                               N, HAS_OFFSETS)
-                values = _dequantized(codes, scale, offset, BITS, HAS_OFFSETS,
+                values = dequantized(codes, scale, offset, BITS, HAS_OFFSETS,
                                       x_ptr.dtype.element_ty)
                 acc = mma(values, xt, acc, UPCAST)
             elif PER_CHANNEL:
@@ -219,55 +194,6 @@ def _weight_only_kernel(
                           CODE_BIAS, HAS_OFFSETS, True)
     finish_tile(tl.trans(acc), rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr,
                 counter_ptr, pid, pid_k, split_k, HAS_BIAS, SPLIT)
-
-
-@triton.jit
-def _dequantize_kernel(w_ptr, stride_wn, scale_ptr, offset_ptr, out_ptr, N, K,
-                       BITS: tl.constexpr, GROUP: tl.constexpr, HAS_OFFSETS: tl.constexpr,
-                       BLOCK_N: tl.constexpr, PDL: tl.constexpr):
-    """out [N, K] = the weights q s + o in out's dtype; a program writes BLOCK_N columns of
-    one packed block (4 bits: PACK_K inputs) or of 64 inputs (8 bits)."""
-    pdl_prologue(PDL)
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < N
-    w_rows = w_ptr + tl.minimum(cols, N - 1).to(tl.int64)[:, None] * stride_wn
-    out_rows = out_ptr + cols.to(tl.int64)[:, None] * K
-    if BITS == 4:
-        words = tl.load(w_rows + tl.program_id(1) * _PLANE_K + tl.arange(0, _PLANE_K)[None, :])
-        for plane in tl.static_range(_PLANES):
-            k0 = tl.program_id(1) * (_PLANES * _PLANE_K) + plane * _PLANE_K
-            k = k0 + tl.arange(0, _PLANE_K)
-            scale, offset = _group_scales(tl.minimum(k0 // GROUP, K // GROUP - 1), scale_ptr,
-                                          offset_ptr, cols, col_ok, N, HAS_OFFSETS)
-            weights = _dequantized(nibble_plane(words, plane), scale, offset, BITS,
-                                   HAS_OFFSETS, out_ptr.dtype.element_ty)
-            tl.store(out_rows + k[None, :], weights, mask=col_ok[:, None] & (k < K)[None, :])
-    else:
-        k = tl.program_id(1) * 64 + tl.arange(0, 64)
-        k_ok = k < K
-        codes = tl.load(w_rows + k[None, :], mask=k_ok[None, :], other=0)
-        # groups of 16 may change within the 64 inputs: a scale per element
-        group = tl.minimum(k // GROUP, K // GROUP - 1)
-        scale = tl.load(scale_ptr + group[None, :] * N + cols[:, None],
-                        mask=col_ok[:, None], other=0.0).to(tl.float32)
-        q = (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
-        tl.store(out_rows + k[None, :], (q * scale).to(out_ptr.dtype.element_ty),
-                 mask=col_ok[:, None] & k_ok[None, :])
-
-
-def dequantize(state: "WeightOnlyState", dtype: torch.dtype, block_n: int) -> torch.Tensor:
-    """The weight [N, K] in ``dtype`` (q s + o rounded once), ``block_n`` columns a
-    program."""
-    k, n = state.k, state.n
-    weight = torch.empty((n, k), dtype=dtype, device=state.codes.device)
-    inputs = PACK_K if state.bits == 4 else 64
-    offsets = state.offsets
-    _dequantize_kernel[(triton.cdiv(n, block_n), triton.cdiv(k, inputs))](
-        state.codes, state.codes.stride(0), state.scales,
-        offsets if offsets is not None else state.scales, weight, n, k,
-        BITS=state.bits, GROUP=state.group_size or k, HAS_OFFSETS=offsets is not None,
-        BLOCK_N=block_n, **pdl_options(state.codes.device))
-    return weight
 
 
 def _mode(bits: int, dtype: torch.dtype) -> tuple[str, int]:
