@@ -6,8 +6,9 @@ and the last bound is ``UNBOUNDED``. A table is found under "<device> <N>x<K>" (
 shape, as a tuning run prints them), else under the device's name, else ``DEFAULT``'s;
 Triton's interpreter takes ``INTERPRETER``'s (small tiles: the tests run on the CPU).
 A tile also names the kernel that runs its bucket (``Tile.kernel``): the weight-only ops
-stream small M through a GEMV (quant_gemv.py) and larger M through the tensor cores
-(quant_gemm.py). Nothing else reads tile sizes.
+stream small M through a GEMV (quant_gemv.py), larger M through the tensor cores
+(quant_gemm.py), and may hand large M to torch's GEMM on a dequantized weight
+(quant_dequant.py). Nothing else reads tile sizes.
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ Table = tuple[tuple[int, Tile], ...]
 # takes the weight as the first operand of the product (y^T = W x^T: its unpacked codes
 # stay in registers, and 16 rows of x fill the product's narrow side) and splits K so
 # that every SM streams a share. Large M is bound by the tensor cores: the usual large
-# tiles. A first guess for the H100/H200 class until a tuning run
-# (benchmarks/quant_gemm.py --tune) adds the device's own rows.
+# tiles. A first guess for the H100/H200 class (compiled and inspected for sm_90a, not
+# measured) until a tuning run (benchmarks/quant_gemm.py --tune) prints the device's own.
 _W4A16_DEFAULT: Table = (
-    (1, Tile(1, 32, 256, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
+    (1, Tile(1, 32, 512, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
     (2, Tile(2, 32, 256, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
     (16, Tile(16, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4)),
     (32, Tile(32, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
@@ -92,10 +93,15 @@ _INTERPRETED_WEIGHT_ONLY: Table = (
     (UNBOUNDED, Tile(16, 32, 32, 2, num_warps=1, num_stages=1)),
 )
 
+# the H200's own rows: the first guess until --tune's output (per "NVIDIA H200 <N>x<K>"
+# shape, or for the device) is pasted here
+_W4A16_H200: Table = _W4A16_DEFAULT
+_W8A16_H200: Table = _W8A16_DEFAULT
+
 TILES: dict[str, dict[str, Table]] = {
-    W4A16: {DEFAULT: _W4A16_DEFAULT, "NVIDIA H200": _W4A16_DEFAULT,
+    W4A16: {DEFAULT: _W4A16_DEFAULT, "NVIDIA H200": _W4A16_H200,
             INTERPRETER: _INTERPRETED_WEIGHT_ONLY},
-    W8A16: {DEFAULT: _W8A16_DEFAULT, "NVIDIA H200": _W8A16_DEFAULT,
+    W8A16: {DEFAULT: _W8A16_DEFAULT, "NVIDIA H200": _W8A16_H200,
             INTERPRETER: _INTERPRETED_WEIGHT_ONLY},
     W8A8: {DEFAULT: _W8A8_DEFAULT, INTERPRETER: _INTERPRETED},
 }
