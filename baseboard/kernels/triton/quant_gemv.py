@@ -90,9 +90,11 @@ def _products(values, x, BLOCK_M: tl.constexpr):
 
 @triton.jit
 def _sum_k(products, BLOCK_M: tl.constexpr):
-    """_products summed along K: [BLOCK_M, BLOCK_N]."""
+    """_products summed along K, in the accumulator's orientation: [BLOCK_N, 1] for one
+    row (the sums stay in the codes' layout: no shuffle through shared memory each step),
+    [BLOCK_M, BLOCK_N] for more."""
     if BLOCK_M == 1:
-        total = tl.sum(products, 1)[None, :]
+        total = tl.sum(products, 1, keep_dims=True)
     else:
         total = tl.sum(products, 2)
     return total
@@ -200,7 +202,12 @@ def _weight_only_gemv_kernel(
     w_tile = w_rows + first * STEP_W + tl.arange(0, LOAD_W)[None, :]  # [BLOCK_N, LOAD_W]
     if BLOCK_M > 1:
         w_tile = w_tile[None, :, :]  # see _products
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    # one row accumulates y^T [BLOCK_N, 1] (see _sum_k), more rows y [BLOCK_M, BLOCK_N]
+    COLUMNS_FIRST: tl.constexpr = BLOCK_M == 1
+    if COLUMNS_FIRST:
+        acc = tl.zeros([BLOCK_N, 1], tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     x_total = tl.zeros([BLOCK_M], tl.float32)
     for step in range(first, last):
         k0 = step * BLOCK_K
@@ -224,7 +231,7 @@ def _weight_only_gemv_kernel(
                     else:
                         acc = scale_group(acc, _sum_k(products, BLOCK_M), x_sum, kb // GROUP,
                                           scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
-                                          HAS_OFFSETS, False)
+                                          HAS_OFFSETS, COLUMNS_FIRST)
                 else:  # groups smaller than a block, or not a multiple of one
                     k_plane = kb + tl.arange(0, _PLANE_K)
                     for plane in tl.static_range(_PLANES):
@@ -236,11 +243,11 @@ def _weight_only_gemv_kernel(
                         group = tl.minimum((kb + plane * _PLANE_K) // GROUP, K // GROUP - 1)
                         acc = scale_group(acc, part, _row_sums(x, BLOCK_M), group, scale_ptr,
                                           offset_ptr, cols, col_ok, N, CODE_BIAS, HAS_OFFSETS,
-                                          False)
+                                          COLUMNS_FIRST)
             if SCALE_AT == "step":
                 acc = scale_group(acc, _sum_k(step_products, BLOCK_M), step_sum, k0 // GROUP,
                                   scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
-                                  HAS_OFFSETS, False)
+                                  HAS_OFFSETS, COLUMNS_FIRST)
         else:
             if EVEN_K:
                 words = tl.load(w_tile)
@@ -257,11 +264,13 @@ def _weight_only_gemv_kernel(
             else:
                 acc = scale_group(acc, _sum_k(products, BLOCK_M), x_sum, k0 // GROUP,
                                   scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS,
-                                  HAS_OFFSETS, False)
+                                  HAS_OFFSETS, COLUMNS_FIRST)
         w_tile += STEP_W
     if SCALE_AT == "end":
-        acc = scale_group(tl.zeros([BLOCK_M, BLOCK_N], tl.float32), acc, x_total, 0,
-                          scale_ptr, offset_ptr, cols, col_ok, N, CODE_BIAS, HAS_OFFSETS, False)
+        acc = scale_group(tl.zeros_like(acc), acc, x_total, 0, scale_ptr, offset_ptr, cols,
+                          col_ok, N, CODE_BIAS, HAS_OFFSETS, COLUMNS_FIRST)
+    if COLUMNS_FIRST:
+        acc = tl.trans(acc)
     finish_tile(acc, rows, cols, M, N, y_ptr, stride_ym, bias_ptr, partial_ptr, counter_ptr,
                 pid, pid_k, split_k, HAS_BIAS, SPLIT)
 
