@@ -247,3 +247,18 @@ def test_split_decode_merges_in_its_own_launch_and_leaves_its_counters_zero():
         assert not attention._workspace[3].any()
     assert torch.equal(outputs[0], outputs[1])
     assert torch.allclose(outputs[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_info_says_which_form_the_layers_run():
+    from baseboard.frontend.info import collect, render
+
+    backends = {op: "triton" for op in ("rotary_embedding", "silu_and_mul", "gemm",
+                                        "attention", "fused_add_rms_norm")}
+    fused = render(collect(platform="cpu", cli_backends=backends, environ={}))
+    assert "+ rotary_embedding: fused" in fused and "+ silu_and_mul: fused" in fused
+    apart = render(collect(platform="cpu", cli_backends={**backends, "silu_and_mul": "torch"},
+                           environ={"BASEBOARD_FUSE": "1"}))
+    assert "+ silu_and_mul: not fused: silu_and_mul runs 'torch', not 'triton'" in apart
+    off = collect(platform="cpu", cli_backends=backends, environ={"BASEBOARD_FUSE": "0"})
+    assert off["ops"]["attention"]["fusions"] == {
+        "rotary_embedding": "not fused: BASEBOARD_FUSE=0"}
