@@ -15,7 +15,7 @@ its capture or its launch) is reported and the others go on. Writes JSON (--out)
 with matplotlib installed, a plot of the speedup over bf16 against M per kernel.
 
     python benchmarks/quant_gemm.py --out quant_gemm.json    (under 3 minutes on an H200)
-    python benchmarks/quant_gemm.py --tune --out tune.json   (under 2 minutes: sweeps the
+    python benchmarks/quant_gemm.py --tune --out tune.json   (about 2 minutes: sweeps the
         weight-only tiles per M bucket, GEMV and tensor-core, and prints the best as rows
         of quant_tiles.TILES to paste)
     python benchmarks/quant_gemm.py --smoke                  (tiny shapes on the CPU through
@@ -54,8 +54,9 @@ MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
 CHECK_MS = (1, 16, 256)  # split K and not
 GROUP = 128
 TOLERANCE = 3e-2  # max |error| / max |reference|: bf16 outputs, a different summation order
-BUDGET_S = 140.0  # stop starting new measurements past this (the run must end within 3 min)
-TUNE_BUDGET_S = 110.0  # the same for --tune (within 2 min), shared out among the families
+BUDGET_S = 130.0  # stop starting new measurements past this (the run must end within 3 min)
+TUNE_BUDGET_S = 100.0  # the same for --tune (within 2 min), shared out among the families
+# and, within a family, among its buckets
 L2_MULTIPLE = 3  # weight copies cycled per graph: together this many times the L2 cache
 
 
@@ -400,31 +401,34 @@ def rows_block(m: int) -> int:
 
 
 def weight_only_candidates(m: int) -> list[quant_tiles.Tile]:
-    """Tiles worth timing at ``m`` rows (each is a compile, so few): the GEMV up to 16 rows
-    (its rows per program the power of two that holds m), the tensor-core kernel with
-    split K up to 128 rows, the usual large tiles past that, and dequantization followed
-    by torch's GEMM."""
+    """Tiles worth timing at ``m`` rows (each is a compile, so few; the likelier first, as a
+    bucket's share of the time may end before its last): the GEMV up to 16 rows (its rows
+    per program the power of two that holds m) taking turns with the tensor-core kernel
+    with split K up to 128 rows, the usual large tiles past that, and dequantization
+    followed by torch's GEMM."""
     auto, gemv = quant_tiles.AUTO_SPLIT, quant_tiles.GEMV
-    tiles = []
+    gemvs, mmas = [], []
     if m <= 16:
         block_m = 1 << (m - 1).bit_length()
         # a program holds block_m x block_n x block_k / 8 products: few rows, wide tiles
-        shapes = [(16, 256), (16, 512), (32, 256), (32, 512), (64, 256), (64, 512)] \
+        shapes = [(32, 512), (16, 512), (64, 256), (32, 256), (16, 256), (64, 512)] \
             if block_m <= 4 else [(16, 256), (32, 256)]
         for block_n, block_k in shapes:
-            tiles.append(quant_tiles.Tile(block_m, block_n, block_k, auto, num_warps=4,
+            gemvs.append(quant_tiles.Tile(block_m, block_n, block_k, auto, num_warps=4,
                                           num_stages=4, resident=4, kernel=gemv))
     if m <= 128:
         for block_n, warps in ((64, 4), (128, 4), (128, 8)):
-            tiles.append(quant_tiles.Tile(rows_block(m), block_n, 128, auto, warps, 4,
-                                          resident=3 if m <= 32 else 2))
+            mmas.append(quant_tiles.Tile(rows_block(m), block_n, 128, auto, warps, 4,
+                                         resident=3 if m <= 32 else 2))
     else:
-        for block_m, block_n, warps, stages in ((64, 128, 4, 4), (128, 128, 8, 3),
+        for block_m, block_n, warps, stages in ((128, 128, 8, 3), (64, 128, 4, 4),
                                                 (128, 256, 8, 3), (128, 64, 4, 4)):
-            tiles.append(quant_tiles.Tile(block_m, block_n, 128, 1, warps, stages))
+            mmas.append(quant_tiles.Tile(block_m, block_n, 128, 1, warps, stages))
         # the weight dequantized, then torch's GEMM: block_n columns a program
-        tiles.append(quant_tiles.Tile(1, 32, 128, 1, 4, 1, kernel=quant_tiles.DEQUANT))
-    return tiles
+        mmas.insert(2, quant_tiles.Tile(1, 32, 128, 1, 4, 1, kernel=quant_tiles.DEQUANT))
+    first, second = (gemvs, mmas) if m <= 4 else (mmas, gemvs)
+    turns = [tile for pair in zip(first, second) for tile in pair]
+    return turns + first[len(second):] + second[len(first):]
 
 
 def w8a8_candidates(m: int) -> list[quant_tiles.Tile]:
@@ -471,7 +475,10 @@ def tune_weight_only(family: str, device: torch.device, n: int, k: int, started:
     ref_state = ref.prepare(**weights[0])
     current = base[0].table
     chosen, found = [], []
-    for bound in TUNE_BOUNDS:
+    for i, bound in enumerate(TUNE_BOUNDS):
+        # each bucket an equal share of what is left, so that the last are timed too
+        bucket_deadline = time.perf_counter() + (deadline - time.perf_counter()) / (
+            len(TUNE_BOUNDS) - i)
         m = TUNE_LARGE_M if bound == quant_tiles.UNBOUNDED else bound
         if smoke:  # the interpreter: a few rows, two candidates
             m = min(m, 40)
@@ -479,8 +486,8 @@ def tune_weight_only(family: str, device: torch.device, n: int, k: int, started:
         want = ref.apply(ref_state, x)
         timings = []
         for tile in weight_only_candidates(m)[:2 if smoke else None]:
-            if time.perf_counter() > deadline:
-                print(f"  {family} M={m}: this family's share of {TUNE_BUDGET_S:.0f} s is spent")
+            if time.perf_counter() > bucket_deadline:
+                print(f"  {family} M={m}: this bucket's share of {TUNE_BUDGET_S:.0f} s is spent")
                 break
             # bounded, so that the counters are sized once (no allocation per call)
             table = ((bound, tile),) if bound == quant_tiles.UNBOUNDED else \
