@@ -101,3 +101,33 @@ def test_replays_in_a_cuda_graph(name):
     graph.replay()
     torch.cuda.synchronize()
     assert relative_error(out, impl.apply(state, x)) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["w4a16", "w8a16"])
+@pytest.mark.parametrize("group", [32, 128, K])
+def test_every_weight_only_kernel_at_every_row_count(kind, group):
+    """The GEMV, the tensor-core kernel (raw codes below DEQUANT_ROWS rows, scaled codes
+    from there) and the dequantized weight through torch, each forced onto every bucket."""
+    from baseboard.kernels.triton import quant_gemm, quant_tiles
+    from baseboard.kernels.triton.splitk import arrival_counters
+
+    impl, ref = (quant_gemm.GemmW4A16, reference.GemmW4A16) if kind == "w4a16" else \
+        (quant_gemm.GemmW8A16, reference.GemmW8A16)
+    args = inputs(kind, group)
+    state, ref_state = impl.prepare(**args), ref.prepare(**args)
+    auto = quant_tiles.AUTO_SPLIT
+    tiles = {"gemv 1 row": quant_tiles.Tile(1, 32, 512, auto, resident=4,
+                                            kernel=quant_tiles.GEMV),
+             "gemv 4 rows": quant_tiles.Tile(4, 16, 256, auto, resident=4,
+                                             kernel=quant_tiles.GEMV),
+             "mma 16 rows": quant_tiles.Tile(16, 64, 128, auto, num_stages=4, resident=4),
+             "mma 128 rows": quant_tiles.Tile(128, 128, 128, 1, num_warps=8),
+             "dequant": quant_tiles.Tile(1, 32, 128, 1, kernel=quant_tiles.DEQUANT)}
+    for name, tile in tiles.items():
+        table = ((quant_tiles.UNBOUNDED, tile),)
+        forced = state._replace(table=table, counters=arrival_counters(
+            quant_tiles.max_split_tiles(table, N), torch.device("cuda")))
+        for m in (1, 3, 16, 70):
+            x = torch.randn(m, K, device="cuda", dtype=torch.bfloat16)
+            error = relative_error(impl.apply(forced, x), ref.apply(ref_state, x))
+            assert error < 2e-2, f"{kind} g{group} {name} at M={m}: relative error {error:.2e}"
