@@ -51,6 +51,7 @@ SHAPES = {
 # baseboard configurations to measure: (settings, backend choices, KV block size)
 VARIANTS = {
     "default": ({}, None, None),
+    "unfused": ({"BASEBOARD_FUSE": "0"}, None, None),  # every op apart (issue 16's fusions off)
     "blocks-16": ({}, None, 16),
     "eager-triton": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "triton"}, None),
     "eager-flashinfer": ({"BASEBOARD_CUDA_GRAPHS": "0"}, {"attention": "flashinfer"}, None),
