@@ -25,7 +25,6 @@ from baseboard.core.errors import RegistrationError  # noqa: E402
 from baseboard.core.registry import Impl, Registry  # noqa: E402
 from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
 from baseboard.kernels.torch import gemm  # noqa: E402
-from baseboard.kernels.torch.attention import TorchAttention  # noqa: E402
 from baseboard.kernels.triton import activation as triton_activation  # noqa: E402
 from baseboard.kernels.triton import attention as triton_attention  # noqa: E402
 from baseboard.kernels.triton import gemm as triton_gemm  # noqa: E402
@@ -225,28 +224,6 @@ def test_a_declared_fusion_without_its_method_fails_at_binding():
     ctx = SelectionContext(CpuPlatform(), dtype=torch.float32)
     with pytest.raises(RegistrationError, match="gemm=liar .*apply_silu_and_mul is missing"):
         select_plan(cpu_registry(liar), ctx, {"gemm": Choice("liar", "argument")})
-
-
-def test_split_decode_merges_in_its_own_launch_and_leaves_its_counters_zero():
-    """Many partitions per sequence, no merge kernel: the last program of each (sequence,
-    KV head) merges, and resets its counter so the next call (a graph replay) starts clean."""
-    spec = AttentionSpec(6, 2, 32, 32 ** -0.5, 16, torch.float32, torch.device("cpu"),
-                         max_num_seqs=4, max_model_len=320)
-    attention = triton_attention.TritonAttention(spec)
-    attention.decode_programs = 1024
-    reference = TorchAttention(spec)
-    batch = make_batch([1, 1, 1], [40, 300, 7], 16, 40, random.Random(1))
-    cache = torch.randn(attention.kv_cache_shape(40))
-    q, k, v = qkv_views(torch.randn(3, 10 * 32), (6, 2), 32)
-    want = reference.forward(q, k, v, cache.clone(), reference.build_metadata(batch))
-    outputs = []
-    for _ in range(2):
-        metadata = attention.build_metadata(batch)
-        assert metadata.decode_splits > 1
-        outputs.append(attention.forward(q, k, v, cache, metadata))
-        assert not attention._workspace[3].any()
-    assert torch.equal(outputs[0], outputs[1])
-    assert torch.allclose(outputs[0], want, rtol=1e-4, atol=1e-5)
 
 
 def test_info_says_which_form_the_layers_run():

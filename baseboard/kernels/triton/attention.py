@@ -5,8 +5,8 @@ is D contiguous values, which the kernels read as whole rows. A head-major layou
 [2, num_blocks, Hk, block_size, D] (each block's head one contiguous run) measured no
 faster (docs/benchmarks.md, "Measurements behind the code"), so the reference layout stays.
 
-A step runs up to three kernels: the KV write (with the rotary embedding, in
-``forward_rotary``), split decode, which merges its partitions itself (the decodes come
+A step runs up to four kernels: the KV write (with the rotary embedding, in
+``forward_rotary``), split decode and its merge (the decodes come
 first in the batch), and prefill (the rest: over the paged cache when a prefill has a cached
 prefix or the step replays a CUDA graph, else over the step's own keys and values, which
 reads faster; over the cache, blocks of a multiple of 64 tokens are read a whole tile at a
@@ -127,12 +127,9 @@ class TritonAttention:
         if self._workspace and self._workspace[1].numel() >= rows:
             return
         d_pad, device = triton.next_power_of_2(self.spec.head_dim), self.spec.device
-        # the arrival counters of the in-kernel merge: zeros, and zero after every call
-        counters = self._workspace[3] if self._workspace else torch.zeros(
-            self.spec.max_num_seqs * self.spec.num_kv_heads, dtype=torch.int32, device=device)
         self._workspace = (torch.empty(rows * d_pad, dtype=torch.float32, device=device),
                            torch.empty(rows, dtype=torch.float32, device=device),
-                           torch.empty(rows, dtype=torch.float32, device=device), counters)
+                           torch.empty(rows, dtype=torch.float32, device=device))
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
         return self.spec.standard_kv_cache_shape(num_blocks)

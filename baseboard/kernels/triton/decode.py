@@ -1,12 +1,10 @@
 """Decode attention over the paged cache, split over the context (flash-decoding).
 
 Each program takes one sequence, one KV head (all its query heads as the rows of one
-tensor-core tile) and one partition of the context; when there are several partitions,
-the last of a (sequence, KV head)'s programs to finish (an atomic counter says which, as in
-splitk.py) merges their partial results, so a decode is one launch however it is split.
-Splitting lets a few long sequences still fill the GPU. A partition past a sequence's
-context leaves an empty partial that the merge weighs zero, so a fixed partition count
-(for CUDA graphs) stays correct.
+tensor-core tile) and one partition of the context; when there are several partitions a
+second kernel merges their partial results. Splitting lets a few long sequences still fill
+the GPU. A partition past a sequence's context leaves an empty partial that the merge
+weighs zero, so a fixed partition count (for CUDA graphs) stays correct.
 """
 
 from __future__ import annotations
@@ -45,13 +43,12 @@ def decode_splits(num_seqs: int, num_kv_heads: int, config: DecodeConfig,
 
 @triton.jit
 def _decode_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_head_stride,
-                   part_o_ptr, part_m_ptr, part_l_ptr, counters_ptr,
+                   part_o_ptr, part_m_ptr, part_l_ptr,
                    cache_ptr, kv_stride, block_stride, slot_stride, head_stride,
                    tables_ptr, table_stride, seq_lens_ptr, qk_scale, num_q_heads,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                    D_PAD: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                   SPLIT: tl.constexpr, SPLITS_PAD: tl.constexpr, UPCAST: tl.constexpr,
-                   PDL: tl.constexpr):
+                   SPLIT: tl.constexpr, UPCAST: tl.constexpr, PDL: tl.constexpr):
     pdl_prologue(PDL)
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
@@ -91,36 +88,27 @@ def _decode_kernel(q_ptr, q_tok_stride, q_head_stride, o_ptr, o_tok_stride, o_he
         tl.store(part_o_ptr + part[:, None] * D_PAD + dims[None, :], out, mask=row_ok[:, None])
         tl.store(part_m_ptr + part, m_i, mask=row_ok)
         tl.store(part_l_ptr + part, l_i, mask=row_ok)
-        # every thread's partial is stored before one thread announces the arrival
-        tl.debug_barrier()
-        counter = counters_ptr + seq * tl.num_programs(1) + kv_head
-        if tl.atomic_add(counter, 1, sem="acq_rel") == tl.num_programs(2) - 1:
-            for g in tl.static_range(GROUP):
-                _merge_head(part_o_ptr, part_m_ptr, part_l_ptr, o_ptr, o_tok_stride,
-                            o_head_stride, seq, kv_head * GROUP + g, num_q_heads,
-                            tl.num_programs(2), dims, HEAD_DIM, D_PAD, SPLITS_PAD)
-            tl.atomic_xchg(counter, 0)  # ready for the next call (and graph replay)
     else:
         out = acc / l_i[:, None]
         tl.store(o_ptr + seq * o_tok_stride + head[:, None] * o_head_stride + dims[None, :],
                  out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
 
 
-@triton.jit
-def _merge_head(part_o_ptr, part_m_ptr, part_l_ptr, o_ptr, o_tok_stride, o_head_stride, seq,
-                head, num_q_heads, num_splits, dims, HEAD_DIM: tl.constexpr,
-                D_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr):
-    """out[seq, head] from the head's partials of every split, each weighed by its sum
-    of exponentials relative to the largest maximum (an empty one weighs zero)."""
+@triton.jit(do_not_specialize=["num_splits"])  # changes with the batch size
+def _merge_kernel(part_o_ptr, part_m_ptr, part_l_ptr, o_ptr, o_tok_stride, o_head_stride,
+                  num_q_heads, num_splits, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+                  SPLITS_PAD: tl.constexpr, PDL: tl.constexpr):
+    pdl_prologue(PDL)
+    seq = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
     splits = tl.arange(0, SPLITS_PAD)
     split_ok = splits < num_splits
     part = (seq * num_q_heads + head) * num_splits + splits
-    # .cg reads from L2, where the other programs' stores are
-    m = tl.load(part_m_ptr + part, mask=split_ok, other=float("-inf"), cache_modifier=".cg")
-    weight = tl.exp2(m - tl.max(m, 0)) * tl.load(part_l_ptr + part, mask=split_ok, other=0.0,
-                                                 cache_modifier=".cg")
+    m = tl.load(part_m_ptr + part, mask=split_ok, other=float("-inf"))
+    weight = tl.exp2(m - tl.max(m, 0)) * tl.load(part_l_ptr + part, mask=split_ok, other=0.0)
+    dims = tl.arange(0, D_PAD)
     parts = tl.load(part_o_ptr + part[:, None] * D_PAD + dims[None, :], mask=split_ok[:, None],
-                    other=0.0, cache_modifier=".cg")
+                    other=0.0)
     out = tl.sum(parts * weight[:, None], 0) / tl.sum(weight, 0)
     tl.store(o_ptr + seq * o_tok_stride + head * o_head_stride + dims,
              out.to(o_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
@@ -141,21 +129,24 @@ def decode_attention(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
 
     q, out [T, Hq, D]; kv_cache [2, num_blocks, block_size, Hk, D]; block_tables [B, W] and
     seq_lens [B] int32; ``workspace``: flat float32 (partials, maxima, sums) with room for
-    B * Hq * splits rows (of D_PAD values for the partials), and int32 zeros (arrival
-    counters, left zero by every call) for B * Hk (sequence, KV head) pairs.
+    B * Hq * splits rows (of D_PAD values for the partials).
     """
     num_seqs = seq_lens.shape[0]
     num_q_heads, head_dim = q.shape[1], q.shape[2]
     num_kv_heads = kv_cache.shape[3]
     group = num_q_heads // num_kv_heads
     d_pad = triton.next_power_of_2(head_dim)
-    part_o, part_m, part_l, counters = workspace
+    part_o, part_m, part_l = workspace
     _decode_kernel[(num_seqs, num_kv_heads, splits)](
         q, q.stride(0), q.stride(1), out, out.stride(0), out.stride(1), part_o, part_m, part_l,
-        counters,
         kv_cache, kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3),
         block_tables, block_tables.stride(0), seq_lens, qk_scale, num_q_heads,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         D_PAD=d_pad, PAGE=kv_cache.shape[2], BLOCK_N=config.block_n, SPLIT=splits > 1,
-        SPLITS_PAD=triton.next_power_of_2(splits), UPCAST=upcast, num_warps=config.num_warps,
-        num_stages=config.num_stages, **pdl_options(q.device))
+        UPCAST=upcast, num_warps=config.num_warps, num_stages=config.num_stages,
+        **pdl_options(q.device))
+    if splits > 1:
+        _merge_kernel[(num_seqs, num_q_heads)](
+            part_o, part_m, part_l, out, out.stride(0), out.stride(1), num_q_heads, splits,
+            HEAD_DIM=head_dim, D_PAD=d_pad, SPLITS_PAD=triton.next_power_of_2(splits),
+            num_warps=4, **pdl_options(q.device))
