@@ -400,7 +400,8 @@ def main() -> None:
     parser.add_argument("--start-timeout", type=float, default=600,
                         help="seconds a server may take to load and listen")
     parser.add_argument("--clients", type=int,
-                        default=max(1, min(8, (os.cpu_count() or 2) // 4)), help="client processes sharing the load (default: a quarter of the "
+                        default=max(1, min(8, (os.cpu_count() or 2) // 4)),
+                        help="client processes sharing the load (default: a quarter of the "
                              "CPUs, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--smoke", action="store_true",

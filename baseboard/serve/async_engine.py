@@ -1,15 +1,16 @@
 """The server's side of the engine loop (engine_loop.py): requests submitted on an event
-loop, their outputs handed back to it, the bound on waiting sequences, and the metrics.
+loop, their outputs handed back to it (text decoded here where the loop sent none), the
+bound on waiting sequences, and the metrics.
 
-The loop runs either on a thread of this process (``AsyncEngine.over(llm)``: for a server
-built around an ``LLM`` already loaded) or in a process of its own
-(``AsyncEngine.spawn(...)``, what `baseboard serve` runs): there the engine's steps never
-wait for the GIL while this process parses requests and writes streams, which at a few
-hundred tokens a second per stream is the larger part of a fast server's host work.
+The loop runs on a thread of this process (``AsyncEngine.over(llm)``, for a program that
+already holds an ``LLM``) or in a process of its own (``AsyncEngine(EngineProcess(...))``,
+what `baseboard serve` runs): there the engine's steps never wait for the GIL while this
+process parses requests and writes streams, which for 32 streams of a fast model is more
+host work than the engine's own.
 
 Either way the loop's events arrive through ``receive`` (on the loop's thread, or on the
-thread reading the engine process's pipe), which hands each request's items to the event
-loop that submitted it in one wake-up per step.
+event loop reading the engine process's pipe), which hands each request's items to the
+event loop that submitted it, in one wake-up per batch.
 """
 
 from __future__ import annotations
@@ -258,8 +259,8 @@ class AsyncEngine:
             if delta.token_ids:
                 last = request.last_token.get(key)
                 if last is None and delta.index == 0:
-                    self.metrics.first_token(now - request.arrival,
-                                                                          len(request.prompt_ids[delta.prompt_index]))
+                    prompt = request.prompt_ids[delta.prompt_index]
+                    self.metrics.first_token(now - request.arrival, len(prompt))
                 self.metrics.tokens(len(delta.token_ids), None if last is None else now - last)
                 request.last_token[key] = now
             if delta.finish_reason is not None:
