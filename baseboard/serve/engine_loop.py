@@ -28,7 +28,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 from ..core.errors import BaseboardError, ModelError, RequestError
 from ..engine.sampling_params import SamplingParams
