@@ -10,8 +10,9 @@ generation, so the prefill cancels), and profiles a short and a longer generatio
 torch.profiler: a kernel's calls per decode step and mean microseconds are the difference
 between the two, divided by the extra steps. Greedy tokens of the two plans must agree.
 
-``--shape tiny --device cpu`` checks the script on a machine without a GPU (the Triton
-kernels in Triton's interpreter; no graphs; the rows are then torch ops, not kernels).
+``--shape tiny --device cpu --prompt-len 8 --new-tokens 8`` checks the script on a
+machine without a GPU (the Triton kernels in Triton's interpreter; no graphs; the rows are
+then torch ops, not kernels).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_gpu_workers import (SHAPES, free_device_memory, make_checkpoint,  # noqa: E402
-                             prompts, synchronize)
+                             prompts, synchronize, timed_calls)
 
 PLANS = {"fused": "1", "unfused": "0"}  # BASEBOARD_FUSE
 PROFILED_STEPS = 8  # decode steps between the short and the long profiled generation
@@ -58,14 +59,7 @@ def generate(llm, prompt: list[int], new_tokens: int) -> list[int]:
 
 def timed(call, device: str, repeats: int = 3) -> float:
     """Median seconds of ``call``."""
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed_calls(call, repeats, device))
 
 
 def kernel_totals(llm, prompt: list[int], new_tokens: int, device: str) -> dict:
@@ -111,7 +105,9 @@ def measure(checkpoint: str, args, fuse: str) -> dict:
     vocab = SHAPES[args.shape]["vocab_size"]
     [prompt] = prompts(1, args.prompt_len, vocab, seed=0)
     start = time.perf_counter()
-    llm = make_engine(checkpoint, args.device, args.prompt_len + args.new_tokens + 16)
+    positions = SHAPES[args.shape].get("max_position_embeddings", 1 << 30)
+    llm = make_engine(checkpoint, args.device,
+                      min(args.prompt_len + args.new_tokens + 16, positions))
     load_s = time.perf_counter() - start
     layer = llm.engine.model.layers[-1]  # the first has no residual to fuse a norm with
     forms = {"rotary_embedding": "fused into attention" if layer.attend_rotary is not None
