@@ -159,11 +159,10 @@ def test_gemv_matches_the_reference(monkeypatch, bits, dtype, k, group, form, bl
         assert int(state.counters.abs().sum()) == 0  # split K: every counter reset
 
 
-@pytest.mark.parametrize("bits,dtype,group", [(4, torch.bfloat16, 32), (4, torch.float16, 128),
-                                              (8, torch.float16, 64)])
-def test_large_tiles_scale_codes_in_registers(monkeypatch, bits, dtype, group):
-    k, n = 256, 40
-    tile = quant_tiles.Tile(quant_gemm.DEQUANT_ROWS, 32, 64, 1, num_warps=1, num_stages=1)
+def one_tile_case(monkeypatch, tile, bits: int, dtype, group: int, n: int, k: int):
+    """(Triton impl, reference impl, prepare's arguments but the bias) of an asymmetric 4-bit
+    or a symmetric int8 weight [n, k] in groups of ``group``, with every row count on
+    ``tile`` under the interpreter."""
     family = quant_tiles.W4A16 if bits == 4 else quant_tiles.W8A16
     monkeypatch.setitem(quant_tiles.TILES[family], quant_tiles.INTERPRETER,
                         ((quant_tiles.UNBOUNDED, tile),))
@@ -174,7 +173,16 @@ def test_large_tiles_scale_codes_in_registers(monkeypatch, bits, dtype, group):
         codes, scales = quantize.quantize_int8_groups(weight(n, k), group)
         args = dict(qweight=codes, scales=scales.to(dtype))
         impl, ref = quant_gemm.GemmW8A16, reference.GemmW8A16
-    args.update(group_size=group, bias=None)
+    return impl, ref, {**args, "group_size": group}
+
+
+@pytest.mark.parametrize("bits,dtype,group", [(4, torch.bfloat16, 32), (4, torch.float16, 128),
+                                              (8, torch.float16, 64)])
+def test_large_tiles_scale_codes_in_registers(monkeypatch, bits, dtype, group):
+    k, n = 256, 40
+    tile = quant_tiles.Tile(quant_gemm.DEQUANT_ROWS, 32, 64, 1, num_warps=1, num_stages=1)
+    impl, ref, args = one_tile_case(monkeypatch, tile, bits, dtype, group, n, k)
+    args.update(bias=None)
     x = torch.randn(70, k).to(dtype)  # two tiles of rows, the second masked
     # the weights are rounded to x's dtype (the reference rounds q s and o apart)
     assert_close(impl.apply(impl.prepare(**args), x, torch.float32),
@@ -188,17 +196,8 @@ def test_dequantized_weight_through_torch(monkeypatch, bits, dtype, group, k):
     n = 40
     tile = quant_tiles.Tile(1, 16, 64, 1, num_warps=1, num_stages=1,
                             kernel=quant_tiles.DEQUANT)
-    family = quant_tiles.W4A16 if bits == 4 else quant_tiles.W8A16
-    monkeypatch.setitem(quant_tiles.TILES[family], quant_tiles.INTERPRETER,
-                        ((quant_tiles.UNBOUNDED, tile),))
-    if bits == 4:
-        args = dict(zip(("qweight", "scales", "offsets"), four_bit(n, k, group, "asym", dtype)))
-        impl, ref = quant_gemm.GemmW4A16, reference.GemmW4A16
-    else:
-        codes, scales = quantize.quantize_int8_groups(weight(n, k), group)
-        args = dict(qweight=codes, scales=scales.to(dtype))
-        impl, ref = quant_gemm.GemmW8A16, reference.GemmW8A16
-    args.update(group_size=group, bias=torch.randn(n).to(dtype))
+    impl, ref, args = one_tile_case(monkeypatch, tile, bits, dtype, group, n, k)
+    args.update(bias=torch.randn(n).to(dtype))
     state, ref_state = impl.prepare(**args), ref.prepare(**args)
     # the whole weight, every element (K padded, groups, masked columns), as the reference's
     want = ref_state.weight.dequantize(torch.float32)
