@@ -20,7 +20,8 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (tests/conftes
 tl = pytest.importorskip("triton.language")  # optional: the cuda extra installs it
 
 from baseboard.builtin import plugin as core_plugin  # noqa: E402
-from baseboard.core.attention import AttentionBatch, AttentionSpec  # noqa: E402
+from baseboard.core.attention import AttentionSpec  # noqa: E402
+from paged_batches import make_batch  # noqa: E402
 from baseboard.core.errors import RegistrationError  # noqa: E402
 from baseboard.core.registry import Impl, Registry  # noqa: E402
 from baseboard.core.selection import Choice, SelectionContext, select_plan  # noqa: E402
@@ -69,18 +70,6 @@ def test_rotary_write_kv_equals_rotary_then_write(dtype, head_dim):
     assert not torch.equal(fused, qkv)  # something was rotated
     assert torch.equal(fused, unfused)
     assert torch.equal(got_cache.nan_to_num(-7.0), want_cache.nan_to_num(-7.0))
-
-
-def make_batch(query_lens, context_lens, block_size, num_blocks, rng) -> AttentionBatch:
-    free = list(range(num_blocks))
-    rng.shuffle(free)
-    tables, slots = [], []
-    for query_len, context in zip(query_lens, context_lens):
-        table = [free.pop() for _ in range(-(-context // block_size))]
-        tables.append(table)
-        slots += [table[p // block_size] * block_size + p % block_size
-                  for p in range(context - query_len, context)]
-    return AttentionBatch(list(query_lens), list(context_lens), tables, slots)
 
 
 @pytest.mark.parametrize("query_lens,context_lens", [

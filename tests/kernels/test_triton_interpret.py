@@ -24,6 +24,7 @@ tl = pytest.importorskip("triton.language")  # optional: the cuda extra installs
 
 from baseboard.builtin import plugin as core_plugin  # noqa: E402
 from baseboard.core.attention import AttentionBatch, AttentionSpec  # noqa: E402
+from paged_batches import make_batch  # noqa: E402
 from baseboard.core.errors import BaseboardError, SelectionError  # noqa: E402
 from baseboard.core.registry import Registry  # noqa: E402
 from baseboard.core.sampling import SamplingTensors, token_counts  # noqa: E402
@@ -127,18 +128,6 @@ def test_write_kv_scatters_and_skips_negative_slots():
     keep = slots >= 0
     reference_write_kv(k[keep], v[keep], want, slots[keep])
     assert torch.equal(cache.nan_to_num(-7.0), want.nan_to_num(-7.0))
-
-
-def make_batch(query_lens, context_lens, block_size, num_blocks, rng) -> AttentionBatch:
-    free = list(range(num_blocks))
-    rng.shuffle(free)
-    tables, slots = [], []
-    for query_len, context in zip(query_lens, context_lens):
-        table = [free.pop() for _ in range(-(-context // block_size))]
-        tables.append(table)
-        slots += [table[p // block_size] * block_size + p % block_size
-                  for p in range(context - query_len, context)]
-    return AttentionBatch(list(query_lens), list(context_lens), tables, slots)
 
 
 def poisoned_cache(shape, batch: AttentionBatch, block_size: int, dtype) -> torch.Tensor:
