@@ -3,14 +3,14 @@
 Every implementation is taken from the plugin catalog and bound as a plan binds it, so
 what is timed is the plugin packages' adapters (examples/baseboard-flaggems,
 examples/baseboard-liger) with their libraries underneath. Each is first checked against
-the torch reference on the same inputs (relative error of the whole output), then timed in
-this one process from CUDA graphs (triton.testing.do_bench_cudagraph: many calls per
-replay, median), bfloat16, on the shapes of an 8B (Llama-3-8B) and a 0.5B (Qwen2.5-0.5B)
-model at T = 1, 32 and 2048 tokens: rms_norm and fused_add_rms_norm over the hidden size,
+the torch reference on the same inputs (relative error of the whole output), then timed
+from CUDA graphs (triton.testing.do_bench_cudagraph: many calls per replay, median), each
+implementation in a process of its own with no other library loaded beside it, bfloat16,
+on the shapes of an 8B (Llama-3-8B) and a 0.5B (Qwen2.5-0.5B) model at T = 1, 32 and
+2048 tokens: rms_norm and fused_add_rms_norm over the hidden size,
 rotary_embedding on q and k as views of one qkv projection, silu_and_mul over the MLP
 width, and gemm on the qkv, o, gate_up and down weights. An implementation that raises is
-reported with its error and the others go on. The JSON is rewritten after every row, so a
-run cut short keeps what it measured.
+reported with its error and the others go on.
 
 FlagGems' GEMM autotunes the first call of each shape over up to 216 tile configurations of
 its Hopper kernel (each compiled first), and keeps the timings in ~/.flaggems
@@ -37,6 +37,8 @@ import datetime  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
@@ -125,11 +127,12 @@ def workloads(op: str, m: dict, tokens: int, device: torch.device):
             yield f"{name} [{t}, {k}] x [{n}, {k}]", (lambda x=x: (x,)), weight
 
 
-def candidates(catalog, op: str, ctx: SelectionContext) -> tuple[dict, dict]:
-    """({name: bound implementation}, {name: why it is not timed})."""
+def candidates(catalog, op: str, ctx: SelectionContext, names: tuple[str, ...]
+               ) -> tuple[dict, dict]:
+    """({name: bound implementation}, {name: why it is not timed}) of ``names``."""
     registry, bound, skipped = catalog.registry, {}, {}
     reference = registry.reference(op)
-    for name in CANDIDATES:
+    for name in names:
         impl = next((i for i in registry.for_op(op)
                      if i.name == name and (name == "torch" or i.runs_on(ctx.platform.name))),
                     None)
@@ -159,17 +162,20 @@ def run_one(impl: Any, reference: Any, op: str, make_args, weight, smoke: bool):
     return timed(lambda: impl(*args), smoke), error
 
 
-def bench(catalog, platform, device: torch.device, ops: list[str], smoke: bool,
+def bench(catalog, platform, device: torch.device, ops: list[str], smoke: bool, timed_name: str,
           save: Callable[[list, dict], None]) -> tuple[list, dict]:
+    """Rows of ``timed_name``'s times (checked against the torch reference, which is only
+    timed when it is ``timed_name``)."""
     rows, skipped_all = [], {}
     models, tokens_list = (SMOKE_MODELS, SMOKE_TOKENS) if smoke else (MODELS, TOKENS)
     for op in ops:
         for model, m in models.items():
             ctx = SelectionContext(platform, dtype=BF16, head_dim=m["head_dim"],
                                    num_heads=m["heads"], num_kv_heads=m["kv_heads"])
-            bound, skipped = candidates(catalog, op, ctx)
+            bound, skipped = candidates(catalog, op, ctx, tuple({"torch", timed_name}))
             skipped_all[op] = skipped
             reference = bound["torch"]
+            bound = {n: i for n, i in bound.items() if n == timed_name}
             for tokens in tokens_list:
                 for label, make_args, *weight in workloads(op, m, tokens, device):
                     row = {"op": op, "model": model, "tokens": tokens, "shape": label,
@@ -182,7 +188,6 @@ def bench(catalog, platform, device: torch.device, ops: list[str], smoke: bool,
                         except Exception as exc:  # reported in the table, the rest go on
                             row["failed"][name] = f"{type(exc).__name__}: {exc}"[:300]
                     rows.append(row)
-                    print_row(row)
                     save(rows, skipped_all)
     return rows, skipped_all
 
@@ -226,6 +231,47 @@ def versions() -> dict:
     return found
 
 
+def worker(args, ops: list[str]) -> None:
+    """Time one implementation (``--worker NAME``) and write its rows to ``--json``."""
+    catalog = load_catalog(read_settings({}))  # the plugins as installed, none disabled
+    # the records timed are those for the cuda platform; --smoke runs them on the CPU
+    platform = catalog.platforms["cuda"]
+    device = torch.device("cpu" if args.smoke else "cuda")
+
+    def save(rows: list, skipped: dict) -> None:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "not_timed": skipped}, f)
+
+    save(*bench(catalog, platform, device, ops, args.smoke, args.worker, save))
+
+
+def run_workers(args) -> tuple[list, dict]:
+    """Each implementation timed in a process of its own (nothing of another library loaded
+    beside it), the rows joined per workload."""
+    rows: dict[tuple, dict] = {}
+    skipped: dict[str, dict] = {}
+    for name in CANDIDATES:
+        with tempfile.TemporaryDirectory() as scratch:
+            out = os.path.join(scratch, "rows.json")
+            command = [sys.executable, __file__, "--worker", name, "--ops", args.ops,
+                       "--json", out] + (["--smoke"] if args.smoke else [])
+            done = subprocess.run(command, capture_output=True, text=True)
+            if not os.path.exists(out):
+                print(f"{name}: its process ended with status {done.returncode} before a row:\n"
+                      f"{done.stderr[-2000:]}")
+                continue
+            with open(out) as f:
+                record = json.load(f)
+        for op, reasons in record["not_timed"].items():
+            skipped.setdefault(op, {}).update(reasons)
+        for row in record["rows"]:
+            key = (row["op"], row["model"], row["tokens"], row["shape"])
+            joined = rows.setdefault(key, {**row, "ms": {}, "error": {}, "failed": {}})
+            for field in ("ms", "error", "failed"):
+                joined[field].update(row[field])
+    return list(rows.values()), skipped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."),
@@ -233,41 +279,39 @@ def main() -> None:
     parser.add_argument("--ops", default=",".join(OPS),
                         help=f"comma-separated, of {', '.join(OPS)} (default: all)")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--worker", choices=CANDIDATES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ops = [op for op in args.ops.split(",") if op]
     unknown = [op for op in ops if op not in OPS]
     if unknown:
         parser.error(f"--ops: unknown {unknown}; choose from {', '.join(OPS)}")
-    catalog = load_catalog(read_settings({}))  # the plugins as installed, none disabled
-    # the records timed are those for the cuda platform; --smoke runs them on the CPU
-    platform = catalog.platforms["cuda"]
-    device = torch.device("cpu" if args.smoke else "cuda")
+    if args.worker:
+        return worker(args, ops)
     name = "cpu (interpreter)" if args.smoke else torch.cuda.get_device_name()
     print(f"device: {name}; {versions()}")
-    print("median microseconds per call, bfloat16; Nx: speed against triton (above 1 is faster); "
+    print("median microseconds per call, bfloat16, each implementation in a process of its "
+          "own; Nx: speed against triton (above 1 is faster); "
           f"WRONG: relative error above {TOLERANCE}")
-
-    def save(rows: list, skipped: dict) -> None:
-        record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                  "device": name, "versions": versions(), "rows": rows,
-                  "not_timed": skipped, "faster_than_triton": summary(rows)}
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=1)
-
-    rows, skipped = bench(catalog, platform, device, ops, args.smoke, save)
+    rows, skipped = run_workers(args)
+    for row in rows:
+        print_row(row)
     for op, reasons in skipped.items():
         for impl, reason in reasons.items():
             print(f"not timed: {op}={impl}: {reason}")
     wins = summary(rows)
-    for plugin, ops in wins.items():
+    for plugin, won_ops in wins.items():
         print(f"{plugin} faster than triton: " + ", ".join(
-            f"{op} {won}/{total}" for op, (won, total) in ops.items()))
+            f"{op} {won}/{total}" for op, (won, total) in won_ops.items()))
     failures = [(r["op"], r["shape"], n, e) for r in rows for n, e in r["failed"].items()]
     wrong = [(r["op"], r["shape"], n, e) for r in rows for n, e in r["error"].items()
              if e > TOLERANCE]
     for failure in failures + wrong:
         print("PROBLEM:", *failure)
-    save(rows, skipped)
+    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              "device": name, "versions": versions(), "rows": rows,
+              "not_timed": skipped, "faster_than_triton": wins}
+    with open(args.json, "w") as f:
+        json.dump(record, f, indent=1)
     print(f"wrote {args.json}")
 
 
