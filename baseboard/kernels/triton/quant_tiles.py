@@ -93,10 +93,22 @@ _INTERPRETED_WEIGHT_ONLY: Table = (
     (UNBOUNDED, Tile(16, 32, 32, 2, num_warps=1, num_stages=1)),
 )
 
-# the H200's own rows: the first guess until --tune's output (per "NVIDIA H200 <N>x<K>"
-# shape, or for the device) is pasted here
-_W4A16_H200: Table = _W4A16_DEFAULT
-_W8A16_H200: Table = _W8A16_DEFAULT
+# The H200's own rows: `benchmarks/quant_gemm.py --tune` at K=4096, N=14336 (2026-12-03,
+# docs/benchmarks.md), used for every weight shape of the device. Past 64 rows the W4A16
+# tensor-core kernel lost to dequantizing and cuBLAS; W8A16 held on to 256.
+_W4A16_H200: Table = (
+    (1, Tile(1, 64, 256, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
+    (16, Tile(16, 128, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
+    (64, Tile(64, 128, 128, AUTO_SPLIT, num_warps=8, num_stages=4)),
+    (UNBOUNDED, Tile(1, 32, 128, 1, num_warps=4, num_stages=1, kernel=DEQUANT)),
+)
+_W8A16_H200: Table = (
+    (1, Tile(1, 16, 512, AUTO_SPLIT, num_warps=4, num_stages=4, resident=4, kernel=GEMV)),
+    (16, Tile(16, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
+    (64, Tile(64, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
+    (256, Tile(128, 256, 128, 1, num_warps=8, num_stages=3)),
+    (UNBOUNDED, Tile(1, 32, 128, 1, num_warps=4, num_stages=1, kernel=DEQUANT)),
+)
 
 TILES: dict[str, dict[str, Table]] = {
     W4A16: {DEFAULT: _W4A16_DEFAULT, "NVIDIA H200": _W4A16_H200,
