@@ -1,4 +1,4 @@
-"""CUDA graphs for decode steps and for one-sequence prefills.
+"""CUDA graphs for decode steps and for one-sequence prefills, and steps split into them.
 
 At load, one graph is captured per decode batch size in ``capture_sizes(max_num_seqs)``
 and per prefill length in ``EngineConfig.graph_prefill_sizes``. A decode step of n sequences replays the
@@ -7,7 +7,8 @@ reserved cache block (``pad_block``). A prefill of one sequence (the first step 
 request, where launching each kernel from Python would cost more than running it) replays
 the smallest captured length >= its tokens: the padding tokens come after the real ones,
 so causal attention keeps them out of every real token's result, and they write their keys
-and values to the reserved block. The attention implementation needs no special case for
+and values to the reserved block. A step that mixes decodes with a few prefills (requests
+joining a running batch) replays the decodes' graph, then each prefill's. The attention implementation needs no special case for
 either padding. Graph-safe attention implementations keep every scalar of their metadata
 independent of the step's context lengths when ``AttentionSpec.cuda_graphs`` is set, and
 fill persistent buffers in ``build_metadata`` (see the Triton attention).
@@ -20,6 +21,12 @@ from typing import Any, Optional
 import torch
 
 from ..core.attention import AttentionBatch
+
+
+# A step that mixes decodes and prefills matches no captured graph. Up to this many
+# replays (the decodes in one, each prefill in its own) cost less than launching the
+# step's kernels one by one from Python, which bounds the steps of small models.
+MAX_REPLAYS = 4
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -92,6 +99,35 @@ class StepGraphs:
         if size is None or batch.context_lens[0] + size - num_tokens > self.max_model_len:
             return None
         return (True, size)
+
+    def split(self, batch: AttentionBatch) -> Optional[list[tuple[tuple[bool, int], int,
+                                                                 AttentionBatch]]]:
+        """A step that no graph runs whole (decodes and prefills together: requests joining
+        a running batch; or several prefills) as parts that graphs run: (graph key, first
+        token, the part's batch), the decodes in one part, each prefill in one of its own.
+        None where a part fits no graph, or where the parts would be more than
+        MAX_REPLAYS."""
+        first = batch.num_decodes
+        num_seqs = len(batch.query_lens)
+        if num_seqs - first + (first > 0) > MAX_REPLAYS:
+            return None
+        q, c, t, slots = (batch.query_lens, batch.context_lens, batch.block_tables,
+                          batch.slot_mapping)
+        pieces = [(0, first, 0)] if first else []  # (first row, end row, first token)
+        token = first
+        for row in range(first, num_seqs):
+            pieces.append((row, row + 1, token))
+            token += q[row]
+        parts = []
+        for start, end, token in pieces:
+            tokens = sum(q[start:end])
+            part = AttentionBatch(q[start:end], c[start:end], t[start:end],
+                                  slots[token:token + tokens])
+            key = self.fit(part)
+            if key is None:
+                return None
+            parts.append((key, token, part))
+        return parts
 
     def run(self, key: tuple[bool, int], batch: AttentionBatch) -> torch.Tensor:
         """Replay graph ``key`` for ``batch``, whose token ids and positions are in

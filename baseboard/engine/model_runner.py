@@ -240,6 +240,9 @@ class ModelRunner:
         """The model over one step's tokens -> hidden [T, hidden]; ``previous``: the tokens
         [B] the step before sampled, for its placeholders."""
         graph = self.graphs.fit(batch) if self.graphs is not None else None
+        parts = self.graphs.split(batch) if self.graphs is not None and not graph else None
+        if parts:
+            return self._forward_parts(parts, input_ids, positions, previous)
         inputs = self.upload([input_ids, positions],
                              out=self.graphs.inputs[:, :len(input_ids)] if graph else None)
         self._fill_placeholders(inputs[0], input_ids, previous)
@@ -247,6 +250,20 @@ class ModelRunner:
             return self.graphs.run(graph, batch)
         metadata = self.attention.build_metadata(batch)
         return self.model.forward(inputs[0], inputs[1], self.kv_caches, metadata)
+
+    def _forward_parts(self, parts: list, input_ids: list[int], positions: list[int],
+                       previous: Optional[torch.Tensor]) -> torch.Tensor:
+        """``_forward`` of a step that StepGraphs.split cut into graph replays."""
+        hidden = []
+        for key, start, part in parts:
+            end = start + len(part.slot_mapping)
+            inputs = self.upload([input_ids[start:end], positions[start:end]],
+                                 out=self.graphs.inputs[:, :end - start])
+            self._fill_placeholders(inputs[0], input_ids[start:end], previous)
+            # copied out: the graphs share one memory pool, so the next replay may
+            # overwrite this one's output
+            hidden.append(self.graphs.run(key, part).clone())
+        return torch.cat(hidden)
 
     def _last_tokens(self, hidden: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         """hidden [T, hidden] -> [B, hidden] at each sequence's last token."""

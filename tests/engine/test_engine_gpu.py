@@ -79,3 +79,24 @@ def test_kv_cache_that_cannot_fit_is_an_error_at_load(llama_head64):
 
     with pytest.raises(ModelError, match="KV cache budget"):
         LLM(str(llama_head64), dtype="bfloat16", max_model_len=256, kv_cache_memory=1024)
+
+
+def test_steps_that_mix_decodes_and_prefills_replay_graphs(llama_head64, monkeypatch):
+    # a budget of 128 tokens a step admits the prompts (6 to 105 tokens) over two steps,
+    # the second's prefills joining the decodes of the first's: a step run in parts
+    llm = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16, max_model_len=128,
+              max_num_batched_tokens=128)
+    graphs = llm.engine.runner.graphs
+    split_steps = []
+    split = graphs.split
+    monkeypatch.setattr(graphs, "split", lambda batch: split_steps.append(split(batch))
+                        or split_steps[-1])
+    with_parts = tokens(llm)
+    mixed = [parts for parts in split_steps
+             if parts and not parts[0][0][0] and any(key[0] for key, _, _ in parts[1:])]
+    assert mixed, f"no step replayed a decode graph and a prefill graph: {split_steps}"
+    del llm
+    monkeypatch.setenv("BASEBOARD_CUDA_GRAPHS", "0")
+    eager = LLM(str(llama_head64), dtype="bfloat16", max_num_seqs=16, async_scheduling=False,
+                max_model_len=128, max_num_batched_tokens=128, backends={"attention": "triton"})
+    assert tokens(eager) == with_parts
