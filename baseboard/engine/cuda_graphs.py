@@ -8,7 +8,8 @@ request, where launching each kernel from Python would cost more than running it
 the smallest captured length >= its tokens: the padding tokens come after the real ones,
 so causal attention keeps them out of every real token's result, and they write their keys
 and values to the reserved block. A step that mixes decodes with a few prefills (requests
-joining a running batch) replays the decodes' graph, then each prefill's. The attention implementation needs no special case for
+joining a running batch) replays the decodes' graph, then each prefill's, where that was
+timed faster than the step launched from Python. The attention implementation needs no special case for
 either padding. Graph-safe attention implementations keep every scalar of their metadata
 independent of the step's context lengths when ``AttentionSpec.cuda_graphs`` is set, and
 fill persistent buffers in ``build_metadata`` (see the Triton attention).
@@ -16,6 +17,7 @@ fill persistent buffers in ``build_metadata`` (see the Triton attention).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import torch
@@ -23,10 +25,10 @@ import torch
 from ..core.attention import AttentionBatch
 
 
-# A step that mixes decodes and prefills matches no captured graph. Up to this many
-# replays (the decodes in one, each prefill in its own) cost less than launching the
-# step's kernels one by one from Python, which bounds the steps of small models.
-MAX_REPLAYS = 4
+# A step that mixes decodes and prefills matches no captured graph: it runs as replays
+# (the decodes in one, each prefill in its own) where they cost less than the step
+# launched from Python, never in more than this many.
+MAX_REPLAYS = 8
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -63,6 +65,21 @@ class StepGraphs:
         keys = [(False, n) for n in decode_sizes] + [(True, t) for t in prefill_sizes]
         for key in sorted(keys, key=lambda k: -k[1]):  # largest first: the rest reuse its pool
             self._capture(*key)
+        self.max_replays = self._replays_per_eager_step()
+
+    def _replays_per_eager_step(self) -> int:
+        """How many replays of the one-token decode graph take the time of that step
+        launched from Python, both timed here (everything compiled and warm). A small
+        model's eager step is bound by its launches and costs several replays; a large
+        model's is bound by the GPU, like a replay, and a step run in parts would read the
+        weights once a part."""
+        metadata = self.attention.build_metadata(self._padding(1))
+        args = (self.inputs[0, :1], self.inputs[1, :1], self.kv_caches, metadata)
+        graph = self.graphs[(False, 1)][0]
+        with torch.cuda.stream(self.stream):
+            eager = _seconds_per_call(lambda: self.model.forward(*args))
+            replay = _seconds_per_call(graph.replay)
+        return min(MAX_REPLAYS, int(eager / replay))
 
     def _padding(self, count: int) -> AttentionBatch:
         """``count`` one-token sequences in the reserved block."""
@@ -106,10 +123,10 @@ class StepGraphs:
         a running batch; or several prefills) as parts that graphs run: (graph key, first
         token, the part's batch), the decodes in one part, each prefill in one of its own.
         None where a part fits no graph, or where the parts would be more than
-        MAX_REPLAYS."""
+        ``max_replays``."""
         first = batch.num_decodes
         num_seqs = len(batch.query_lens)
-        if num_seqs - first + (first > 0) > MAX_REPLAYS:
+        if num_seqs - first + (first > 0) > self.max_replays:
             return None
         q, c, t, slots = (batch.query_lens, batch.context_lens, batch.block_tables,
                           batch.slot_mapping)
@@ -147,3 +164,15 @@ class StepGraphs:
         graph, hidden = self.graphs[key]
         graph.replay()
         return hidden[:tokens]
+
+
+def _seconds_per_call(call, repeats: int = 5) -> float:
+    """Wall time per call of ``call`` run back to back, once warm: the host's launches or
+    the GPU's work, whichever is longer."""
+    call()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats

@@ -2,14 +2,15 @@
 (the replays themselves: tests/engine/test_engine_gpu.py)."""
 
 from baseboard.core.attention import AttentionBatch
-from baseboard.engine.cuda_graphs import MAX_REPLAYS, StepGraphs
+from baseboard.engine.cuda_graphs import StepGraphs
 
 
-def graphs_of(decode_sizes, prefill_sizes, max_model_len=256) -> StepGraphs:
-    """The sizes a StepGraphs captured, without capturing (no GPU here)."""
+def graphs_of(decode_sizes, prefill_sizes, max_model_len=256, max_replays=4) -> StepGraphs:
+    """The sizes a StepGraphs captured and the replays it allows a step, without capturing
+    or timing (no GPU here)."""
     graphs = StepGraphs.__new__(StepGraphs)
     graphs.decode_sizes, graphs.prefill_sizes = decode_sizes, prefill_sizes
-    graphs.max_model_len = max_model_len
+    graphs.max_model_len, graphs.max_replays = max_model_len, max_replays
     return graphs
 
 
@@ -36,8 +37,11 @@ def test_prefills_alone_split_too():
 
 
 def test_no_split_past_the_replay_limit_or_outside_the_graphs():
-    many = step([1] + [4] * MAX_REPLAYS, [3] + [4] * MAX_REPLAYS)
-    assert graphs_of([1, 2], [16]).split(many) is None
+    five = step([1, 4, 4, 4, 4], [3, 4, 4, 4, 4])
+    assert graphs_of([1, 2], [16], max_replays=4).split(five) is None
+    assert len(graphs_of([1, 2], [16], max_replays=5).split(five)) == 5
+    # a model whose eager step costs a replay or less never splits
+    assert graphs_of([1, 2], [16], max_replays=1).split(step([1, 4], [3, 4])) is None
     assert graphs_of([1, 2], [16]).split(step([1, 40], [3, 40])) is None  # no 64 graph
     assert graphs_of([1], [16]).split(step([1, 1, 8], [3, 3, 8])) is None  # 2 decodes
     # padded past the block table's max_model_len
