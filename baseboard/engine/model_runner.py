@@ -75,6 +75,8 @@ class ModelRunner:
                     model, attention, self.kv_caches, capture_sizes(max_num_seqs),
                     list(config.graph_prefill_sizes), pad_block=num_blocks,
                     block_size=block_size, max_model_len=config.max_model_len, device=device)
+            if channel is not None:  # every rank must cut a step into the same parts
+                self.graphs.max_replays = channel.min_over_ranks(self.graphs.max_replays)
 
     def make_batch(self, seqs: list[Sequence]) -> tuple[list[int], list[int], AttentionBatch]:
         """Token ids, positions and the AttentionBatch of one step (decodes first)."""
