@@ -64,10 +64,13 @@ def test_save_plan_into_a_missing_directory_is_one_line():
 
 @needs_smollm2
 def test_ctrl_c_exits_130_with_one_line():
-    proc = baseboard("generate", "--chat", "--max-tokens", "256", "Tell me a long story.")
-    # interrupted while it loads: a fast machine may load and answer in well under a
-    # second, before an interrupt sent after the load could arrive
-    assert proc.stderr.read(1), "nothing printed before the load"
+    proc = baseboard("generate", "--chat", "--max-tokens", "512",
+                     "Count from 1 to 500, one number per line.")
+    seen = ""
+    while "loaded in" not in seen:  # printed once generation starts (after the load's bar)
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)
     assert code == 130, err

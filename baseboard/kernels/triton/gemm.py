@@ -97,42 +97,32 @@ def _row_rstd(x_ptr, res_ptr, sum_ptr, K, eps, cols, BLOCK_K: tl.constexpr):
     return tl.rsqrt(tl.sum(squares, axis=0) / K + eps)
 
 
-@triton.jit
-def _weight_tile(w_rows, k, K, EVEN_K: tl.constexpr):
-    if EVEN_K:
-        w = tl.load(w_rows + k[None, :])
-    else:
-        w = tl.load(w_rows + k[None, :], mask=(k < K)[None, :], other=0.0)
-    return w
-
-
 @triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, w_stride, bias_ptr, y_ptr, N, K, res_ptr, norm_ptr, sum_ptr,
                  eps, HAS_BIAS: tl.constexpr, GATED: tl.constexpr, NORMED: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
                  PDL: tl.constexpr):
+    pdl_prologue(PDL)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     # rows past N read row N - 1 again (never stored): no mask on the weight loads
     w_rows = w_ptr + tl.minimum(rows, N - 1).to(tl.int64)[:, None] * w_stride
     cols = tl.arange(0, BLOCK_K)
-    # The weight is no kernel's output: its first tile (all of it when K <= BLOCK_K, as for
-    # the small models' weights) is read before waiting for the kernel before, so that
-    # read overlaps that kernel's tail instead of following it.
-    w = _weight_tile(w_rows, cols, K, EVEN_K)
-    pdl_prologue(PDL)
     rstd = 1.0
     if NORMED:  # every program needs the row's statistics before its first tile
         rstd = _row_rstd(x_ptr, res_ptr, sum_ptr, K, eps, cols, BLOCK_K)
-    x = _input_tile(x_ptr, cols, K, cols < K, res_ptr, norm_ptr, rstd, GATED, NORMED,
-                    not EVEN_K)
-    acc = w.to(tl.float32) * x[None, :]
-    for start in range(BLOCK_K, K, BLOCK_K):
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    for start in range(0, K, BLOCK_K):
         k = start + cols
-        x = _input_tile(x_ptr, k, K, k < K, res_ptr, norm_ptr, rstd, GATED, NORMED,
-                        not EVEN_K)
-        acc += _weight_tile(w_rows, k, K, EVEN_K).to(tl.float32) * x[None, :]
+        if EVEN_K:
+            x = _input_tile(x_ptr, k, K, k < K, res_ptr, norm_ptr, rstd, GATED, NORMED, False)
+            w = tl.load(w_rows + k[None, :])
+        else:
+            k_ok = k < K
+            x = _input_tile(x_ptr, k, K, k_ok, res_ptr, norm_ptr, rstd, GATED, NORMED, True)
+            w = tl.load(w_rows + k[None, :], mask=k_ok[None, :], other=0.0)
+        acc += w.to(tl.float32) * x[None, :]
     y = tl.sum(acc, 1)
     if HAS_BIAS:
         y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
