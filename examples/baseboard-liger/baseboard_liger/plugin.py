@@ -19,8 +19,8 @@ NAME = "liger"
 # Liger's kernels are plain Triton, and it names NVIDIA, AMD (torch.version.hip) and Intel
 # (torch.xpu) GPUs as its devices. It has no dense GEMM.
 PLATFORMS = ("cuda", "rocm", "xpu")
-# Below the built-in Triton kernels (50) until benchmarks/foreign_ops.py has measured both
-# on a GPU. It decides little: the GPU platforms prefer their own kernels (Triton, AITER,
+# Below the built-in Triton kernels (50): on the H200 (docs/benchmarks.md, 2026-12-03) they
+# beat them only on 2048-token norms of a small model. It decides little: the GPU platforms prefer their own kernels (Triton, AITER,
 # IPEX) for the norms, rotary and SiLU-and-mul whatever the priority, and with
 # BASEBOARD_TUNE on (the default on GPUs) the norms, SiLU-and-mul and every GEMM shape go
 # to the implementation measured fastest on the model's own shapes.
