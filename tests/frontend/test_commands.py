@@ -67,7 +67,9 @@ def test_ctrl_c_exits_130_with_one_line():
     # unbuffered, the answer's first character arrives while the rest is being generated
     proc = baseboard("generate", "--chat", "--max-tokens", "512",
                      "Count from 1 to 500, one number per line.",
-                     env_extra={"PYTHONUNBUFFERED": "1"})
+                     env_extra={"PYTHONUNBUFFERED": "1"},
+                     # a child inherits an ignored SIGINT (as some test runners leave it)
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.read(1), "no answer"
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)
