@@ -9,8 +9,8 @@ the smallest captured length >= its tokens: the padding tokens come after the re
 so causal attention keeps them out of every real token's result, and they write their keys
 and values to the reserved block. A step that mixes decodes with a few prefills (requests
 joining a running batch) replays the decodes' graph, then each prefill's, where that was
-timed faster than the step launched from Python. The attention implementation needs no special case for
-either padding. Graph-safe attention implementations keep every scalar of their metadata
+timed faster than the step launched from Python. The attention implementation needs no
+special case for either padding. Graph-safe attention implementations keep every scalar of their metadata
 independent of the step's context lengths when ``AttentionSpec.cuda_graphs`` is set, and
 fill persistent buffers in ``build_metadata`` (see the Triton attention).
 """
@@ -128,22 +128,20 @@ class StepGraphs:
         num_seqs = len(batch.query_lens)
         if num_seqs - first + (first > 0) > self.max_replays:
             return None
-        q, c, t, slots = (batch.query_lens, batch.context_lens, batch.block_tables,
-                          batch.slot_mapping)
-        pieces = [(0, first, 0)] if first else []  # (first row, end row, first token)
-        token = first
-        for row in range(first, num_seqs):
-            pieces.append((row, row + 1, token))
-            token += q[row]
-        parts = []
-        for start, end, token in pieces:
+        q = batch.query_lens
+        rows = [(0, first)] if first else []  # the decodes, then each prefill alone
+        rows += [(row, row + 1) for row in range(first, num_seqs)]
+        parts, token = [], 0
+        for start, end in rows:
             tokens = sum(q[start:end])
-            part = AttentionBatch(q[start:end], c[start:end], t[start:end],
-                                  slots[token:token + tokens])
+            part = AttentionBatch(q[start:end], batch.context_lens[start:end],
+                                  batch.block_tables[start:end],
+                                  batch.slot_mapping[token:token + tokens])
             key = self.fit(part)
             if key is None:
                 return None
             parts.append((key, token, part))
+            token += tokens
         return parts
 
     def run(self, key: tuple[bool, int], batch: AttentionBatch) -> torch.Tensor:

@@ -256,16 +256,19 @@ class ModelRunner:
     def _forward_parts(self, parts: list, input_ids: list[int], positions: list[int],
                        previous: Optional[torch.Tensor]) -> torch.Tensor:
         """``_forward`` of a step that StepGraphs.split cut into graph replays."""
-        hidden = []
+        hidden: Optional[torch.Tensor] = None
         for key, start, part in parts:
             end = start + len(part.slot_mapping)
             inputs = self.upload([input_ids[start:end], positions[start:end]],
                                  out=self.graphs.inputs[:, :end - start])
             self._fill_placeholders(inputs[0], input_ids[start:end], previous)
-            # copied out: the graphs share one memory pool, so the next replay may
+            out = self.graphs.run(key, part)
+            if hidden is None:
+                hidden = out.new_empty(len(input_ids), out.shape[1])
+            # copied out now: the graphs share one memory pool, so the next replay may
             # overwrite this one's output
-            hidden.append(self.graphs.run(key, part).clone())
-        return torch.cat(hidden)
+            hidden[start:end] = out
+        return hidden
 
     def _last_tokens(self, hidden: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         """hidden [T, hidden] -> [B, hidden] at each sequence's last token."""

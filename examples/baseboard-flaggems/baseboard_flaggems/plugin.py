@@ -21,10 +21,11 @@ NAME = "flaggems"
 # no baseboard platform.
 PLATFORMS = ("cuda", "rocm")
 # Below the built-in Triton kernels (50): on the H200 (docs/benchmarks.md, 2026-12-03) they
-# beat them only on 2048-token norms of a small model. It decides little: the GPU platforms prefer their own kernels (Triton, AITER,
-# IPEX) for the norms, rotary and SiLU-and-mul whatever the priority, and with
-# BASEBOARD_TUNE on (the default on GPUs) the norms, SiLU-and-mul and every GEMM shape go
-# to the implementation measured fastest on the model's own shapes.
+# beat them only on 2048-token norms of a small model. It decides little: the GPU platforms
+# prefer their own kernels (Triton, AITER, IPEX) for the norms, rotary and SiLU-and-mul
+# whatever the priority, and with BASEBOARD_TUNE on (the default on GPUs) the norms,
+# SiLU-and-mul and every GEMM shape go to the implementation measured fastest on the
+# model's own shapes.
 PRIORITY = 40
 VERSION = "flag-gems-5.0"
 # the release the adapters are written against; older ones are not checked

@@ -20,10 +20,11 @@ NAME = "liger"
 # (torch.xpu) GPUs as its devices. It has no dense GEMM.
 PLATFORMS = ("cuda", "rocm", "xpu")
 # Below the built-in Triton kernels (50): on the H200 (docs/benchmarks.md, 2026-12-03) they
-# beat them only on 2048-token norms of a small model. It decides little: the GPU platforms prefer their own kernels (Triton, AITER,
-# IPEX) for the norms, rotary and SiLU-and-mul whatever the priority, and with
-# BASEBOARD_TUNE on (the default on GPUs) the norms, SiLU-and-mul and every GEMM shape go
-# to the implementation measured fastest on the model's own shapes.
+# beat them only on 2048-token norms of a small model. It decides little: the GPU platforms
+# prefer their own kernels (Triton, AITER, IPEX) for the norms, rotary and SiLU-and-mul
+# whatever the priority, and with BASEBOARD_TUNE on (the default on GPUs) the norms,
+# SiLU-and-mul and every GEMM shape go to the implementation measured fastest on the
+# model's own shapes.
 PRIORITY = 40
 VERSION = "liger-kernel-0.8"
 # the release the adapters are written against: up to 0.8.0 at least, rope_forward took
