@@ -29,6 +29,9 @@ def reference_registry(*extra: Impl) -> Registry:
 
 
 RMS = "baseboard.kernels.torch.norm:rms_norm"
+# the reference attention is not graph-safe: a plan with CUDA graphs on needs one that is
+GRAPH_ATTENTION = Impl("attention", "in_graphs",
+                       "baseboard.kernels.triton.attention:TritonAttention")
 
 
 def test_priority_breaks_ties_and_the_trace_says_why():
@@ -62,7 +65,7 @@ def test_hard_filters_reject_with_reasons():
         Impl("rms_norm", "elsewhere", RMS, platforms=("cuda",), priority=9),
         Impl("rms_norm", "needs_dist", RMS, requires=("no-such-distribution-xyz",), priority=8),
         Impl("rms_norm", "halves", RMS, supports=halves_only, priority=7),
-        Impl("rms_norm", "no_graphs", RMS, cuda_graph_safe=False, priority=6))
+        Impl("rms_norm", "no_graphs", RMS, cuda_graph_safe=False, priority=6), GRAPH_ATTENTION)
     ctx = SelectionContext(NullPlatform(), dtype=torch.float32, cuda_graphs=True)
     plan = select_plan(registry, ctx, {})
     reasons = {c.name: c.reason for c in plan.decisions["rms_norm"].candidates}
@@ -138,7 +141,8 @@ def test_rejections_have_a_kind_environment_or_unsupported():
 def test_a_mode_rejection_comes_before_a_missing_distribution():
     # with CUDA graphs on, a graph-unsafe implementation would never serve: nothing to fix
     registry = reference_registry(Impl("rms_norm", "eager_only", RMS, cuda_graph_safe=False,
-                                       requires=("no-such-distribution-xyz",)))
+                                       requires=("no-such-distribution-xyz",)),
+                                  GRAPH_ATTENTION)
     plan = select_plan(registry, SelectionContext(NullPlatform(), cuda_graphs=True), {})
     candidate = plan.decisions["rms_norm"].candidates[0]
     assert (candidate.name, candidate.kind) == ("eager_only", "unsupported")

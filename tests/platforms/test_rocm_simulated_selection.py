@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from baseboard.core.errors import ConfigError
+from baseboard.core.errors import ConfigError, SelectionError
 from baseboard.core.quant import QuantScheme
 from baseboard.core.registry import ENVIRONMENT, UNSUPPORTED
 from baseboard.core.selection import SelectionContext, plan_warnings
@@ -212,3 +212,12 @@ def test_simulated_per_op_choice_overrides_aiter_and_names_its_reason(fake_aiter
     with pytest.raises(SelectionError, match="attention='aiter'.*pa_fwd_asm takes head size "
                                              "128, not 64"):
         resolve({"BASEBOARD_ATTENTION_BACKEND": "aiter"}, head_dim=64)
+
+
+def test_simulated_torch_attention_is_refused_in_graphs_with_the_switch_to_name(rocm):
+    """The reference attention builds its index tensors per step on the host, so a graph
+    would replay freed ones: asking for it with graphs on is an error naming the fix."""
+    with pytest.raises(SelectionError, match="BASEBOARD_CUDA_GRAPHS=0"):
+        resolve(cuda_graphs=True, backends={"attention": "torch"})
+    eager = resolve(cuda_graphs=False, backends={"attention": "torch"})
+    assert eager.plan.selected()["attention"] == "torch"

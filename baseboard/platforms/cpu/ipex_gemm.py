@@ -5,10 +5,12 @@ native path (quant_gemm.py) dequantizes it to 2 bytes once at load.
 
 What the adapters bridge:
 
-* int8 is built from the codes plus scales (IPEX's ``qweight`` + ``scales`` API), run in
-  bf16 on AMX where the CPU has it (IPEX's lowp mode BF16); ``out_dtype=float32`` hands
+* int8 is built from the codes plus scales (IPEX's ``qweight`` + ``scales`` API). Where
+  the CPU has AMX it runs in bf16 (IPEX's lowp mode BF16): ``out_dtype=float32`` hands
   IPEX float32 activations, which it rounds to bf16 (exact: they were bf16) and
-  accumulates in float32, so the lm_head's logits are the float32 sums.
+  accumulates in float32 in the AMX tiles, so the lm_head's logits are the float32 sums.
+  Without AMX, IPEX's BF16 mode returns sums rounded to bf16 from 8 rows up (found by the
+  conformance kit on an AMD EPYC), so there int8 runs in float32 like int4.
 * int4 is built from a packed weight: two codes per byte, the even column in the low
   nibble. IPEX computes (code - zero) * scale, so our ``offset`` becomes the zero point
   ``-offset / scale`` (a float; GGUF Q4_1's offsets are not whole codes). In bf16 IPEX
@@ -104,8 +106,13 @@ def _linear(state: WoqLinear, x: torch.Tensor, out_dtype: Optional[torch.dtype])
     return y.view(*x.shape[:-1], state.out_features)
 
 
+def _bf16_keeps_float32_sums() -> bool:
+    return torch._C._cpu._is_amx_tile_supported()
+
+
 class IpexW8A16:
-    """int8 codes with group (or per-channel) scales on IPEX's WoQ linear, bf16 on AMX."""
+    """int8 codes with group (or per-channel) scales on IPEX's WoQ linear: bf16 compute
+    on AMX, float32 elsewhere (see the module doc)."""
 
     @staticmethod
     def prepare(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
@@ -117,10 +124,12 @@ class IpexW8A16:
         scales = scales.float().contiguous()
         if groups == PER_CHANNEL:
             scales = scales.reshape(n)
+        bf16 = _bf16_keeps_float32_sums()
         context = torch.ops.ipex_prepack.weight_only_qlinear_prepack(
             codes, INT8, [n, codes.shape[1]], scales, None, _bias(bias), None, None, groups,
-            LOWP_BF16, ACT_QUANT_NONE, False)
-        return WoqLinear(context, context.get_data_handle(), k, n, padded, None)
+            LOWP_BF16 if bf16 else LOWP_NONE, ACT_QUANT_NONE, False)
+        return WoqLinear(context, context.get_data_handle(), k, n, padded,
+                         None if bf16 else torch.float32)
 
     @staticmethod
     def apply(state: WoqLinear, x: torch.Tensor,

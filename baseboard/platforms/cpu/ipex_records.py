@@ -78,7 +78,7 @@ def ipex_impls() -> list[Impl]:
         impl("silu_and_mul", "ipex_ops:silu_and_mul", rows_supported, BELOW_NATIVE,
              "IPEX silu_mul (torch.compile: the first call compiles)"),
         impl("gemm_w8a16", "ipex_gemm:IpexW8A16", woq_supported, BELOW_NATIVE,
-             "IPEX weight-only int8 linear, bf16 compute (AMX where present)"),
+             "IPEX weight-only int8 linear, bf16 compute on AMX, else float32"),
         impl("gemm_w4a16", "ipex_gemm:IpexW4A16", woq_supported, BELOW_NATIVE,
              "IPEX weight-only int4 linear, float32 compute"),
         impl("attention", "ipex_attention:IpexPagedAttention", attention_supported,
