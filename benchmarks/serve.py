@@ -10,8 +10,10 @@ sequences running, as the server's queue does). Both warm up first on 4 C other 
 Reported: output tokens per second of each and their ratio; from the streams, time to
 first token (TTFT), inter-token latency (ITL: the gaps between chunks) and time per output
 token of each request (TPOT: its decode time over its tokens after the first), as
-p50/p90/p99; and the CPU seconds the clients spent, since on a small CPU they compete with
-the server.
+p50/p90/p99; the CPU seconds the clients spent, since on a small CPU they compete with the
+server; and those of the server's process (HTTP, streams, text) and of its engine process
+(the steps), apart, over the timed load: a process that spent about the run's length is
+the one that bounds the throughput (read from /proc: Linux only).
 
     python benchmarks/serve.py [--model smollm2 | --shape qwen2.5-0.5b] [--concurrency 8,32]
         [--requests 64] [--prompt-len 64] [--max-tokens 64] [--dtype auto] [--platform P]
@@ -43,6 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -261,6 +264,27 @@ def run_clients(url: str, prompts: list, concurrency: int, max_tokens: int,
             sum(missed for _, missed, _ in results), sum(cpu for _, _, cpu in results))
 
 
+def cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of process ``pid`` so far (None where /proc has none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(server_pid: int) -> dict[str, Optional[float]]:
+    """CPU seconds so far of the server's process (HTTP, streams, text) and of the engine's
+    (its child: the steps), apart: a process near one CPU-second a second is the bound."""
+    try:
+        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    except OSError:
+        children = []
+    engine = [cpu_seconds(int(pid)) for pid in children]
+    return {"server": cpu_seconds(server_pid),
+            "engine": sum(engine) if engine and None not in engine else None}
+
+
 def measure_server(args, model: str, prompts: list[str], warmup: list[str],
                    concurrency: int) -> dict:
     server = start_server(model, engine_flags(args, concurrency), args.start_timeout)
@@ -269,9 +293,14 @@ def measure_server(args, model: str, prompts: list[str], warmup: list[str],
         # its mixed prefill steps are compiled before the timed run, as LLM.generate's are
         run_clients(server.url, warmup, concurrency, min(16, args.max_tokens),
                     args.time_limit, args.clients)
+        before = process_cpu(server.process.pid)
         timings, missed, cpu = run_clients(server.url, prompts, concurrency, args.max_tokens,
                                            args.time_limit, args.clients)
+        after = process_cpu(server.process.pid)
         result = summarize(timings, missed, cpu)
+        for side in ("server", "engine"):
+            spent = None if None in (before[side], after[side]) else after[side] - before[side]
+            result[f"{side}_process_cpu_s"] = spent
     finally:
         status = server.stop()
     if status != 0:
@@ -343,7 +372,7 @@ def milliseconds(stats: dict[str, float]) -> str:
 def print_table(rows: list[dict]) -> None:
     header = ["concurrency", "requests", "server tok/s", "offline tok/s", "ratio",
               "TTFT ms p50/p90/p99", "ITL ms p50/p90/p99", "TPOT ms p50/p90/p99",
-              "client CPU s"]
+              "client CPU s", "server / engine process CPU s"]
     lines = [header]
     for row in rows:
         s, o = row["server"], row["offline"]
@@ -351,7 +380,10 @@ def print_table(rows: list[dict]) -> None:
                       f"{s['output_tok_s']:.1f}", f"{o['output_tok_s']:.1f}",
                       f"{s['output_tok_s'] / o['output_tok_s']:.2f}", milliseconds(s["ttft_s"]),
                       milliseconds(s["itl_s"]), milliseconds(s["tpot_s"]),
-                      f"{s['client_cpu_s']:.1f}"])
+                      f"{s['client_cpu_s']:.1f}",
+                      " / ".join("?" if s.get(f"{side}_process_cpu_s") is None
+                                 else f"{s[f'{side}_process_cpu_s']:.2f}"
+                                 for side in ("server", "engine"))])
     for line in lines:
         print("| " + " | ".join(line) + " |")
         if line is header:

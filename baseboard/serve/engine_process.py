@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
@@ -92,6 +93,10 @@ class EngineProcess:
         child, its pipe full, waited for the reader."""
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._conn.fileno(), self._read)
+        # uvloop (libuv) makes a watched descriptor non-blocking, and a Connection needs it
+        # blocking: a message larger than the socket's buffer (a long prompt) would stop
+        # half-sent or half-read with EAGAIN. Readiness alone is what the loop watches.
+        os.set_blocking(self._conn.fileno(), True)
 
     def _read(self) -> None:
         """Every batch of events the child has sent so far, handed over at once; once its

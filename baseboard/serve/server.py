@@ -8,6 +8,7 @@ command exits with status 0. A second Ctrl-C stops at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -68,7 +69,16 @@ class AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            print(self.announcement, file=sys.stderr, flush=True)
+            print(f"{self.announcement} ({serving_stack(self.config)})", file=sys.stderr,
+                  flush=True)
+
+
+def serving_stack(config: uvicorn.Config) -> str:
+    """The event loop and HTTP parser uvicorn runs on: 'uvloop, httptools' where those are
+    installed, else 'asyncio, h11'."""
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    http = "httptools" if "HttpTools" in config.http_protocol_class.__name__ else "h11"
+    return f"{loop}, {http}"
 
 
 def run(app: object, listener: socket.socket) -> None:

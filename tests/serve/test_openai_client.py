@@ -58,6 +58,13 @@ def test_health_answers_and_models_lists_the_model_argument(server, client, mode
     assert models[0].object == "model"
 
 
+def test_listening_line_names_the_compiled_loop_and_parser(server):
+    """The serve extra's uvloop and httptools (installed with the dev extra) are what uvicorn
+    runs on, and the listening line says so."""
+    line = next(line for line in server.log if "listening on" in line)
+    assert line.endswith(f"{server.url} (uvloop, httptools)"), line
+
+
 # --- greedy output equals LLM.generate / LLM.chat -----------------------------------------
 
 
