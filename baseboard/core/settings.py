@@ -99,6 +99,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Launch each step before reading the previous step's tokens back, so the host's "
             "work overlaps the device's; default: on for accelerators, off on the CPU.",
             "bool"),
+    Setting("BASEBOARD_GRAPH_PARTS", _bool, True,
+            "With CUDA graphs, run a step that mixes decodes and prefills (requests joining "
+            "a running batch) as replays of the captured graphs, where timing at load found "
+            "that faster than launching it from Python; 0 launches such steps eagerly.",
+            "bool"),
     Setting("BASEBOARD_PDL", _bool, True,
             "Launch the Triton kernels with programmatic dependent launch on GPUs that have it "
             "(Hopper and later): each kernel starts while the one before it finishes.", "bool"),

@@ -27,7 +27,8 @@ class EngineConfig:
     kv_cache_memory  bytes for the KV cache, or None to size it from the platform's memory
     gpu_memory_utilization   the share of an accelerator's memory baseboard may use
     cuda_graphs      whether steps replay CUDA graphs; graph_prefill_sizes: the one-sequence
-                     prefill lengths captured (decode sizes follow from max_num_seqs)
+                     prefill lengths captured (decode sizes follow from max_num_seqs);
+                     graph_parts: a step no graph runs whole may run as several replays
     async_scheduling launch each step before the previous step's tokens are read back
     pdl              programmatic dependent launch for the Triton kernels (Hopper and later)
     num_threads      torch CPU threads (CPU platforms)
@@ -50,6 +51,7 @@ class EngineConfig:
     gpu_memory_utilization: float
     cuda_graphs: bool
     graph_prefill_sizes: tuple[int, ...]
+    graph_parts: bool
     async_scheduling: bool
     pdl: bool
     num_threads: int

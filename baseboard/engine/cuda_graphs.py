@@ -9,7 +9,7 @@ the smallest captured length >= its tokens: the padding tokens come after the re
 so causal attention keeps them out of every real token's result, and they write their keys
 and values to the reserved block. A step that mixes decodes with a few prefills (requests
 joining a running batch) replays the decodes' graph, then each prefill's, where that was
-timed faster than the step launched from Python. The attention implementation needs no
+timed faster than the step launched from Python (BASEBOARD_GRAPH_PARTS=0: never). The attention implementation needs no
 special case for either padding. Graph-safe attention implementations keep every scalar of their metadata
 independent of the step's context lengths when ``AttentionSpec.cuda_graphs`` is set, and
 fill persistent buffers in ``build_metadata`` (see the Triton attention).
@@ -43,7 +43,8 @@ class StepGraphs:
 
     def __init__(self, model: Any, attention: Any, kv_caches: list[torch.Tensor],
                  decode_sizes: list[int], prefill_sizes: list[int], pad_block: int,
-                 block_size: int, max_model_len: int, device: torch.device):
+                 block_size: int, max_model_len: int, device: torch.device,
+                 parts: bool = True):
         self.model = model
         self.attention = attention
         self.kv_caches = kv_caches
@@ -65,7 +66,8 @@ class StepGraphs:
         keys = [(False, n) for n in decode_sizes] + [(True, t) for t in prefill_sizes]
         for key in sorted(keys, key=lambda k: -k[1]):  # largest first: the rest reuse its pool
             self._capture(*key)
-        self.max_replays = self._replays_per_eager_step()
+        # parts off (BASEBOARD_GRAPH_PARTS=0): no step is split, and nothing is timed
+        self.max_replays = self._replays_per_eager_step() if parts else 0
 
     def _replays_per_eager_step(self) -> int:
         """How many replays of the one-token decode graph take the time of that step

@@ -74,7 +74,8 @@ class ModelRunner:
                 self.graphs = StepGraphs(
                     model, attention, self.kv_caches, capture_sizes(max_num_seqs),
                     list(config.graph_prefill_sizes), pad_block=num_blocks,
-                    block_size=block_size, max_model_len=config.max_model_len, device=device)
+                    block_size=block_size, max_model_len=config.max_model_len, device=device,
+                    parts=config.graph_parts)
             if channel is not None:  # every rank must cut a step into the same parts
                 self.graphs.max_replays = channel.min_over_ranks(self.graphs.max_replays)
 

@@ -104,6 +104,7 @@ def _model_decisions(model: str, arguments: dict[str, Any], settings: Any,
               "max_num_batched_tokens": config.max_num_batched_tokens,
               "cuda_graphs": config.cuda_graphs,
               "graph_prefill_sizes": list(config.graph_prefill_sizes),
+              "graph_parts": config.graph_parts,
               "async_scheduling": config.async_scheduling, "pdl": config.pdl,
               "num_threads": config.num_threads,
               "tensor_parallel_size": config.tensor_parallel_size}

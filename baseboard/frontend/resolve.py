@@ -98,6 +98,7 @@ def configure(args: EngineArgs, checkpoint: Any, settings: Settings,
         cuda_graphs=ctx.cuda_graphs,
         graph_prefill_sizes=prefill_graph_sizes(batched, max_model_len) if ctx.cuda_graphs
         else (),
+        graph_parts=ctx.cuda_graphs and settings["BASEBOARD_GRAPH_PARTS"],
         async_scheduling=async_scheduling, pdl=settings["BASEBOARD_PDL"],
         num_threads=settings["BASEBOARD_NUM_THREADS"] or len(os.sched_getaffinity(0)),
         seed=args.seed, plan=resolution.plan, resolution=resolution,

@@ -40,8 +40,10 @@ def test_no_split_past_the_replay_limit_or_outside_the_graphs():
     five = step([1, 4, 4, 4, 4], [3, 4, 4, 4, 4])
     assert graphs_of([1, 2], [16], max_replays=4).split(five) is None
     assert len(graphs_of([1, 2], [16], max_replays=5).split(five)) == 5
-    # a model whose eager step costs a replay or less never splits
+    # a model whose eager step costs a replay or less never splits, nor any with
+    # BASEBOARD_GRAPH_PARTS=0 (no replay allowed)
     assert graphs_of([1, 2], [16], max_replays=1).split(step([1, 4], [3, 4])) is None
+    assert graphs_of([1, 2], [16], max_replays=0).split(step([4], [4])) is None
     assert graphs_of([1, 2], [16]).split(step([1, 40], [3, 40])) is None  # no 64 graph
     assert graphs_of([1], [16]).split(step([1, 1, 8], [3, 3, 8])) is None  # 2 decodes
     # padded past the block table's max_model_len

@@ -49,6 +49,8 @@ def test_settings_are_read_once_into_the_configuration(tiny_llama):
                                                   "BASEBOARD_GPU_MEMORY_UTILIZATION": "0.5"})
     assert (config.pdl, config.num_threads, config.async_scheduling) == (False, 1, True)
     assert config.gpu_memory_utilization == 0.5
+    # graph parts need graphs, which the CPU has not: off whatever the setting says
+    assert not config.graph_parts
     assert resolve(str(tiny_llama[0]), gpu_memory_utilization=0.7,
                    environ={}).gpu_memory_utilization == 0.7
 
