@@ -1,16 +1,17 @@
 """CUDA graphs for decode steps and for one-sequence prefills, and steps split into them.
 
 At load, one graph is captured per decode batch size in ``capture_sizes(max_num_seqs)``
-and per prefill length in ``EngineConfig.graph_prefill_sizes``. A decode step of n sequences replays the
-smallest captured size >= n, padded with dummy sequences that read and write only a
-reserved cache block (``pad_block``). A prefill of one sequence (the first step of a lone
-request, where launching each kernel from Python would cost more than running it) replays
-the smallest captured length >= its tokens: the padding tokens come after the real ones,
-so causal attention keeps them out of every real token's result, and they write their keys
-and values to the reserved block. A step that mixes decodes with a few prefills (requests
-joining a running batch) replays the decodes' graph, then each prefill's, where that was
-timed faster than the step launched from Python (BASEBOARD_GRAPH_PARTS=0: never). The attention implementation needs no
-special case for either padding. Graph-safe attention implementations keep every scalar of their metadata
+and per prefill length in ``EngineConfig.graph_prefill_sizes``. A decode step of n
+sequences replays the smallest captured size >= n, padded with dummy sequences that read
+and write only a reserved cache block (``pad_block``). A prefill of one sequence (the
+first step of a lone request, where launching each kernel from Python would cost more than
+running it) replays the smallest captured length >= its tokens: the padding tokens come
+after the real ones, so causal attention keeps them out of every real token's result, and
+they write their keys and values to the reserved block. A step that mixes decodes with a
+few prefills (requests joining a running batch) replays the decodes' graph, then each
+prefill's, where that was timed faster than the step launched from Python
+(BASEBOARD_GRAPH_PARTS=0: never). The attention implementation needs no special case for
+either padding. Graph-safe attention implementations keep every scalar of their metadata
 independent of the step's context lengths when ``AttentionSpec.cuda_graphs`` is set, and
 fill persistent buffers in ``build_metadata`` (see the Triton attention).
 """
