@@ -12,8 +12,9 @@ first token (TTFT), inter-token latency (ITL: the gaps between chunks) and time 
 token of each request (TPOT: its decode time over its tokens after the first), as
 p50/p90/p99; the CPU seconds the clients spent, since on a small CPU they compete with the
 server; and those of the server's process (HTTP, streams, text) and of its engine process
-(the steps), apart, over the timed load: a process that spent about the run's length is
-the one that bounds the throughput (read from /proc: Linux only).
+(the steps), apart, over the timed load: a server process that spent about the run's
+length bounds the throughput (the engine's count includes the time CUDA spins waiting for
+the GPU, so it is near the run's length either way on a GPU; read from /proc: Linux only).
 
     python benchmarks/serve.py [--model smollm2 | --shape qwen2.5-0.5b] [--concurrency 8,32]
         [--requests 64] [--prompt-len 64] [--max-tokens 64] [--dtype auto] [--platform P]
@@ -274,8 +275,8 @@ def cpu_seconds(pid: int) -> Optional[float]:
 
 
 def process_cpu(server_pid: int) -> dict[str, Optional[float]]:
-    """CPU seconds so far of the server's process (HTTP, streams, text) and of the engine's
-    (its child: the steps), apart: a process near one CPU-second a second is the bound."""
+    """CPU seconds so far of the server's process (HTTP, streams, text) and of its children
+    (the engine's process, which runs the steps, and multiprocessing's resource tracker)."""
     try:
         children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
     except OSError:
