@@ -14,7 +14,7 @@ p50/p90/p99; the CPU seconds the clients spent, since on a small CPU they compet
 server; and those of the server's process (HTTP, streams, text) and of its engine process
 (the steps), apart, over the timed load: a server process that spent about the run's
 length bounds the throughput (the engine's count includes the time CUDA spins waiting for
-the GPU, so it is near the run's length either way on a GPU; read from /proc: Linux only).
+the GPU, so it is near the run's length either way on a GPU). Linux only (/proc).
 
     python benchmarks/serve.py [--model smollm2 | --shape qwen2.5-0.5b] [--concurrency 8,32]
         [--requests 64] [--prompt-len 64] [--max-tokens 64] [--dtype auto] [--platform P]
@@ -46,7 +46,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -265,25 +264,17 @@ def run_clients(url: str, prompts: list, concurrency: int, max_tokens: int,
             sum(missed for _, missed, _ in results), sum(cpu for _, _, cpu in results))
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
-    """User + system CPU seconds of process ``pid`` so far (None where /proc has none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu(server_pid: int) -> dict[str, Optional[float]]:
+def process_cpu(server_pid: int) -> tuple[float, float]:
     """CPU seconds so far of the server's process (HTTP, streams, text) and of its children
     (the engine's process, which runs the steps, and multiprocessing's resource tracker)."""
-    try:
-        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
-    except OSError:
-        children = []
-    engine = [cpu_seconds(int(pid)) for pid in children]
-    return {"server": cpu_seconds(server_pid),
-            "engine": sum(engine) if engine and None not in engine else None}
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    return cpu_seconds(server_pid), sum(cpu_seconds(int(pid)) for pid in children)
 
 
 def measure_server(args, model: str, prompts: list[str], warmup: list[str],
@@ -299,9 +290,8 @@ def measure_server(args, model: str, prompts: list[str], warmup: list[str],
                                            args.time_limit, args.clients)
         after = process_cpu(server.process.pid)
         result = summarize(timings, missed, cpu)
-        for side in ("server", "engine"):
-            spent = None if None in (before[side], after[side]) else after[side] - before[side]
-            result[f"{side}_process_cpu_s"] = spent
+        result["server_process_cpu_s"] = after[0] - before[0]
+        result["engine_process_cpu_s"] = after[1] - before[1]
     finally:
         status = server.stop()
     if status != 0:
@@ -382,9 +372,7 @@ def print_table(rows: list[dict]) -> None:
                       f"{s['output_tok_s'] / o['output_tok_s']:.2f}", milliseconds(s["ttft_s"]),
                       milliseconds(s["itl_s"]), milliseconds(s["tpot_s"]),
                       f"{s['client_cpu_s']:.1f}",
-                      " / ".join("?" if s.get(f"{side}_process_cpu_s") is None
-                                 else f"{s[f'{side}_process_cpu_s']:.2f}"
-                                 for side in ("server", "engine"))])
+                      f"{s['server_process_cpu_s']:.2f} / {s['engine_process_cpu_s']:.2f}"])
     for line in lines:
         print("| " + " | ".join(line) + " |")
         if line is header:

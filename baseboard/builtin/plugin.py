@@ -38,9 +38,8 @@ def reference_impls() -> list[Impl]:
     supports = {"all_reduce": collective_supports, "all_gather": collective_supports}
     # the attention reference loops over the step's context lengths on the host and makes
     # new index tensors each step: a captured graph would replay the capture's (freed) ones
-    graph_unsafe = {"attention"}
     return [Impl(op=op, name=REFERENCE_NAME, loader=f"baseboard.kernels.torch.{REFERENCES[op]}",
-                 priority=0, supports=supports.get(op), cuda_graph_safe=op not in graph_unsafe,
+                 priority=0, supports=supports.get(op), cuda_graph_safe=op != "attention",
                  doc="plain-torch reference implementation") for op in OPS]
 
 
