@@ -18,19 +18,22 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     flag-gems==5.0.2 liger-kernel==0.8.5 sqlalchemy==2.0.48 greenlet
 #
-# Usage, on the GPU machine from the repository root: bash benchmarks/foreign_ops.sh [OUTDIR]
-# (OUTDIR defaults to $OUT, else /tmp/foreign_ops). Each step has a time limit, so a slow
+# Usage, on the GPU machine from the repository root:
+#   bash benchmarks/foreign_ops.sh [OUTDIR [STEPS]]
+# (OUTDIR defaults to $OUT, else /tmp/foreign_ops; STEPS, a regular expression over the
+# step names below, picks the steps to run, all by default). Each step has a time limit, so a slow
 # one cannot hide the others; exits non-zero if a step failed or ran out of time. The first
 # run spends most of its time compiling and autotuning FlagGems' GEMM; run it again on the
 # same machine for the rest.
 set -uo pipefail
 out=${1:-${OUT:-/tmp/foreign_ops}}
+steps=${2:-.}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 site=/tmp/site
 wheels=(.whl/flag_gems-*.whl .whl/liger_kernel-*.whl .whl/sqlalchemy-*.whl .whl/greenlet-*.whl)
 if [ -d .whl/base ]; then wheels+=(.whl/base/*.whl); fi
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "${wheels[@]}" || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" "${wheels[@]}" || exit 1
 export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 # baseboard and the two plugin packages from this checkout: their entry points are found
 # through the metadata pip writes
@@ -43,6 +46,7 @@ failed=0
 # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, its output in $out/NAME.log
 step() {
   local name=$1 limit=$2; shift 2
+  [[ $name =~ $steps ]] || return 0
   echo "=== $name"
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | tail -40
   local rc=${PIPESTATUS[0]}
@@ -51,6 +55,7 @@ step() {
 }
 # a library that does not load here turns every case into a skip: that is no pass
 ran_cases() {
+  [[ $1 =~ $steps ]] || return 0
   if ! tail -1 "$out/$1.log" | grep -q " passed"; then echo "=== $1: no case ran"; failed=1; fi
 }
 step plugins 60 python3 -c "
