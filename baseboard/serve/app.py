@@ -236,8 +236,8 @@ async def events(outputs: RequestStream, builder: ResponseBuilder) -> AsyncItera
                 yield "".join(sse(chunk) for chunk in builder.role_chunks())
             async for deltas in outputs:
                 # a stream behind the engine sends what it missed as one chunk per choice
-                deltas = merge_deltas(deltas + outputs.pending())
-                parts = [part for part in map(builder.add, deltas) if part is not None]
+                parts = [part for part in map(builder.add, merge_deltas(deltas))
+                         if part is not None]
                 if parts:
                     yield "".join(sse(builder.chunk([part])) for part in parts)
             if builder.include_usage:

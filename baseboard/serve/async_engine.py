@@ -26,7 +26,8 @@ from ..core.errors import BaseboardError, RequestError
 from ..engine.detokenizer import IncrementalDetokenizer
 from ..engine.sampling_params import SamplingParams
 from .engine_loop import EngineLoop, Event, PromptSource, StartCommand
-from .request_stream import CompletionDelta, RequestStream
+from .metrics import TokenBatch
+from .request_stream import CompletionDelta, Inbox, RequestStream
 
 
 class QueueFullError(BaseboardError):
@@ -40,7 +41,7 @@ class EngineClosedError(BaseboardError):
 @dataclass(eq=False)
 class _Request:
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
+    inbox: Inbox
     arrival: float  # time.monotonic() at submit
     params: SamplingParams
     prompt_ids: list[list[int]] = field(default_factory=list)  # per prompt, once started
@@ -143,7 +144,7 @@ class AsyncEngine:
             raise RequestError(f"the request has {len(prompts)} prompt(s) x n={params.n} = "
                                f"{num} sequences, more than the server's queue of "
                                f"{self.max_waiting} (--max-waiting); send fewer at once.")
-        request = _Request(asyncio.get_running_loop(), asyncio.Queue(), time.monotonic(),
+        request = _Request(asyncio.get_running_loop(), Inbox(), time.monotonic(),
                            params)
         with self._lock:
             if self._closed or self.failure is not None:
@@ -159,7 +160,7 @@ class AsyncEngine:
             # posted under the lock: a failure seen after it reaches this request
             self.backend.post("start", StartCommand(number, list(prompts), params,
                                                     check_context, num))
-        return RequestStream(request.loop, request.queue, lambda: self._abort(number))
+        return RequestStream(request.loop, request.inbox, lambda: self._abort(number))
 
     def _abort(self, number: int) -> None:
         """The reader left: stop the request unless it has ended."""
@@ -179,11 +180,13 @@ class AsyncEngine:
 
     def receive(self, events: list[Event]) -> None:
         """Apply one batch of the loop's events (any thread)."""
-        deliveries: dict[asyncio.AbstractEventLoop, list[tuple[int, asyncio.Queue, Any]]] = {}
+        deliveries: dict[asyncio.AbstractEventLoop, list[tuple[int, Inbox, Any]]] = {}
         failed: list[int] = []  # requests whose text failed to decode here
         ended = False
         error: Optional[BaseException] = None
         now = time.monotonic()
+        batch = TokenBatch() if self.metrics is not None else None
+        state, preemptions = None, 0
         with self._lock:
             for event in events:
                 kind = event[0]
@@ -192,44 +195,48 @@ class AsyncEngine:
                     request = self._requests.get(number)
                     if request is None:  # aborted meanwhile
                         continue
-                    item = self._decode(request, item)
-                    if isinstance(item, BaseException) and not isinstance(event[2],
-                                                                          BaseException):
-                        failed.append(number)  # the engine still runs it
-                    if isinstance(item, BaseException) or (isinstance(item, tuple)
-                                                           and item[1]):
-                        del self._requests[number]  # its last item
-                    if self.metrics is not None:
-                        self._measure(request, item, now)
+                    if type(item) is tuple:  # (deltas' fields, finished): the usual one
+                        item = self._decode(request, item)
+                        if type(item) is tuple:
+                            if item[1]:
+                                del self._requests[number]  # its last item
+                            if batch is not None:
+                                _measure(request, item[0], now, batch)
+                        else:  # its text failed to decode; the engine still runs it
+                            failed.append(number)
+                            del self._requests[number]
+                    elif isinstance(item, BaseException):
+                        del self._requests[number]
+                    else:  # started: each prompt's token ids
+                        request.prompt_ids = item
                     deliveries.setdefault(request.loop, []).append(
-                        (number, request.queue, item))
+                        (number, request.inbox, item))
                 elif kind == "release":
                     self._num_waiting -= event[1]
-                elif kind == "state":
-                    if self.metrics is not None:
-                        _, running, preempted, usage, preemptions = event
-                        self.metrics.engine_state(
-                            running=running, waiting=self._num_waiting + preempted,
-                            kv_cache_usage=usage, new_preemptions=preemptions)
+                elif kind == "state":  # the gauges keep the last step's
+                    state = event
+                    preemptions += event[4]
                 elif kind == "closed":
                     ended, error = True, event[1]
-        for loop, batch in deliveries.items():
-            if not _put_all(loop, [(queue, item) for _, queue, item in batch]):
-                failed += [number for number, _, _ in batch]  # nobody reads them
+            waiting = self._num_waiting
+        if batch is not None:
+            self.metrics.tokens(batch)
+            if state is not None:
+                _, running, preempted, usage, _ = state
+                self.metrics.engine_state(running=running, waiting=waiting + preempted,
+                                          kv_cache_usage=usage, new_preemptions=preemptions)
+        for loop, batch_items in deliveries.items():
+            if not _put_all(loop, [(inbox, item) for _, inbox, item in batch_items]):
+                failed += [number for number, _, _ in batch_items]  # nobody reads them
         for number in failed:
             self._drop(number)
         if ended:
             self.closed(error)
 
-    def _decode(self, request: _Request, item: Any) -> Any:
-        """``item`` as its reader takes it: deltas as CompletionDeltas, with the text of
+    def _decode(self, request: _Request, item: tuple) -> Any:
+        """A delivery of deltas as its reader takes it: CompletionDeltas, with the text of
         those that came without; or the exception that decoding raised, for this request
         alone."""
-        if isinstance(item, list):  # started: each prompt's token ids
-            request.prompt_ids = item
-            return item
-        if isinstance(item, BaseException):
-            return item
         fields, finished = item
         try:
             return [self._decoded(request, CompletionDelta(*f)) for f in fields], finished
@@ -245,26 +252,12 @@ class AsyncEngine:
             detokenizer = request.detokenizers[key] = IncrementalDetokenizer(
                 self.tokenizer, request.prompt_ids[delta.prompt_index],
                 request.params.skip_special_tokens)
-        delta.text = "".join(detokenizer.add(token) for token in delta.token_ids)
+        ids = delta.token_ids
+        text = detokenizer.add(ids[0]) if len(ids) == 1 else "".join(map(detokenizer.add, ids))
         if delta.finish_reason is not None:
-            delta.text += detokenizer.flush()
+            text += detokenizer.flush()
+        delta.text = text
         return delta
-
-    def _measure(self, request: _Request, item: Any, now: float) -> None:
-        """The metrics of one delivery, timed as this side sees it."""
-        if isinstance(item, (list, BaseException)):
-            return
-        for delta in item[0]:
-            key = (delta.prompt_index, delta.index)
-            if delta.token_ids:
-                last = request.last_token.get(key)
-                if last is None and delta.index == 0:
-                    prompt = request.prompt_ids[delta.prompt_index]
-                    self.metrics.first_token(now - request.arrival, len(prompt))
-                self.metrics.tokens(len(delta.token_ids), None if last is None else now - last)
-                request.last_token[key] = now
-            if delta.finish_reason is not None:
-                self.metrics.finished(delta.finish_reason)
 
     def closed(self, error: Optional[BaseException]) -> None:
         """The loop has ended (drained when ``error`` is None); requests still open get
@@ -276,21 +269,39 @@ class AsyncEngine:
             orphans, self._requests = self._requests, {}
         reason = f"the engine loop stopped ({error!r})" if error is not None else \
             "the engine loop stopped"
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Inbox, Any]]] = {}
         for request in orphans.values():
             by_loop.setdefault(request.loop, []).append(
-                (request.queue, EngineClosedError(f"{reason}; restart the server.")))
+                (request.inbox, EngineClosedError(f"{reason}; restart the server.")))
         for loop, batch in by_loop.items():
             _put_all(loop, batch)
 
 
-def _put_all(loop: asyncio.AbstractEventLoop, batch: list[tuple[asyncio.Queue, Any]]) -> bool:
-    """Hand each queue its item with one wake-up of ``loop`` (one per request cost the
+def _measure(request: _Request, deltas: list[CompletionDelta], now: float,
+             batch: TokenBatch) -> None:
+    """Add one delivery's tokens to ``batch``, timed as this side sees them."""
+    for delta in deltas:
+        key = (delta.prompt_index, delta.index)
+        if delta.token_ids:
+            last = request.last_token.get(key)
+            if last is not None:
+                batch.token_gaps_s.append(now - last)
+            elif delta.index == 0:  # a prompt's first completion: its first token
+                batch.first_token_s.append(now - request.arrival)
+                batch.prompt_tokens += len(request.prompt_ids[delta.prompt_index])
+            batch.generated += len(delta.token_ids)
+            request.last_token[key] = now
+        if delta.finish_reason is not None:
+            batch.finish_reasons.append(delta.finish_reason)
+
+
+def _put_all(loop: asyncio.AbstractEventLoop, batch: list[tuple[Inbox, Any]]) -> bool:
+    """Hand each inbox its item with one wake-up of ``loop`` (one per request cost the
     engine's thread a write to the loop's self-pipe per request and step); False when the
     loop is closed."""
     def put_all() -> None:
-        for queue, item in batch:
-            queue.put_nowait(item)
+        for inbox, item in batch:
+            inbox.put(item)
 
     try:
         if _running_loop() is loop:  # events read on the loop itself
