@@ -239,7 +239,7 @@ async def events(outputs: RequestStream, builder: ResponseBuilder) -> AsyncItera
                 parts = [part for part in map(builder.add, merge_deltas(deltas))
                          if part is not None]
                 if parts:
-                    yield "".join(sse(builder.chunk([part])) for part in parts)
+                    yield "".join(map(builder.chunk_event, parts))
             if builder.include_usage:
                 yield sse(builder.usage_chunk())
         except Exception as exc:

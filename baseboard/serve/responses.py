@@ -112,6 +112,7 @@ class ResponseBuilder:
         self.prompt_tokens = 0
         self.choices: dict[int, Choice] = {}
         self._completion_logprobs: dict[int, CompletionLogprobs] = {}
+        self._envelope: Optional[tuple[str, str]] = None  # chunk_event's text around a part
 
     @property
     def object(self) -> str:
@@ -165,6 +166,16 @@ class ResponseBuilder:
         if self.include_usage:
             body["usage"] = None
         return body
+
+    def chunk_event(self, part: dict) -> str:
+        """``sse(self.chunk([part]))``, with the envelope serialised once per response: a
+        stream sends one per token."""
+        if self._envelope is None:
+            marker = "\x00"
+            head, _, tail = sse(self.chunk([marker])).rpartition(json.dumps(marker))
+            self._envelope = head, tail
+        head, tail = self._envelope
+        return f"{head}{json.dumps(part, ensure_ascii=False)}{tail}"
 
     def role_chunks(self) -> list[dict]:
         """Chat streams open every choice with its role."""
