@@ -2,9 +2,12 @@
 on the same prompts in the same run.
 
 For each concurrency C: a server in its own process (`--max-num-seqs C`) gets a fixed
-number of streamed greedy completions, at most C in flight, from openai.AsyncOpenAI in
---clients processes (each with its share of C and of the prompts: one Python client
-parsing every chunk of a fast server saturates its core); then `LLM.generate` runs the
+number of streamed greedy completions, at most C in flight, from --clients processes (each
+with its share of C and of the prompts: one Python client parsing every chunk of a fast
+server saturates its core), each event's JSON parsed by hand over the openai package's own
+HTTP library (--client http), or through openai.AsyncOpenAI (--client openai: its pydantic
+model per chunk cost 8 client processes 8.8 CPU-s for 24576 tokens on the H200's host,
+enough to delay the next requests); then `LLM.generate` runs the
 same prompts in another process with `max_num_seqs=C` (continuous batching keeps C
 sequences running, as the server's queue does). Both warm up first on 4 C other prompts.
 Reported: output tokens per second of each and their ratio; from the streams, time to
@@ -18,8 +21,8 @@ the GPU, so it is near the run's length either way on a GPU). Linux only (/proc)
 
     python benchmarks/serve.py [--model smollm2 | --shape qwen2.5-0.5b] [--concurrency 8,32]
         [--requests 64] [--prompt-len 64] [--max-tokens 64] [--dtype auto] [--platform P]
-        [--max-model-len N] [--threads N] [--clients N] [--time-limit 600] [--json PATH]
-        [--smoke]
+        [--max-model-len N] [--threads N] [--clients N] [--client http|openai]
+        [--time-limit 600] [--json PATH] [--smoke]
 
 --model is anything `baseboard serve` loads (default: the embedded smollm2); --shape builds
 random bf16 weights of a shape from e2e_gpu_workers.py (qwen2.5-0.5b, llama3-8b, tiny) with
@@ -161,7 +164,8 @@ class Timing:
     output_tokens: int
 
 
-async def stream_one(client, prompt: str, max_tokens: int) -> Timing:
+async def stream_openai(client, prompt: str, max_tokens: int) -> Timing:
+    """One request through the official client (a pydantic model per chunk)."""
     sent = time.perf_counter()
     chunks, usage = [], None
     stream = await client.completions.create(model=SERVED_NAME, prompt=prompt,
@@ -178,15 +182,51 @@ async def stream_one(client, prompt: str, max_tokens: int) -> Timing:
                   usage.completion_tokens)
 
 
+async def stream_http(client, prompt: str, max_tokens: int) -> Timing:
+    """One request over plain HTTP (the openai package's own HTTP library), each event's
+    JSON parsed, as serving benchmarks' load generators do."""
+    sent = time.perf_counter()
+    chunks, usage = [], None
+    body = {"model": SERVED_NAME, "prompt": prompt, "max_tokens": max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {await response.aread()!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk["choices"]:
+                chunks.append(time.perf_counter())
+            usage = chunk.get("usage") or usage
+    if usage is None:
+        raise RuntimeError("the stream ended without the usage chunk that "
+                           "stream_options.include_usage asks for")
+    return Timing(sent, chunks, time.perf_counter(), usage["prompt_tokens"],
+                  usage["completion_tokens"])
+
+
+def http_client(url: str, kind: str, concurrency: int, time_limit: float):
+    """(the client, its request function, its close coroutine function) of ``kind``."""
+    if kind == "openai":
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
+                                    timeout=time_limit)
+        return client, stream_openai, client.close
+    import httpx2  # what openai is built on
+
+    client = httpx2.AsyncClient(base_url=url, timeout=time_limit,
+                                limits=httpx2.Limits(max_connections=concurrency))
+    return client, stream_http, client.aclose
+
+
 async def run_load(url: str, prompts: list[str], concurrency: int, max_tokens: int,
-                   time_limit: float) -> tuple[list[Timing], int]:
+                   time_limit: float, kind: str) -> tuple[list[Timing], int]:
     """Stream every prompt, at most ``concurrency`` at once; none is sent after
     ``time_limit`` seconds and any still running then is cancelled. (timings of the
     completed requests, how many were not completed)."""
-    import openai
-
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
-                                timeout=time_limit)
+    client, stream_one, close = http_client(url, kind, concurrency, time_limit)
     gate = asyncio.Semaphore(concurrency)
     deadline = time.perf_counter() + time_limit
 
@@ -201,7 +241,7 @@ async def run_load(url: str, prompts: list[str], concurrency: int, max_tokens: i
                 return None
 
     results = await asyncio.gather(*(bounded(p) for p in prompts))
-    await client.close()
+    await close()
     done = [r for r in results if r is not None]
     return done, len(results) - len(done)
 
@@ -231,26 +271,28 @@ def summarize(timings: list[Timing], not_completed: int, client_cpu_s: float) ->
 
 
 def client_worker(url: str, prompts: list, concurrency: int, max_tokens: int,
-                  time_limit: float, start_at: float) -> tuple[list[Timing], int, float]:
+                  time_limit: float, start_at: float, kind: str
+                  ) -> tuple[list[Timing], int, float]:
     """One client process's share of the load, begun at ``start_at`` (time.time()) so that
     all clients start together: (timings, not completed, CPU seconds spent)."""
-    import openai  # noqa: F401  (imported before the start, not inside the timed part)
+    import httpx2, openai  # noqa: F401, E401  (imported before the start, not timed)
 
     time.sleep(max(0.0, start_at - time.time()))
     cpu = time.process_time()
     timings, missed = asyncio.run(run_load(url, prompts, concurrency, max_tokens,
-                                           time_limit))
+                                           time_limit, kind))
     return timings, missed, time.process_time() - cpu
 
 
 def run_clients(url: str, prompts: list, concurrency: int, max_tokens: int,
-                time_limit: float, clients: int) -> tuple[list[Timing], int, float]:
+                time_limit: float, clients: int, kind: str = "http"
+                ) -> tuple[list[Timing], int, float]:
     """The load from ``clients`` processes, each with its share of the prompts and of the
     concurrency (one Python process parsing every stream's chunks becomes the bottleneck
     of a fast server, as it would for a real deployment's many clients)."""
     clients = max(1, min(clients, concurrency))
     if clients == 1:
-        return client_worker(url, prompts, concurrency, max_tokens, time_limit, 0.0)
+        return client_worker(url, prompts, concurrency, max_tokens, time_limit, 0.0, kind)
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
@@ -258,7 +300,8 @@ def run_clients(url: str, prompts: list, concurrency: int, max_tokens: int,
     start_at = time.time() + 5.0  # room for the processes to start and import
     with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(client_worker, url, prompts[i::clients], shares[i],
-                               max_tokens, time_limit, start_at) for i in range(clients)]
+                               max_tokens, time_limit, start_at, kind)
+                   for i in range(clients)]
         results = [future.result() for future in futures]
     return ([t for timings, _, _ in results for t in timings],
             sum(missed for _, missed, _ in results), sum(cpu for _, _, cpu in results))
@@ -284,10 +327,10 @@ def measure_server(args, model: str, prompts: list[str], warmup: list[str],
         # the load's own pattern (clients arriving out of step), so that the shapes of
         # its mixed prefill steps are compiled before the timed run, as LLM.generate's are
         run_clients(server.url, warmup, concurrency, min(16, args.max_tokens),
-                    args.time_limit, args.clients)
+                    args.time_limit, args.clients, args.client)
         before = process_cpu(server.process.pid)
         timings, missed, cpu = run_clients(server.url, prompts, concurrency, args.max_tokens,
-                                           args.time_limit, args.clients)
+                                           args.time_limit, args.clients, args.client)
         after = process_cpu(server.process.pid)
         result = summarize(timings, missed, cpu)
         result["server_process_cpu_s"] = after[0] - before[0]
@@ -424,6 +467,11 @@ def main() -> None:
                         default=max(1, min(8, (os.cpu_count() or 2) // 4)),
                         help="client processes sharing the load (default: a quarter of the "
                              "CPUs, at most 8)")
+    parser.add_argument("--client", choices=("http", "openai"), default="http",
+                        help="how the load is sent: plain HTTP with each event's JSON "
+                             "parsed (default), or the official openai client, whose "
+                             "per-chunk models cost the load processes several times more "
+                             "CPU")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--smoke", action="store_true",
                         help="the tiny shape in float32: a few requests at concurrency 2, 4")
@@ -469,7 +517,7 @@ def main() -> None:
                   "model": args.shape or args.model,
                   "dtype": args.dtype, "threads": args.threads, "requests": args.requests,
                   "prompt_len": args.prompt_len, "max_tokens": args.max_tokens,
-                  "clients": args.clients, "rows": rows}
+                  "clients": args.clients, "client": args.client, "rows": rows}
         Path(args.json).write_text(json.dumps(record, indent=2))
 
 
