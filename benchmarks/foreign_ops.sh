@@ -21,10 +21,12 @@
 # Usage, on the GPU machine from the repository root:
 #   bash benchmarks/foreign_ops.sh [OUTDIR [STEPS]]
 # (OUTDIR defaults to $OUT, else /tmp/foreign_ops; STEPS, a regular expression over the
-# step names below, picks the steps to run, all by default). Each step has a time limit, so a slow
-# one cannot hide the others; exits non-zero if a step failed or ran out of time. The first
-# run spends most of its time compiling and autotuning FlagGems' GEMM; run it again on the
-# same machine for the rest.
+# step names below, picks the steps to run, all by default). Each step has a time limit, so
+# a slow one cannot hide the others; exits non-zero if a step failed or ran out of time.
+# FlagGems' GEMM autotuning takes most of a first run (see kit_flaggems_gemm below); the
+# GEMM steps alone, resumed with the tuning of the run before:
+#   mkdir -p .diag && cp -r FILES_OF_THE_LAST_RUN/flaggems_cache .diag/
+#   bash benchmarks/foreign_ops.sh "$OUT" 'kit_flaggems_gemm|bench_gemm'   (carry .diag)
 set -uo pipefail
 out=${1:-${OUT:-/tmp/foreign_ops}}
 steps=${2:-.}
@@ -70,10 +72,32 @@ step bench_rows 180 python3 benchmarks/foreign_ops.py \
 step kit_flaggems_rows 180 python3 -m pytest -q -rs -p no:cacheprovider \
   --baseboard-plugin flaggems -k "not gemm"
 ran_cases kit_flaggems_rows
-# FlagGems autotunes each new GEMM shape over up to 216 compiled tile configurations and
-# keeps the results in ~/.flaggems: these two steps take minutes the first time
-step kit_flaggems_gemm 300 python3 -m pytest -q -rs -p no:cacheprovider \
-  --baseboard-plugin flaggems -k gemm
-ran_cases kit_flaggems_gemm
+# FlagGems autotunes each new GEMM key (M, N, K rounded to 32, dtype, strides) over up to
+# 216 compiled tile configurations, about 150 s a key on an H200, and the kit's 18 GEMM
+# cases make dozens of keys. So they run as nine shards in parallel (a dtype and a shape
+# each, with and without bias; compiling is what takes the time, and the host has the
+# cores), each with its own FlagGems cache (FLAGGEMS_CACHE_DIR: its tuning database), kept
+# in $out/flaggems_cache and taken up again from .diag/flaggems_cache where a run before
+# left it there (copy the last run's files there and carry .diag): a run that stops at its
+# time limit hands its tuned keys to the next one.
+kit_gemm_shard() {  # DTYPE SHAPE
+  local shard=$1-$2 cache=$out/flaggems_cache/$1-$2 only=$1-$2
+  mkdir -p "$cache"
+  if [ -d ".diag/flaggems_cache/$shard" ]; then cp -r ".diag/flaggems_cache/$shard/." "$cache/"; fi
+  if [ "$1" = float16 ]; then only="$only and not bfloat16"; fi
+  FLAGGEMS_CACHE_DIR=$cache timeout 540 python3 -m pytest -q -rs -p no:cacheprovider \
+    --baseboard-plugin flaggems -k "gemm and $only" >"$out/kit_flaggems_gemm_$shard.log" 2>&1
+}
+if [[ kit_flaggems_gemm =~ $steps ]]; then
+  echo "=== kit_flaggems_gemm (9 shards)"
+  for dtype in float32 bfloat16 float16; do
+    for shape in K64-N128 K96-N80 K257-N129; do kit_gemm_shard $dtype $shape & done
+  done
+  wait
+  for log in "$out"/kit_flaggems_gemm_*.log; do
+    echo "$(basename "$log" .log): $(tail -1 "$log")"
+    if ! tail -1 "$log" | grep -q " 2 passed"; then failed=1; fi
+  done
+fi
 step bench_gemm 300 python3 benchmarks/foreign_ops.py --ops gemm --json "$out/foreign_ops_gemm.json"
 exit $failed
