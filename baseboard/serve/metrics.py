@@ -4,9 +4,9 @@ Updated once per batch of the engine loop's events (async_engine.py), from one t
 time; the exposition may run on another.
 
 The two latency histograms see every token (30 000 a second from a 0.5B model's batch of 32
-on an H200). prometheus_client's Histogram.observe checks and locks per value, some 4 us a
-token of the server's CPU; these take a batch's values under one lock and hand
-prometheus_client the counts when it collects."""
+on an H200). prometheus_client's Histogram.observe checks its state and takes a lock per
+value; these take a batch's values under one lock and hand prometheus_client the counts
+when it collects."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class ServerMetrics:
         if new_preemptions:
             self.preemptions.inc(new_preemptions)
 
-    def tokens(self, batch: "TokenBatch") -> None:
+    def tokens(self, batch: TokenBatch) -> None:
         """The tokens of one batch of the loop's events."""
         if batch.first_token_s:
             self.time_to_first_token.observe(batch.first_token_s)
