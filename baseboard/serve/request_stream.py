@@ -58,7 +58,7 @@ def merge_deltas(deltas: list[CompletionDelta]) -> list[CompletionDelta]:
 class Inbox:
     """Items for one reader on an event loop: ``put`` (on the loop) never waits, ``take``
     waits for one and takes every item there, so a reader behind the engine catches up in
-    one go. (asyncio.Queue's put and get cost a few microseconds a token more.)"""
+    one go (an asyncio.Queue takes a get, and its checks, per item)."""
 
     __slots__ = ("items", "waiter")
 
@@ -93,9 +93,9 @@ class RequestStream:
     Then ``async for deltas in stream`` gives the CompletionDeltas of every engine step
     that advanced the request since the last iteration, in order (a reader that fell
     behind catches up at once; merge_deltas joins them), until every completion has
-    finished; it raises the
-    error of a request that fails on the way. ``abort()``, or leaving ``async with stream``
-    before the end, stops the request and frees its KV blocks."""
+    finished; it raises the error of a request that fails on the way. ``abort()``, or
+    leaving ``async with stream`` before the end, stops the request and frees its KV
+    blocks."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, inbox: Inbox,
                  on_abort: Callable[[], None]):
