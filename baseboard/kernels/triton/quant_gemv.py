@@ -145,12 +145,12 @@ def _block_4bit(words, x_rows, k0, row_ok, K, BLOCK_M: tl.constexpr, EVEN_K: tl.
     k_plane = k0 + tl.arange(0, _PLANE_K)
     x = _load_x(x_rows, k_plane, row_ok, K, EVEN_K, BLOCK_M)
     products = _products(_nibble_f32(words, 0), x, BLOCK_M)
-    x_sum = _row_sums(x, BLOCK_M)
+    x_planes = x  # the planes' x added up element by element: one reduction, not eight
     for plane in tl.static_range(1, _PLANES):
         x = _load_x(x_rows, k_plane + plane * _PLANE_K, row_ok, K, EVEN_K, BLOCK_M)
         products += _products(_nibble_f32(words, plane), x, BLOCK_M)
-        x_sum += _row_sums(x, BLOCK_M)
-    return products, x_sum
+        x_planes += x
+    return products, _row_sums(x_planes, BLOCK_M)
 
 
 @triton.jit
@@ -161,12 +161,12 @@ def _step_8bit(words, x_rows, k0, row_ok, K, BLOCK_M: tl.constexpr, BLOCK_K: tl.
     k_word = k0 + 4 * tl.arange(0, BLOCK_K // 4)
     x = _load_x(x_rows, k_word, row_ok, K, EVEN_K, BLOCK_M)
     products = _products(_byte_f32(words, 0), x, BLOCK_M)
-    x_sum = _row_sums(x, BLOCK_M)
+    x_planes = x
     for plane in tl.static_range(1, 4):
         x = _load_x(x_rows, k_word + plane, row_ok, K, EVEN_K, BLOCK_M)
         products += _products(_byte_f32(words, plane), x, BLOCK_M)
-        x_sum += _row_sums(x, BLOCK_M)
-    return products, x_sum
+        x_planes += x
+    return products, _row_sums(x_planes, BLOCK_M)
 
 
 @triton.jit
