@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks and measurements still open, in one device call (under 10 minutes):
 #   1. the GPU tests of the engine, the models and the fused layers;
-#   2. `baseboard serve` against LLM.generate at concurrency 32 on the 0.5B shape, with
-#      mixed steps run as graph replays (the default) and launched eagerly
-#      (BASEBOARD_GRAPH_PARTS=0), each with the server's and the engine's process CPU;
-#   3. the 0.5B shape end to end at batch 1 (the 1600 tok/s target).
+#   2. `baseboard serve` against LLM.generate at concurrency 32 on the 0.5B shape, the
+#      median of three rounds each, with the server's and the engine's process CPU;
+#   3. the quantized GEMMs against bf16 (the weight-only GEMV's loop changed at 80f8094);
+#   4. the 0.5B shape end to end at batch 1 (the 1600 tok/s target).
 # Each step has its own time limit, so a slow one cannot hide the others.
 #
 # What the device image lacks comes from wheels in .whl/base (no network there), installed
@@ -47,9 +47,8 @@ serve=(python3 benchmarks/serve.py --shape qwen2.5-0.5b --concurrency 32 --reque
 step 120 gpu_tests python3 -m pytest -q -m gpu -p no:cacheprovider \
   tests/engine/test_engine_gpu.py tests/models/test_fused_layers_gpu.py \
   tests/models/test_models_gpu.py
-step 150 serve_graph_parts "${serve[@]}" --json "$out/serve_graph_parts.json"
-step 150 serve_eager_mixed env BASEBOARD_GRAPH_PARTS=0 "${serve[@]}" \
-  --json "$out/serve_eager_mixed.json"
+step 150 serve "${serve[@]}" --json "$out/serve.json"
+step 180 quant_gemm python3 benchmarks/quant_gemm.py --out "$out/quant_gemm.json"
 step 140 e2e_qwen python3 benchmarks/e2e_gpu.py --models qwen2.5-0.5b --batches 1 \
   --peer-batches "" --repeats 2 --json "$out/e2e_qwen.json"
 echo "done in $(( $(date +%s) - start )) s"
