@@ -215,11 +215,22 @@ def http_client(url: str, kind: str, concurrency: int, time_limit: float):
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
                                     timeout=time_limit)
         return client, stream_openai, client.close
-    import httpx2  # what openai is built on
-
-    client = httpx2.AsyncClient(base_url=url, timeout=time_limit,
-                                limits=httpx2.Limits(max_connections=concurrency))
+    http = http_library()
+    client = http.AsyncClient(base_url=url, timeout=time_limit,
+                              limits=http.Limits(max_connections=concurrency))
     return client, stream_http, client.aclose
+
+
+def http_library():
+    """The HTTP library the installed openai is built on: httpx2 (openai 3), else httpx."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:
+        import httpx
+
+        return httpx
 
 
 async def run_load(url: str, prompts: list[str], concurrency: int, max_tokens: int,
@@ -276,7 +287,9 @@ def client_worker(url: str, prompts: list, concurrency: int, max_tokens: int,
                   ) -> tuple[list[Timing], int, float]:
     """One client process's share of the load, begun at ``start_at`` (time.time()) so that
     all clients start together: (timings, not completed, CPU seconds spent)."""
-    import httpx2, openai  # noqa: F401, E401  (imported before the start, not timed)
+    import openai  # noqa: F401  (imported before the start, not inside the timed part)
+
+    http_library()
 
     time.sleep(max(0.0, start_at - time.time()))
     cpu = time.process_time()
