@@ -13,10 +13,13 @@ paths inside, chosen per call by the number of rows M against ``fused_rows`` (be
 - larger M otherwise: each panel is dequantized once into a per-thread dense panel and
   the dense kernels of gemm.c run on it, at the dense kernel's speed.
 
-The thresholds are where one path overtook the other in single-thread measurements on
-the 2-core Xeon of docs/benchmarks.md (benchmarks/cpu_quant.py), not measured at load:
-AMX's tile multiply wins from 2 rows (4-bit) or 3 (int8), the register path stays ahead
-of the dequantizing one up to about 8 rows in bf16 and 16 in float32. Int8 codes with bf16
+The thresholds are where one path overtook the other in measurements of
+benchmarks/cpu_quant.py's shapes, not measured at load: on the 2-core Xeon of
+docs/benchmarks.md (single thread), AMX's tile multiply wins from 2 rows (4-bit) or 3
+(int8), and the register path stays ahead of the dequantizing one up to about 16 rows in
+float32; without AMX (the 2-core AMD EPYC, two threads) it stays ahead in bf16 up to 8
+rows for 4-bit codes and 16 for int8 (12 rows: 554 against 643 us on Qwen2.5-0.5B's
+gate_up, 16 rows: 653 against 696; 24 rows: 894 against 841). Int8 codes with bf16
 activations at one or two rows are multiplied as float32 (converting them to bf16 pairs
 cost more than the multiply-adds).
 
@@ -48,9 +51,9 @@ from . import native
 from .gemm import PANEL, Avx512Gemm, PackedLinear, pack_linear
 from .platform import _cpu_flags
 
-# rows up to which codes are decoded in registers: with AMX (bf16; by code bits), else
-# bf16, float32
-FUSED_ROWS_AMX, FUSED_ROWS_BF16, FUSED_ROWS_F32 = {4: 1, 8: 2}, 8, 16
+# rows up to which codes are decoded in registers, by code bits: bf16 with AMX, bf16
+# without; float32
+FUSED_ROWS_AMX, FUSED_ROWS_BF16, FUSED_ROWS_F32 = {4: 1, 8: 2}, {4: 8, 8: 16}, 16
 SCALE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # kept as given: exact
 
 
@@ -80,7 +83,7 @@ class QuantizedLinear:
         self._x_f32 = dtype == torch.float32
         self.amx = not self._x_f32 and amx_enabled()
         self.fused_rows = FUSED_ROWS_F32 if self._x_f32 else \
-            FUSED_ROWS_AMX[bits] if self.amx else FUSED_ROWS_BF16
+            (FUSED_ROWS_AMX if self.amx else FUSED_ROWS_BF16)[bits]
         self.codes = _pack_codes(qweight, bits, self._x_f32)
         self.scales = _panel_groups(scales)
         self.offsets = None if offsets is None else _panel_groups(offsets.to(scales.dtype))
