@@ -229,8 +229,10 @@ async def read_json(request: Request) -> Any:
 async def events(outputs: RequestStream, builder: ResponseBuilder) -> AsyncIterator[str]:
     """The response as server-sent events: one chunk per choice and step (the steps a slow
     client missed, joined), the usage chunk when asked, then [DONE]. A request that fails
-    on the way ends with an error event."""
+    on the way ends with an error event. The last step's chunks, the usage and [DONE] go
+    out in one write: its client can send its next request a write sooner."""
     async with outputs:  # a client that leaves cancels this: the request is aborted
+        last = ""
         try:
             if builder.kind == "chat":
                 yield "".join(sse(chunk) for chunk in builder.role_chunks())
@@ -238,13 +240,16 @@ async def events(outputs: RequestStream, builder: ResponseBuilder) -> AsyncItera
                 # a stream behind the engine sends what it missed as one chunk per choice
                 parts = [part for part in map(builder.add, merge_deltas(deltas))
                          if part is not None]
-                if parts:
-                    yield "".join(map(builder.chunk_event, parts))
+                text = "".join(map(builder.chunk_event, parts))
+                if outputs.finished:
+                    last = text
+                elif text:
+                    yield text
             if builder.include_usage:
-                yield sse(builder.usage_chunk())
+                last += sse(builder.usage_chunk())
         except Exception as exc:
-            yield sse(api_error(exc).body())
-        yield SSE_DONE
+            last += sse(api_error(exc).body())
+        yield last + SSE_DONE
 
 
 async def collect(request: Request, outputs: RequestStream, builder: ResponseBuilder
