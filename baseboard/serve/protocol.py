@@ -129,9 +129,10 @@ class CompletionRequest(SamplingFields):
         if not prompt:
             raise FieldError("prompt is an empty list; give a string, a list of strings or "
                              "a list of token ids.", "prompt")
-        if all(isinstance(p, int) for p in prompt):
+        # strict validation leaves one kind of element per list: the first tells which
+        if isinstance(prompt[0], int):
             return [{"prompt_token_ids": list(prompt)}]
-        if all(isinstance(p, str) for p in prompt):
+        if isinstance(prompt[0], str):
             return list(prompt)
         return [{"prompt_token_ids": list(p)} for p in prompt]
 
