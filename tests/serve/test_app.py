@@ -266,6 +266,11 @@ ERRORS = [  # (path, body, status, the field named)
     ("/v1/completions", {"model": NAME, "prompt": "Hi", "logit_bias": {"5": 1}}, 400,
      "logit_bias"),
     ("/v1/completions", {"model": NAME, "prompt": [10**6]}, 400, "prompt"),
+    # mixed lists: the prompt's kind is read from its first element once validated
+    ("/v1/completions", {"model": NAME, "prompt": [5, "a"]}, 400, "prompt"),
+    ("/v1/completions", {"model": NAME, "prompt": ["a", 5]}, 400, "prompt"),
+    ("/v1/completions", {"model": NAME, "prompt": [5, True]}, 400, "prompt"),
+    ("/v1/completions", {"model": NAME, "prompt": [[5], 6]}, 400, "prompt"),
     ("/v1/completions", {"model": NAME, "prompt": LONG}, 400, "prompt"),
     ("/v1/completions", {"model": NAME, "prompt": "Hi", "max_tokens": CONTEXT}, 400,
      "max_tokens"),
