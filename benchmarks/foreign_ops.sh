@@ -96,7 +96,7 @@ if [[ kit_flaggems_gemm =~ $steps ]]; then
   wait
   for log in "$out"/kit_flaggems_gemm_*.log; do
     echo "$(basename "$log" .log): $(tail -1 "$log")"
-    if ! tail -1 "$log" | grep -q " 2 passed"; then failed=1; fi
+    if ! tail -1 "$log" | grep -qE '(^| )2 passed'; then failed=1; fi
   done
 fi
 step bench_gemm 300 python3 benchmarks/foreign_ops.py --ops gemm --json "$out/foreign_ops_gemm.json"
