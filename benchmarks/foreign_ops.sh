@@ -30,36 +30,12 @@
 set -uo pipefail
 out=${1:-${OUT:-/tmp/foreign_ops}}
 steps=${2:-.}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-site=/tmp/site
+source "$(dirname "$0")/device_lib.sh"
 wheels=(.whl/flag_gems-*.whl .whl/liger_kernel-*.whl .whl/sqlalchemy-*.whl .whl/greenlet-*.whl)
 if [ -d .whl/base ]; then wheels+=(.whl/base/*.whl); fi
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" "${wheels[@]}" || exit 1
-export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-# baseboard and the two plugin packages from this checkout: their entry points are found
-# through the metadata pip writes
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" --upgrade \
-  . examples/baseboard-flaggems examples/baseboard-liger || exit 1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-git rev-parse --short HEAD 2>/dev/null || true
-failed=0
-# step NAME SECONDS COMMAND...: runs COMMAND under a time limit, its output in $out/NAME.log
-step() {
-  local name=$1 limit=$2; shift 2
-  [[ $name =~ $steps ]] || return 0
-  echo "=== $name"
-  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | tail -40
-  local rc=${PIPESTATUS[0]}
-  if [ "$rc" -eq 124 ]; then echo "=== $name: stopped after ${limit}s"; failed=1
-  elif [ "$rc" -ne 0 ]; then echo "=== $name FAILED (exit $rc)"; failed=1; fi
-}
-# a library that does not load here turns every case into a skip: that is no pass
-ran_cases() {
-  [[ $1 =~ $steps ]] || return 0
-  if ! tail -1 "$out/$1.log" | grep -q " passed"; then echo "=== $1: no case ran"; failed=1; fi
-}
+install_wheels "${wheels[@]}" || exit 1
+install_checkout . examples/baseboard-flaggems examples/baseboard-liger || exit 1
+report_device
 step plugins 60 python3 -c "
 from baseboard.core.settings import read_settings
 from baseboard.frontend.plan import load_catalog
@@ -74,30 +50,26 @@ step kit_flaggems_rows 180 python3 -m pytest -q -rs -p no:cacheprovider \
 ran_cases kit_flaggems_rows
 # FlagGems autotunes each new GEMM key (M, N, K rounded to 32, dtype, strides) over up to
 # 216 compiled tile configurations, about 150 s a key on an H200, and the kit's 18 GEMM
-# cases make dozens of keys. So they run as nine shards in parallel (a dtype and a shape
+# cases make dozens of keys. So they run as nine steps in parallel (a dtype and a shape
 # each, with and without bias; compiling is what takes the time, and the host has the
 # cores), each with its own FlagGems cache (FLAGGEMS_CACHE_DIR: its tuning database), kept
 # in $out/flaggems_cache and taken up again from .diag/flaggems_cache where a run before
 # left it there (copy the last run's files there and carry .diag): a run that stops at its
 # time limit hands its tuned keys to the next one.
-kit_gemm_shard() {  # DTYPE SHAPE
-  local shard=$1-$2 cache=$out/flaggems_cache/$1-$2 only=$1-$2
-  mkdir -p "$cache"
-  if [ -d ".diag/flaggems_cache/$shard" ]; then cp -r ".diag/flaggems_cache/$shard/." "$cache/"; fi
-  if [ "$1" = float16 ]; then only="$only and not bfloat16"; fi
-  FLAGGEMS_CACHE_DIR=$cache timeout 540 python3 -m pytest -q -rs -p no:cacheprovider \
-    --baseboard-plugin flaggems -k "gemm and $only" >"$out/kit_flaggems_gemm_$shard.log" 2>&1
-}
-if [[ kit_flaggems_gemm =~ $steps ]]; then
-  echo "=== kit_flaggems_gemm (9 shards)"
-  for dtype in float32 bfloat16 float16; do
-    for shape in K64-N128 K96-N80 K257-N129; do kit_gemm_shard $dtype $shape & done
+shards=()
+for dtype in float32 bfloat16 float16; do
+  for shape in K64-N128 K96-N80 K257-N129; do
+    shard=$dtype-$shape cases="gemm and $dtype-$shape"
+    if [ $dtype = float16 ]; then cases="$cases and not bfloat16"; fi
+    cache=$out/flaggems_cache/$shard
+    mkdir -p "$cache"
+    if [ -d ".diag/flaggems_cache/$shard" ]; then cp -r ".diag/flaggems_cache/$shard/." "$cache/"; fi
+    shards+=("kit_flaggems_gemm_$shard")
+    tail_lines=1 step "kit_flaggems_gemm_$shard" 540 env FLAGGEMS_CACHE_DIR="$cache" \
+      python3 -m pytest -q -rs -p no:cacheprovider --baseboard-plugin flaggems -k "$cases" &
   done
-  wait
-  for log in "$out"/kit_flaggems_gemm_*.log; do
-    echo "$(basename "$log" .log): $(tail -1 "$log")"
-    if ! tail -1 "$log" | grep -qE '(^| )2 passed'; then failed=1; fi
-  done
-fi
+done
+wait
+for shard in "${shards[@]}"; do ran_cases "$shard"; done
 step bench_gemm 300 python3 benchmarks/foreign_ops.py --ops gemm --json "$out/foreign_ops_gemm.json"
 exit $failed

@@ -20,36 +20,20 @@
 # (OUTDIR defaults to $OUT, else /tmp/sweep).
 set -uo pipefail
 out=${1:-${OUT:-/tmp/sweep}}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-site=/tmp/site
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/base/*.whl \
-  >/dev/null 2>&1 || echo "warning: some wheels in .whl/base did not install"
-python3 -m pip install -q --no-deps --no-build-isolation --no-index --target "$site" . \
-  >/dev/null 2>&1 || { echo "baseboard did not install"; exit 1; }
-export PYTHONPATH=$site
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-start=$(date +%s)
-failed=0
-
-step() {  # step LIMIT_S NAME COMMAND...: its log in OUTDIR/NAME.log, the tail printed
-  local limit=$1 name=$2
-  shift 2
-  echo "=== $name ($(( $(date +%s) - start )) s in)"
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
-  local status=$?
-  [ $status -eq 0 ] || { echo "exit status $status"; failed=1; }
-  tail -n 6 "$out/$name.log"
-}
+tail_lines=6
+source "$(dirname "$0")/device_lib.sh"
+install_wheels .whl/base/*.whl || exit 1
+install_checkout . || exit 1
+report_device
 
 serve=(python3 benchmarks/serve.py --shape qwen2.5-0.5b --concurrency 32 --requests 192
        --max-tokens 128 --clients 8)
-step 120 gpu_tests python3 -m pytest -q -m gpu -p no:cacheprovider \
+step gpu_tests 120 python3 -m pytest -q -m gpu -p no:cacheprovider \
   tests/engine/test_engine_gpu.py tests/models/test_fused_layers_gpu.py \
   tests/models/test_models_gpu.py
-step 150 serve "${serve[@]}" --json "$out/serve.json"
-step 180 quant_gemm python3 benchmarks/quant_gemm.py --out "$out/quant_gemm.json"
-step 140 e2e_qwen python3 benchmarks/e2e_gpu.py --models qwen2.5-0.5b --batches 1 \
+step serve 150 "${serve[@]}" --json "$out/serve.json"
+step quant_gemm 180 python3 benchmarks/quant_gemm.py --out "$out/quant_gemm.json"
+step e2e_qwen 140 python3 benchmarks/e2e_gpu.py --models qwen2.5-0.5b --batches 1 \
   --peer-batches "" --repeats 2 --json "$out/e2e_qwen.json"
-echo "done in $(( $(date +%s) - start )) s"
+echo "done in $SECONDS s"
 exit $failed

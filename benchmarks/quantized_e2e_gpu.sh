@@ -14,32 +14,14 @@
 # out of time.
 set -uo pipefail
 out=${1:-${OUT:-/tmp/quantized_e2e}}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-site=/tmp/site
+tail_lines=60
+source "$(dirname "$0")/device_lib.sh"
 wheels=(.whl/gemlite-*.whl)
 [ -e "${wheels[0]}" ] || wheels=()
 if [ -d .whl/base ]; then wheels+=(.whl/base/*.whl); fi
-if [ ${#wheels[@]} -gt 0 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "${wheels[@]}" \
-    || exit 1
-fi
-# baseboard from this checkout: its plugins are found through the metadata pip writes
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" --upgrade . \
-  || exit 1
-export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-git rev-parse --short HEAD 2>/dev/null || true
-failed=0
-step() {
-  local name=$1 limit=$2; shift 2
-  echo "=== $name"
-  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | tail -60
-  local rc=${PIPESTATUS[0]}
-  if [ "$rc" -eq 124 ]; then echo "=== $name: stopped after ${limit}s"; failed=1
-  elif [ "$rc" -ne 0 ]; then echo "=== $name FAILED (exit $rc)"; failed=1; fi
-}
+install_wheels "${wheels[@]}" || exit 1
+install_checkout . || exit 1
+report_device
 step gemlite_gpu_tests 240 python3 -m pytest -q -rs -p no:cacheprovider -m "not slow" \
   tests/kernels/test_gemlite_gpu.py tests/kernels/test_gemlite.py
 # the conformance kit's cases of gemlite's records (the others of the cuda plugin are
