@@ -170,10 +170,9 @@ class ResponseBuilder:
     def chunk_event(self, part: dict) -> str:
         """``sse(self.chunk([part]))``, with the envelope serialised once per response: a
         stream sends one per token."""
-        if self._envelope is None:
-            marker = "\x00"
-            head, _, tail = sse(self.chunk([marker])).rpartition(json.dumps(marker))
-            self._envelope = head, tail
+        if self._envelope is None:  # "choices" is the body's last list
+            head, _, tail = sse(self.chunk([])).rpartition("[]")
+            self._envelope = head + "[", "]" + tail
         head, tail = self._envelope
         return f"{head}{json.dumps(part, ensure_ascii=False)}{tail}"
 
