@@ -252,8 +252,7 @@ class AsyncEngine:
             detokenizer = request.detokenizers[key] = IncrementalDetokenizer(
                 self.tokenizer, request.prompt_ids[delta.prompt_index],
                 request.params.skip_special_tokens)
-        ids = delta.token_ids
-        text = detokenizer.add(ids[0]) if len(ids) == 1 else "".join(map(detokenizer.add, ids))
+        text = "".join(map(detokenizer.add, delta.token_ids))
         if delta.finish_reason is not None:
             text += detokenizer.flush()
         delta.text = text
