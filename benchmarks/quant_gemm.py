@@ -7,7 +7,8 @@ per-channel (Triton, each M bucket on the kernel its tile names); the same W4A16
 forced onto the GEMV alone and onto the tensor-core kernel alone (N=14336, M <= 64);
 tinygemm int4 g128 (torch._weight_int4pack_mm); FP8 W8A8 (Triton, and torch._scaled_mm
 row-wise), INT8 W8A8 (Triton, and torch._int_mm), each with its per-token activation
-quantization; and the Triton activation quantization alone.
+quantization; the Triton activation quantization alone; and, where installed, gemlite's
+W4A16 and W8A16 (the optional candidate).
 
 torch's kernels (the peers) each run in a process of their own, ours together in another.
 Each measurement replays a CUDA graph of many calls, timed with CUDA events; the calls
@@ -36,6 +37,7 @@ if "--smoke" in sys.argv:  # must precede the first triton import
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
@@ -158,6 +160,17 @@ KERNELS = (
     Kernel("INT8 W8A8 (_int_mm)", "int8", alt.IntMmInt8, reference.GemmW8A8Int8, peer=True),
     Kernel("FP8 act. quantization only (triton)", "fp8", QuantizeOnly),
 )
+# gemlite, the optional candidate, where installed: its own process, like the peers, and
+# last, since its first call of each row bucket may autotune
+if importlib.util.find_spec("gemlite") is not None:
+    from baseboard.kernels import gemlite_gemm  # noqa: E402
+
+    KERNELS += (
+        Kernel("W4A16 g128 asym (gemlite)", "w4_asym", gemlite_gemm.GemliteW4A16,
+               reference.GemmW4A16, peer=True),
+        Kernel("W8A16 per-channel (gemlite)", "w8", gemlite_gemm.GemliteW8A16,
+               reference.GemmW8A16, peer=True),
+    )
 
 
 def make_weights(kind: str, n: int, k: int, device: torch.device, seed: int) -> dict:
@@ -378,7 +391,9 @@ TARGETS = (
     ("W4A16 g128 asym (triton)", "bf16 F.linear", (1, 2, 4, 8, 16), 3.0),
     ("W4A16 g128 sym (triton)", "bf16 F.linear", (64,), 1.5),
     ("W4A16 g128 sym (triton)", "bf16 F.linear", (256,), 1.0),
+    ("W4A16 g128 asym (gemlite)", "bf16 F.linear", (1, 2, 4, 8, 16), 3.0),
     ("W8A16 per-channel (triton)", "bf16 F.linear", (1, 2, 4, 8, 16), 1.7),
+    ("W8A16 per-channel (gemlite)", "bf16 F.linear", (1, 2, 4, 8, 16), 1.7),
     ("FP8 W8A8 (triton)", "FP8 W8A8 (_scaled_mm)", (16, 4096), 1.0),
     ("INT8 W8A8 (triton)", "bf16 F.linear", (4096,), 1.5),
 )
