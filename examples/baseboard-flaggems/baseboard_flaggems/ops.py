@@ -8,8 +8,13 @@ FlagGems' layouts against the contract's:
   views; it rotates q and k in place through their strides;
 - silu_and_mul takes gate and up as two tensors of any strides: the halves of x, as views;
 - mm multiplies [M, K] by [K, N] through their strides, so the [N, K] weight is passed
-  transposed as a view, and mm_out stores its float32 accumulator in an output of the
-  dtype asked for.
+  transposed as a view. A float32 result of 16-bit inputs (the lm_head's) comes from the
+  portable mm_out (flag_gems.ops.mm_out), whose kernel stores its float32 accumulator in
+  the output's dtype: the Hopper mm_out that ``flag_gems.mm_out`` is on sm_90 (5.0.2)
+  cannot. Its pointer kernel does not compile for an output dtype other than the
+  inputs', and its TMA kernel is cached by the output's shape and strides but not its
+  dtype, so a float32 output of the shape of a bf16 one ran the bf16 binary and came
+  back as garbage (the conformance kit on an H200).
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ class FlagGemsGemm:
         else:
             out = torch.empty((rows.shape[0], weight_kn.shape[1]), dtype=out_dtype,
                               device=x.device)
-            flag_gems.mm_out(rows, weight_kn, out=out)
+            flag_gems.ops.mm_out(rows, weight_kn, out=out)
             if bias is not None:
                 out += bias.to(out_dtype)
         return out.view(*x.shape[:-1], out.shape[-1])
