@@ -137,6 +137,7 @@ class Kernel:
     max_m: int = 1 << 30  # timed only up to this M ...
     only_n: int = 0  # ... and only at this N (0: every N)
     peer: bool = False  # torch's kernel: timed in a process of its own
+    gemm: bool = True  # False: a part of one (the activation quantization), not plotted
 
 
 KERNELS = (
@@ -158,7 +159,7 @@ KERNELS = (
     Kernel("FP8 W8A8 (_scaled_mm)", "fp8", alt.ScaledMmFp8, reference.GemmW8A8Fp8, peer=True),
     Kernel("INT8 W8A8 (triton)", "int8", quant_w8a8.GemmW8A8Int8, reference.GemmW8A8Int8),
     Kernel("INT8 W8A8 (_int_mm)", "int8", alt.IntMmInt8, reference.GemmW8A8Int8, peer=True),
-    Kernel("FP8 act. quantization only (triton)", "fp8", QuantizeOnly),
+    Kernel("FP8 act. quantization only (triton)", "fp8", QuantizeOnly, gemm=False),
 )
 # gemlite, the optional candidate, where installed: its own process, like the peers, and
 # last, since its first call of each row bucket may autotune
@@ -423,16 +424,19 @@ def plot(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report["results"] if r["speedup_vs_bf16"]]
+    parts = {kr.name for kr in KERNELS if not kr.gemm}
+    rows = [r for r in report["results"] if r["speedup_vs_bf16"] and r["kernel"] not in parts]
     ns = list(dict.fromkeys(r["n"] for r in rows))
     fig, axes = plt.subplots(1, len(ns), figsize=(6 * len(ns), 4.5), squeeze=False)
     for ax, n in zip(axes[0], ns):
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more kernels than the default's 10
         for name in dict.fromkeys(r["kernel"] for r in rows if r["n"] == n):
             mine = [r for r in rows if r["n"] == n and r["kernel"] == name]
             ax.plot([r["m"] for r in mine], [r["speedup_vs_bf16"] for r in mine], marker="o",
                     markersize=3, label=name)
         ax.axhline(1.0, color="gray", linewidth=0.8)
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)  # 0.04x to 2x: a linear axis hides the losers
         ax.set_xlabel("M (rows)")
         ax.set_ylabel("speedup over bf16 F.linear")
         ax.set_title(f"K={report['k']}, N={n} ({report['device']})")
