@@ -136,7 +136,7 @@ class Kernel:
     reference: Any = None  # the torch reference op, None: not checked
     max_m: int = 1 << 30  # timed only up to this M ...
     only_n: int = 0  # ... and only at this N (0: every N)
-    peer: bool = False  # torch's kernel: timed in a process of its own
+    peer: bool = False  # torch's kernel or another library's: timed in a process of its own
     gemm: bool = True  # False: a part of one (the activation quantization), not plotted
 
 

@@ -107,7 +107,7 @@ _W8A16_H200: Table = (
     (16, Tile(16, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4, resident=3)),
     (64, Tile(64, 64, 128, AUTO_SPLIT, num_warps=4, num_stages=4)),
     # split K (one program an SM): at 65-256 rows a weight of 4096 or 6144 columns makes
-    # 16-48 tiles of 128x256, too few for the SMs unsplit (0.17x-0.25x bf16 at 128 rows)
+    # 16-48 tiles of 128x256, too few for the SMs unsplit (0.16x-0.19x bf16 at 128 rows)
     (256, Tile(128, 256, 128, AUTO_SPLIT, num_warps=8, num_stages=3, resident=1)),
     (UNBOUNDED, Tile(1, 32, 128, 1, num_warps=4, num_stages=1, kernel=DEQUANT)),
 )
