@@ -5,9 +5,9 @@ is D contiguous values, which the kernels read as whole rows. A head-major layou
 [2, num_blocks, Hk, block_size, D] (each block's head one contiguous run) measured no
 faster (docs/benchmarks.md, "Measurements behind the code"), so the reference layout stays.
 
-A step runs up to three kernels: the KV write (with the rotary embedding, in
-``forward_rotary``, where the decode kernel writes the decodes' own), decode (the decodes
-come first in the batch), and prefill (the rest: over the paged cache when a prefill has a cached
+A step runs up to four kernels: the KV write (with the rotary embedding, in
+``forward_rotary``), split decode and its merge (the decodes come
+first in the batch), and prefill (the rest: over the paged cache when a prefill has a cached
 prefix or the step replays a CUDA graph, else over the step's own keys and values, which
 reads faster; over the cache, blocks of a multiple of 64 tokens are read a whole tile at a
 time, smaller ones gathered key by key). Per-step metadata
@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Optional
 
 import torch
 import triton
@@ -31,8 +30,8 @@ import triton
 from ...core.attention import AttentionBatch, AttentionSpec, check_metadata_current
 from ...core.errors import ConfigError
 from .common import last_dim_contiguous, upcast_dots
-from .decode import (DECODE_CONFIG, DecodeConfig, DecodeRotary, decode_attention,
-                     decode_splits, decode_workspace_rows)
+from .decode import (DECODE_CONFIG, DecodeConfig, decode_attention, decode_splits,
+                     decode_workspace_rows)
 from .device_tables import table_for
 from .kv_cache import rotary_write_kv, write_kv
 from .prefill import PrefillConfig, prefill_attention, prefill_config
@@ -93,11 +92,9 @@ class TritonAttention:
         else:
             self.paged_prefill = prefill_attention
             self.prefill_config = prefill_config(d_pad, group_pad)
-        # [block_n, num_warps, num_stages, max_splits, programs per SM(, min_partition)]
-        # from the device's table
+        # [block_n, num_warps, num_stages, max_splits, programs per SM] from the device's table
         decode = table.get("decode", f"D{d_pad}") if table else None
-        self.decode_config = DecodeConfig(*decode[:4], *decode[5:]) if decode \
-            else DECODE_CONFIG
+        self.decode_config = DecodeConfig(*decode[:4]) if decode else DECODE_CONFIG
         per_sm = decode[4] if decode else PROGRAMS_PER_MULTIPROCESSOR
         self.decode_programs = per_sm * _multiprocessors(spec.device)
         self.qk_scale = spec.scale * math.log2(math.e)
@@ -120,9 +117,6 @@ class TritonAttention:
         self._copied = torch.cuda.Event() if pinned else None
         self._builds = 0  # build_metadata calls so far; metadata of an earlier one are stale
         self._workspace: tuple[torch.Tensor, ...] = ()
-        # the decode's arrival counters, one a (sequence, KV head), left zero by every call
-        self._counters = torch.zeros(seqs * spec.num_kv_heads, dtype=torch.int32,
-                                     device=spec.device)
         self._reserve_workspace(decode_workspace_rows(
             seqs, spec.num_kv_heads, self.decode_config, self.decode_programs))
 
@@ -135,8 +129,7 @@ class TritonAttention:
         d_pad, device = triton.next_power_of_2(self.spec.head_dim), self.spec.device
         self._workspace = (torch.empty(rows * d_pad, dtype=torch.float32, device=device),
                            torch.empty(rows, dtype=torch.float32, device=device),
-                           torch.empty(rows, dtype=torch.float32, device=device),
-                           self._counters)
+                           torch.empty(rows, dtype=torch.float32, device=device))
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
         return self.spec.standard_kv_cache_shape(num_blocks)
@@ -202,29 +195,22 @@ class TritonAttention:
                        v: torch.Tensor, cos_sin_cache: torch.Tensor, kv_cache: torch.Tensor,
                        metadata: TritonAttentionMetadata) -> torch.Tensor:
         """``forward`` of q and k rotated at positions [T] (cos_sin_cache [max_pos, D]
-        float32): the decode kernel rotates the decodes' own, the KV-cache write's kernel
-        the rest."""
+        float32): the rotation happens in the KV-cache write's kernel."""
         check_metadata_current(metadata.build, self._builds,
                                "overwrote the buffers they are views into")
-        q, k, v = last_dim_contiguous(q), last_dim_contiguous(k), last_dim_contiguous(v)
-        decodes = metadata.num_decodes
-        rotary_write_kv(positions[decodes:], q[decodes:], k[decodes:], v[decodes:],
-                        cos_sin_cache, kv_cache, metadata.slot_mapping[decodes:])
-        rotary = DecodeRotary(positions, cos_sin_cache, k, v, metadata.slot_mapping)
-        return self._attend(q, k, v, kv_cache, metadata, rotary)
+        q, k = rotary_write_kv(positions, q, k, v, cos_sin_cache, kv_cache,
+                               metadata.slot_mapping)
+        return self._attend(q, k, last_dim_contiguous(v), kv_cache, metadata)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                kv_cache: torch.Tensor, metadata: TritonAttentionMetadata,
-                rotary: Optional[DecodeRotary] = None) -> torch.Tensor:
-        """Attention of q over the cache that holds this step's k and v, but for the
-        decodes' own with ``rotary``."""
+                kv_cache: torch.Tensor, metadata: TritonAttentionMetadata) -> torch.Tensor:
+        """Attention of q over the cache that already holds this step's k and v."""
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         num_decodes = metadata.num_decodes
         if num_decodes:
             decode_attention(q, out, kv_cache, metadata.block_tables[:num_decodes],
                              metadata.seq_lens[:num_decodes], metadata.decode_splits,
-                             self._workspace, self.qk_scale, self.decode_config, self.upcast,
-                             rotary)
+                             self._workspace, self.qk_scale, self.decode_config, self.upcast)
         if metadata.num_tokens > num_decodes and metadata.dense_prefill:
             dense_prefill_attention(q, k, v, out, metadata.prefill_query_start,
                                     metadata.seq_lens.shape[0] - num_decodes,
