@@ -199,23 +199,23 @@ def bench_decode(device, smoke, batch=32, heads=32, kv_heads=8, context=4096, he
     ks, vs = keys.transpose(1, 2).contiguous(), values.transpose(1, 2).contiguous()
     want = F.scaled_dot_product_attention(qs, ks, vs, scale=scale, enable_gqa=True)
 
-    def run(metadata):
-        return attention.forward(q, k_new, v_new, cache, metadata)
+    def run(metadata, impl=attention):
+        return impl.forward(q, k_new, v_new, cache, metadata)
 
     metadata = attention.build_metadata(step)
     result = dict(shape=dict(batch=batch, heads=heads, kv_heads=kv_heads, context=context,
                              head_dim=head_dim, block_size=block_size),
                   kv_bytes=kv_bytes, splits=metadata.decode_splits,
                   rel_error_vs_sdpa=rel_error(run(metadata), want.squeeze(2)))
-    programs = attention.decode_programs
-    attention.decode_programs = 1
-    unsplit = attention.build_metadata(step)
-    attention.decode_programs = programs
+    # a second instance: metadata are valid only until their own instance builds again
+    single = type(attention)(attention.spec)
+    single.decode_programs = 1
+    unsplit = single.build_metadata(step)
     group = heads // kv_heads
     ks_mha, vs_mha = ks.repeat_interleave(group, 1), vs.repeat_interleave(group, 1)
     times = timed_rounds({
         "triton": lambda: run(metadata),
-        "no_split": lambda: run(unsplit),
+        "no_split": lambda: run(unsplit, single),
         "sdpa_gqa": lambda: F.scaled_dot_product_attention(qs, ks, vs, scale=scale,
                                                            enable_gqa=True),
         "sdpa_mha": lambda: F.scaled_dot_product_attention(qs, ks_mha, vs_mha, scale=scale),
