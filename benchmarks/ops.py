@@ -4,7 +4,8 @@ Paged decode attention against torch SDPA on contiguous K/V (GB/s of K/V read), 
 causal prefill against SDPA (TFLOP/s), norms / rotary / silu / sampling against the torch
 references (GB/s), the one-row GEMM (the decode of one sequence) of two model shapes
 against cuBLAS through torch (GB/s of weight read). ``--sweep`` also times several tile
-configurations of the attention kernels. Prints tables and ratios; writes everything as JSON.
+configurations of the attention kernels. SDPA, the attention peer, is timed in a process of
+its own. Prints tables and ratios; writes everything as JSON.
 
     python benchmarks/ops.py [--sweep] [--only gemv,...] [--json PATH]
                                                         (PATH defaults to $OUT/ops.json)
@@ -21,9 +22,11 @@ if "--smoke" in sys.argv:  # must precede the first triton import
     os.environ["TRITON_INTERPRET"] = "1"
 
 import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import multiprocessing  # noqa: E402
 import time  # noqa: E402
 from typing import Callable  # noqa: E402
 
@@ -68,6 +71,14 @@ def timed_rounds(fns: dict[str, Callable[[], object]], smoke: bool,
         for name, fn in fns.items():
             times[name].append(timed(fn, smoke))
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def in_own_process(fn: Callable, *args):
+    """fn(*args) in a fresh interpreter: a peer is timed as its own users run it, with none
+    of our buffers, caches or compiled kernels in its process."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -211,16 +222,12 @@ def bench_decode(device, smoke, batch=32, heads=32, kv_heads=8, context=4096, he
     single = type(attention)(attention.spec)
     single.decode_programs = 1
     unsplit = single.build_metadata(step)
+    del qs, ks, vs, want
     group = heads // kv_heads
-    ks_mha, vs_mha = ks.repeat_interleave(group, 1), vs.repeat_interleave(group, 1)
-    times = timed_rounds({
-        "triton": lambda: run(metadata),
-        "no_split": lambda: run(unsplit, single),
-        "sdpa_gqa": lambda: F.scaled_dot_product_attention(qs, ks, vs, scale=scale,
-                                                           enable_gqa=True),
-        "sdpa_mha": lambda: F.scaled_dot_product_attention(qs, ks_mha, vs_mha, scale=scale),
-    }, smoke)
-    del ks_mha, vs_mha
+    times = timed_rounds({"triton": lambda: run(metadata),
+                          "no_split": lambda: run(unsplit, single)}, smoke)
+    times.update(in_own_process(sdpa_decode_ms, str(device), smoke, batch, heads, kv_heads,
+                                context, head_dim))
     result.update(triton_ms=times["triton"], triton_gbs=kv_bytes / times["triton"] / 1e6,
                   no_split_ms=times["no_split"],
                   sdpa_gqa_ms=times["sdpa_gqa"], sdpa_gqa_gbs=kv_bytes / times["sdpa_gqa"] / 1e6,
@@ -232,6 +239,21 @@ def bench_decode(device, smoke, batch=32, heads=32, kv_heads=8, context=4096, he
     if sweep:
         result["sweep"] = sweep_decode(attention, step, run, kv_bytes, smoke)
     return result
+
+
+def sdpa_decode_ms(device, smoke, batch, heads, kv_heads, context, head_dim) -> dict:
+    """SDPA's decode (one query a sequence over contiguous K/V, [B, H, S, D]) with
+    enable_gqa and on K/V repeated to every query head: median ms (run in_own_process)."""
+    qs = torch.randn(batch, heads, 1, head_dim, dtype=BF16, device=device)
+    ks, vs = (torch.randn(batch, kv_heads, context, head_dim, dtype=BF16, device=device)
+              for _ in range(2))
+    group, scale = heads // kv_heads, head_dim ** -0.5
+    ks_mha, vs_mha = ks.repeat_interleave(group, 1), vs.repeat_interleave(group, 1)
+    return timed_rounds({
+        "sdpa_gqa": lambda: F.scaled_dot_product_attention(qs, ks, vs, scale=scale,
+                                                           enable_gqa=True),
+        "sdpa_mha": lambda: F.scaled_dot_product_attention(qs, ks_mha, vs_mha, scale=scale),
+    }, smoke)
 
 
 def sweep_decode(attention, step, run, kv_bytes, smoke) -> list[dict]:
@@ -291,9 +313,6 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
     qs, ks, vs = bhsd(q), bhsd(k), bhsd(v)
     gqa = kv_heads != heads
 
-    def sdpa():
-        return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=gqa)
-
     dense_out = torch.empty_like(q)
 
     def dense(tma=None):
@@ -301,12 +320,18 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
                                               batch, tokens, 0, attention.qk_scale,
                                               attention.upcast, tma=tma)
 
-    expected = sdpa().transpose(1, 2).reshape(tokens, heads, head_dim)
+    expected = F.scaled_dot_product_attention(
+        qs, ks, vs, is_causal=True, enable_gqa=gqa).transpose(1, 2).reshape(
+        tokens, heads, head_dim)
+    del qs, ks, vs
     flops = 4 * batch * heads * seq * seq * head_dim / 2
     times = timed_rounds({"paged": gathered, "paged_tiles": tiles, "dense": dense,
                           "dense_pointers": lambda: dense(tma=False),
-                          "forward": lambda: attention.forward(q, k, v, cache, metadata),
-                          "sdpa": sdpa}, smoke)
+                          "forward": lambda: attention.forward(q, k, v, cache, metadata)},
+                         smoke)
+    peer = in_own_process(sdpa_prefill_ms, str(device), smoke, batch, heads, kv_heads, seq,
+                          head_dim)
+    times["sdpa"] = peer.pop("default")
     result = dict(shape=dict(batch=batch, heads=heads, kv_heads=kv_heads, seq=seq,
                              head_dim=head_dim),
                   rel_error_vs_sdpa=rel_error(out, expected),
@@ -320,6 +345,27 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
                   triton_forward_ms=times["forward"],
                   triton_forward_tflops=flops / times["forward"] / 1e9,
                   sdpa_ms=times["sdpa"], sdpa_tflops=flops / times["sdpa"] / 1e9)
+    for backend, ms in peer.items():
+        result[f"sdpa_{backend}_tflops"] = flops / ms / 1e9 if isinstance(ms, float) else ms
+    result["ratio_vs_sdpa"] = result["triton_tflops"] / result["sdpa_tflops"]
+    result["paged_tiles_ratio_vs_sdpa"] = result["paged_tiles_tflops"] / result["sdpa_tflops"]
+    if sweep:
+        result["sweep"] = sweep_prefill(gathered, tiles, dense, flops, smoke)
+    return result
+
+
+def sdpa_prefill_ms(device, smoke, batch, heads, kv_heads, seq, head_dim) -> dict:
+    """SDPA's causal prefill ([B, H, S, D]): median ms as selected ("default") and, on the
+    GPU, through each backend (a string where it is unavailable); run in_own_process."""
+    qs = torch.randn(batch, heads, seq, head_dim, dtype=BF16, device=device)
+    ks, vs = (torch.randn(batch, kv_heads, seq, head_dim, dtype=BF16, device=device)
+              for _ in range(2))
+
+    def sdpa():
+        return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True,
+                                              enable_gqa=kv_heads != heads)
+
+    times = timed_rounds({"default": sdpa}, smoke)
     if not smoke:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -327,15 +373,10 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
                         SDPBackend.EFFICIENT_ATTENTION):
             try:
                 with sdpa_kernel([backend]):
-                    ms = timed(sdpa, smoke)
-                result[f"sdpa_{backend.name.lower()}_tflops"] = flops / ms / 1e9
+                    times[backend.name.lower()] = timed(sdpa, smoke)
             except RuntimeError as exc:
-                result[f"sdpa_{backend.name.lower()}_tflops"] = f"unavailable: {exc}"[:120]
-    result["ratio_vs_sdpa"] = result["triton_tflops"] / result["sdpa_tflops"]
-    result["paged_tiles_ratio_vs_sdpa"] = result["paged_tiles_tflops"] / result["sdpa_tflops"]
-    if sweep:
-        result["sweep"] = sweep_prefill(gathered, tiles, dense, flops, smoke)
-    return result
+                times[backend.name.lower()] = f"unavailable: {exc}"[:120]
+    return times
 
 
 def sweep_prefill(gathered, tiles, dense, flops, smoke) -> list[dict]:
