@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 from ..core.errors import BaseboardError, RequestError
 from ..engine.detokenizer import IncrementalDetokenizer
 from ..engine.sampling_params import SamplingParams
-from .engine_loop import EngineLoop, Event, PromptSource, StartCommand
+from .engine_loop import EngineLoop, Event, PromptSource, StartCommand, ThreadInlet
 from .metrics import TokenBatch
 from .request_stream import CompletionDelta, Inbox, RequestStream
 
@@ -59,14 +59,15 @@ class LoopThread:
         self.llm = llm
         self.max_model_len = llm.engine.max_model_len
         self.tokenizer = llm.engine.tokenizer
+        self.inlet = ThreadInlet()
         self.loop: Optional[EngineLoop] = None
         self.thread: Optional[threading.Thread] = None
 
     def connect(self, receive: Callable[[list[Event]], None]) -> None:
-        self.loop = EngineLoop(self.llm, receive)
+        self.loop = EngineLoop(self.llm, receive, self.inlet)
 
     def post(self, command: str, payload: Any) -> None:
-        self.loop.post(command, payload)
+        self.inlet.post(command, payload)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.loop.run, name="baseboard-engine",

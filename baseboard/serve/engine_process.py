@@ -9,7 +9,7 @@ sends it commands and reads its events, one message per step, through a pipe.
 
 The child ignores SIGINT and SIGTERM: the server drains on them and then tells the child
 to stop (``shutdown``), and a child whose server went away (the pipe closed) finishes what
-runs and exits.
+runs and exits. The loop's own thread reads the commands between its steps (PipeInlet).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..core.errors import BaseboardError
-from .engine_loop import EngineLoop, Event
+from .engine_loop import EngineLoop, Event, PipeInlet
 
 
 JOIN_TIMEOUT_S = 10.0  # how long a child whose pipe closed may take to exit
@@ -174,16 +174,6 @@ def _child_main(conn: Any, llm_options: dict[str, Any]) -> None:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server has gone; the reader below has asked the loop to stop
 
-    loop = EngineLoop(llm, send)
-
-    def read_commands() -> None:
-        try:
-            while True:
-                loop.post(*conn.recv())
-        except (EOFError, OSError):
-            loop.post("shutdown")
-
-    threading.Thread(target=read_commands, name="baseboard-commands", daemon=True).start()
-    loop.run()
+    EngineLoop(llm, send, PipeInlet(conn)).run()
     llm.engine.close()
     sys.stderr.flush()

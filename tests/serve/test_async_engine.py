@@ -292,3 +292,40 @@ def test_text_is_decoded_on_the_server_side_unless_stop_strings_need_it(llm):
         assert (texts[0], ids[0]) == (want.text, want.token_ids)
     first, second = ({text for job, text in loop_texts if job == j} for j in (0, 1))
     assert first == {None} and second and None not in second
+
+
+def test_a_loop_reading_a_pipe_serves_its_commands_and_stops_when_it_closes(llm):
+    """The engine process's loop reads its commands from the pipe between steps: requests
+    sent before and while it runs are served, and a closed pipe drains it and ends it."""
+    import multiprocessing
+
+    from baseboard.serve.engine_loop import EngineLoop, PipeInlet, StartCommand
+
+    params = greedy(8)
+    expected = [o.outputs[0].token_ids for o in llm.generate(PROMPTS, params)]
+    server_end, loop_end = multiprocessing.Pipe()
+    tokens: dict[int, list[int]] = {}
+    finished: set[int] = set()
+
+    def outlet(events):
+        for event in events:
+            if event[0] == "deliver" and isinstance(event[2], tuple):
+                deltas, done = event[2]
+                for delta in deltas:
+                    tokens.setdefault(event[1], []).extend(delta[3])
+                if done:
+                    finished.add(event[1])
+                if event[1] == 0 and len(tokens[0]) == 2:  # the others join mid-run
+                    for job in (1, 2):
+                        server_end.send(("start", StartCommand(job, [PROMPTS[job]], params,
+                                                               True, 1)))
+                    server_end.close()
+
+    server_end.send(("start", StartCommand(0, [PROMPTS[0]], params, True, 1)))
+    loop = EngineLoop(llm, outlet, PipeInlet(loop_end))
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    thread.join(TIMEOUT_S)
+    assert not thread.is_alive(), "the loop did not stop when its pipe closed"
+    assert finished == {0, 1, 2}
+    assert [tokens[job] for job in (0, 1, 2)] == expected
