@@ -172,7 +172,7 @@ def _child_main(conn: Any, llm_options: dict[str, Any]) -> None:
         try:
             conn.send(_portable_events(events))
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the server has gone; the reader below has asked the loop to stop
+            pass  # the server has gone: the loop reads its closed pipe as "shutdown"
 
     EngineLoop(llm, send, PipeInlet(conn)).run()
     llm.engine.close()
