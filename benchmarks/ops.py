@@ -241,12 +241,18 @@ def bench_decode(device, smoke, batch=32, heads=32, kv_heads=8, context=4096, he
     return result
 
 
+def sdpa_inputs(device, batch, heads, kv_heads, queries, keys, head_dim):
+    """Random bf16 q [B, H, queries, D] and k, v [B, KV heads, keys, D], SDPA's layout."""
+    q = torch.randn(batch, heads, queries, head_dim, dtype=BF16, device=device)
+    k, v = (torch.randn(batch, kv_heads, keys, head_dim, dtype=BF16, device=device)
+            for _ in range(2))
+    return q, k, v
+
+
 def sdpa_decode_ms(device, smoke, batch, heads, kv_heads, context, head_dim) -> dict:
     """SDPA's decode (one query a sequence over contiguous K/V, [B, H, S, D]) with
     enable_gqa and on K/V repeated to every query head: median ms (run in_own_process)."""
-    qs = torch.randn(batch, heads, 1, head_dim, dtype=BF16, device=device)
-    ks, vs = (torch.randn(batch, kv_heads, context, head_dim, dtype=BF16, device=device)
-              for _ in range(2))
+    qs, ks, vs = sdpa_inputs(device, batch, heads, kv_heads, 1, context, head_dim)
     group, scale = heads // kv_heads, head_dim ** -0.5
     ks_mha, vs_mha = ks.repeat_interleave(group, 1), vs.repeat_interleave(group, 1)
     return timed_rounds({
@@ -357,9 +363,7 @@ def bench_prefill(device, smoke, batch=8, heads=32, kv_heads=32, seq=2048, head_
 def sdpa_prefill_ms(device, smoke, batch, heads, kv_heads, seq, head_dim) -> dict:
     """SDPA's causal prefill ([B, H, S, D]): median ms as selected ("default") and, on the
     GPU, through each backend (a string where it is unavailable); run in_own_process."""
-    qs = torch.randn(batch, heads, seq, head_dim, dtype=BF16, device=device)
-    ks, vs = (torch.randn(batch, kv_heads, seq, head_dim, dtype=BF16, device=device)
-              for _ in range(2))
+    qs, ks, vs = sdpa_inputs(device, batch, heads, kv_heads, seq, seq, head_dim)
 
     def sdpa():
         return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True,

@@ -25,7 +25,7 @@ serve=(python3 benchmarks/serve.py --shape qwen2.5-0.5b --concurrency 32 --max-t
        "${load[@]}")
 for run in $(seq "$runs"); do
   (cd "$before" && PYTHONPATH=/tmp/site_before:$site step "serve_before_$run" 200 \
-    "${serve[@]}" --json "$out/serve_before_$run.json")
+    "${serve[@]}" --json "$out/serve_before_$run.json"; exit $failed) || failed=1
   step "serve_after_$run" 200 "${serve[@]}" --json "$out/serve_after_$run.json"
 done
 echo "done in $SECONDS s"
